@@ -1,0 +1,66 @@
+//! `legate bootstrap`: the Envoy bootstrap that connects a proxy to legate
+//! over ADS. Everything else Envoy needs arrives over that stream.
+
+use serde_json::{json, Value};
+
+/// What the bootstrap says about the proxy and where legate runs.
+#[derive(Debug, Clone)]
+pub struct BootstrapOptions {
+    /// `node.id`, unique per proxy.
+    pub node_id: String,
+    /// `node.cluster`: the fleet the proxy belongs to.
+    pub node_cluster: String,
+    /// legate replicas as `host:port`.
+    pub xds_addrs: Vec<(String, u16)>,
+    /// Envoy's admin port on 127.0.0.1.
+    pub admin_port: u16,
+}
+
+/// The bootstrap as YAML that `envoy -c` accepts unchanged.
+#[must_use]
+pub fn bootstrap_yaml(o: &BootstrapOptions) -> String {
+    let header = format!(
+        "# Envoy bootstrap for node {} (fleet {}), made by `legate bootstrap`.\n# Listeners, routes, clusters and endpoints arrive over ADS from legate.\n",
+        o.node_id, o.node_cluster
+    );
+    header + &serde_yaml::to_string(&bootstrap(o)).unwrap_or_default()
+}
+
+fn bootstrap(o: &BootstrapOptions) -> Value {
+    let ads = json!({ "ads": {}, "resource_api_version": "V3" });
+    let endpoints: Vec<Value> = o
+        .xds_addrs
+        .iter()
+        .map(|(host, port)| json!({ "endpoint": { "address": { "socket_address": { "address": host, "port_value": port } } } }))
+        .collect();
+    json!({
+        "node": { "id": o.node_id, "cluster": o.node_cluster },
+        "admin": { "address": { "socket_address": { "address": "127.0.0.1", "port_value": o.admin_port } } },
+        "dynamic_resources": {
+            "ads_config": {
+                "api_type": "GRPC",
+                "transport_api_version": "V3",
+                "grpc_services": [{ "envoy_grpc": { "cluster_name": "legate_xds" } }],
+                "set_node_on_first_message_only": true
+            },
+            "cds_config": ads,
+            "lds_config": ads
+        },
+        "static_resources": {
+            "clusters": [{
+                "name": "legate_xds",
+                "type": "STRICT_DNS",
+                "connect_timeout": "1s",
+                "typed_extension_protocol_options": {
+                    "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                        "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                        "explicit_http_config": { "http2_protocol_options": {
+                            "connection_keepalive": { "interval": "30s", "timeout": "5s" }
+                        } }
+                    }
+                },
+                "load_assignment": { "cluster_name": "legate_xds", "endpoints": [{ "lb_endpoints": endpoints }] }
+            }]
+        }
+    })
+}

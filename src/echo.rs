@@ -1,0 +1,73 @@
+//! `legate echo`: a small upstream for demos and tests. Answers every
+//! request with JSON `{service, method, path, query, headers, body}`;
+//! `GET /status/NNN` answers with that status and `GET /delay/MS` waits first.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::body::{to_bytes, Body};
+use axum::extract::Request;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Json, Response};
+use serde_json::json;
+use tokio::net::TcpListener;
+
+/// Serve on `listener` as `name` until `shutdown` resolves.
+///
+/// # Errors
+/// When serving fails.
+pub async fn serve_on(
+    listener: TcpListener,
+    name: String,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let app = axum::Router::new().fallback(move |req: Request| answer(name.clone(), req));
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await.context("echo server failed")
+}
+
+/// Bind `addr` and serve as `name`.
+///
+/// # Errors
+/// When the address cannot be bound.
+pub async fn serve(
+    addr: SocketAddr,
+    name: String,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+    serve_on(listener, name, shutdown).await
+}
+
+async fn answer(service: String, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let path = parts.uri.path().to_owned();
+    let mut status = StatusCode::OK;
+    let mut segs = path.trim_start_matches('/').splitn(3, '/');
+    match (segs.next(), segs.next().map(str::parse::<u64>)) {
+        (Some("status"), Some(Ok(code))) => {
+            status = u16::try_from(code).ok().and_then(|c| StatusCode::from_u16(c).ok()).unwrap_or(StatusCode::BAD_REQUEST);
+        }
+        (Some("delay"), Some(Ok(ms))) => tokio::time::sleep(Duration::from_millis(ms.min(60_000))).await,
+        _ => {}
+    }
+    let mut headers: BTreeMap<String, String> = BTreeMap::new();
+    for (k, v) in &parts.headers {
+        let v = String::from_utf8_lossy(v.as_bytes()).into_owned();
+        headers.entry(k.as_str().to_owned()).and_modify(|e| {
+            e.push_str(", ");
+            e.push_str(&v);
+        }).or_insert(v);
+    }
+    let body = to_bytes(Body::new(body), 1 << 20).await.map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+    let out = json!({
+        "service": service,
+        "method": parts.method.as_str(),
+        "path": parts.uri.path_and_query().map_or("/", |p| p.as_str()),
+        "query": parts.uri.query().unwrap_or(""),
+        "headers": headers,
+        "body": body,
+    });
+    (status, Json(out)).into_response()
+}

@@ -1,0 +1,179 @@
+//! The `legate` command line (SPEC §1).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use tracing_subscriber::EnvFilter;
+
+use legate::bootstrap::{bootstrap_yaml, BootstrapOptions};
+
+#[derive(Parser)]
+#[command(name = "legate", version, about = "Declarative API gateway policy, served to stock Envoy over ADS")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Yaml,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Load DIR, serve ADS and the admin API, watch DIR and push every valid change.
+    Serve {
+        #[arg(long, default_value = "./config")]
+        config: PathBuf,
+        #[arg(long, default_value = "0.0.0.0:18000")]
+        xds_addr: SocketAddr,
+        #[arg(long, default_value = "127.0.0.1:18001")]
+        admin_addr: SocketAddr,
+        #[arg(long, value_enum, default_value = "text")]
+        log_format: LogFormat,
+    },
+    /// Check DIR; print every error as FILE:LINE:COL: message.
+    Validate {
+        #[arg(long, default_value = "./config")]
+        config: PathBuf,
+    },
+    /// Print the Envoy resources a node of a cluster would receive.
+    Render {
+        #[arg(long, default_value = "./config")]
+        config: PathBuf,
+        #[arg(long, default_value = "default")]
+        node_cluster: String,
+        #[arg(long, value_enum, default_value = "yaml")]
+        format: Format,
+    },
+    /// Print an Envoy bootstrap that connects to legate over ADS.
+    Bootstrap {
+        #[arg(long)]
+        node_id: String,
+        #[arg(long, default_value = "default")]
+        node_cluster: String,
+        /// legate's xDS address; repeat for several replicas.
+        #[arg(long, default_value = "127.0.0.1:18000")]
+        xds_addr: Vec<String>,
+        #[arg(long, default_value_t = 9901)]
+        admin_port: u16,
+        /// Incremental (delta) xDS.
+        #[arg(long)]
+        delta: bool,
+    },
+    /// serve + a local Envoy (+ demo upstreams with --demo), all on this machine.
+    Up {
+        #[arg(long, default_value = "./config")]
+        config: PathBuf,
+        #[arg(long)]
+        demo: bool,
+        #[arg(long, default_value = "127.0.0.1:18000")]
+        xds_addr: SocketAddr,
+        #[arg(long, default_value = "127.0.0.1:18001")]
+        admin_addr: SocketAddr,
+        #[arg(long, default_value_t = 9901)]
+        envoy_admin_port: u16,
+    },
+    /// A JSON echo upstream for demos and tests.
+    Echo {
+        #[arg(long)]
+        listen: SocketAddr,
+        #[arg(long, default_value = "echo")]
+        name: String,
+    },
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = EnvFilter::try_from_env("LEGATE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("legate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve { config, xds_addr, admin_addr, log_format } => {
+            init_logs(log_format);
+            let opts = legate::serve::ServeOptions { config_dir: config, xds_addr, admin_addr };
+            runtime()?.block_on(legate::serve::serve(opts, legate::serve::shutdown_signal()))?;
+        }
+        Command::Validate { config } => match legate::policy::load_dir(&config) {
+            Ok(p) => {
+                println!(
+                    "{}: valid ({} listeners, {} services, {} routes)",
+                    config.display(),
+                    p.listeners.len(),
+                    p.services.len(),
+                    p.routes.len()
+                );
+            }
+            Err(diags) => {
+                println!("{diags}");
+                eprintln!("{} error(s); nothing would be applied", diags.0.len());
+                return Ok(ExitCode::FAILURE);
+            }
+        },
+        Command::Render { config, node_cluster, format } => match legate::watch::load(&config) {
+            Ok(snapshot) => {
+                let view = snapshot.view(&node_cluster);
+                match format {
+                    Format::Yaml => print!("{}", legate::render::view_yaml(&view)),
+                    Format::Json => println!("{}", serde_json::to_string_pretty(&legate::render::view_json(&view))?),
+                }
+            }
+            Err(diags) => {
+                eprintln!("{diags}");
+                return Ok(ExitCode::FAILURE);
+            }
+        },
+        Command::Bootstrap { node_id, node_cluster, xds_addr, admin_port, delta } => {
+            if delta {
+                anyhow::bail!("incremental (delta) xDS is not supported by this legate yet; omit --delta for SotW ADS");
+            }
+            let xds_addrs = xds_addr.iter().map(|a| parse_host_port(a)).collect::<anyhow::Result<Vec<_>>>()?;
+            print!("{}", bootstrap_yaml(&BootstrapOptions { node_id, node_cluster, xds_addrs, admin_port }));
+        }
+        Command::Up { config, demo, xds_addr, admin_addr, envoy_admin_port } => {
+            init_logs(LogFormat::Text);
+            let opts = legate::up::UpOptions { config_dir: config, demo, xds_addr, admin_addr, envoy_admin_port };
+            runtime()?.block_on(legate::up::up(opts))?;
+        }
+        Command::Echo { listen, name } => {
+            init_logs(LogFormat::Text);
+            runtime()?.block_on(legate::echo::serve(listen, name, legate::serve::shutdown_signal()))?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn parse_host_port(s: &str) -> anyhow::Result<(String, u16)> {
+    let (host, port) = s.rsplit_once(':').with_context(|| format!("--xds-addr `{s}` is not HOST:PORT"))?;
+    let port = port.parse().with_context(|| format!("--xds-addr `{s}` has no valid port"))?;
+    Ok((host.trim_matches(['[', ']']).to_owned(), port))
+}

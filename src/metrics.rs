@@ -1,0 +1,75 @@
+//! Prometheus metrics (SPEC §4), served as text on the admin API.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// `{result="ok"|"error"}`
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    /// `ok` or `error`.
+    pub result: &'static str,
+}
+
+/// `{type="cds"|"eds"|"lds"|"rds"}`
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TypeLabel {
+    /// Short xDS type name.
+    pub r#type: &'static str,
+}
+
+/// Every metric legate exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Proxies with an open ADS stream.
+    pub connected_proxies: Gauge,
+    /// Policy reloads by result.
+    pub config_reloads: Family<ResultLabel, Counter>,
+    /// Responses sent, by type.
+    pub pushes: Family<TypeLabel, Counter>,
+    /// NACKs received, by type.
+    pub nacks: Family<TypeLabel, Counter>,
+    /// Seconds from a push to its ACK.
+    pub push_to_ack: Histogram,
+    /// Protocol errors that ended a stream.
+    pub stream_errors: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("legate");
+        let connected_proxies = Gauge::default();
+        let config_reloads = Family::<ResultLabel, Counter>::default();
+        let pushes = Family::<TypeLabel, Counter>::default();
+        let nacks = Family::<TypeLabel, Counter>::default();
+        let push_to_ack = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
+        let stream_errors = Counter::default();
+        registry.register("connected_proxies", "Envoy proxies with an open ADS stream", connected_proxies.clone());
+        registry.register("config_reloads", "Policy reloads by result", config_reloads.clone());
+        registry.register("pushes", "xDS responses sent, by type", pushes.clone());
+        registry.register("nacks", "xDS responses rejected by a proxy, by type", nacks.clone());
+        registry.register("push_to_ack_seconds", "Time from an xDS push to its ACK", push_to_ack.clone());
+        registry.register("stream_errors", "ADS streams ended for breaking the protocol", stream_errors.clone());
+        Metrics { registry, connected_proxies, config_reloads, pushes, nacks, push_to_ack, stream_errors }
+    }
+}
+
+impl Metrics {
+    /// The Prometheus text exposition.
+    #[must_use]
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+
+    /// Count a reload.
+    pub fn reload(&self, ok: bool) {
+        self.config_reloads.get_or_create(&ResultLabel { result: if ok { "ok" } else { "error" } }).inc();
+    }
+}

@@ -1,0 +1,77 @@
+//! Policy files: reading a folder of YAML, reporting every problem with
+//! `FILE:LINE:COL`, and producing the validated [`Policy`] model.
+//!
+//! Parse, then validate: [`raw`] mirrors the files, [`validate`] checks the
+//! merged whole and resolves references into [`model`].
+
+mod keys;
+mod locate;
+mod model;
+mod raw;
+mod source;
+mod validate;
+
+use std::fmt;
+use std::path::Path;
+
+use serde::Serialize;
+
+pub use locate::{LocationIndex, Pos, Seg, YamlPath};
+pub use model::*;
+
+/// One problem in the policy files, where a user can find it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Diagnostic {
+    /// Path relative to the policy folder.
+    pub file: String,
+    /// From 1.
+    pub line: usize,
+    /// From 1.
+    pub column: usize,
+    /// What is wrong and, where possible, how to fix it.
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}: {}", self.file, self.line, self.column, self.message)
+    }
+}
+
+/// Every problem found in one load, in file and line order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostics(pub Vec<Diagnostic>);
+
+impl fmt::Display for Diagnostics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, d) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{d}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Diagnostics {}
+
+/// Load and validate every `*.yaml`/`*.yml` file under `dir`.
+///
+/// # Errors
+/// Every problem found, not just the first.
+pub fn load_dir(dir: &Path) -> Result<Policy, Diagnostics> {
+    let files = source::read_dir(dir)?;
+    let parsed = source::parse_all(&files);
+    validate::validate(&files, parsed)
+}
+
+/// Load and validate policy given as in-memory files `(relative path, text)`.
+///
+/// # Errors
+/// Every problem found, not just the first.
+pub fn load_texts(texts: &[(String, String)]) -> Result<Policy, Diagnostics> {
+    let files = source::from_texts(texts);
+    let parsed = source::parse_all(&files);
+    validate::validate(&files, parsed)
+}

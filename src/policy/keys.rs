@@ -1,0 +1,125 @@
+//! The keys each part of a policy file allows, for "unknown key" messages
+//! with a "did you mean" hint, and the keys SPEC §2 names that this version
+//! does not implement yet (rejected, never silently ignored).
+
+use super::locate::{Seg, YamlPath};
+
+const TOP: &[&str] = &["listeners", "services", "routes", "defaults"];
+const LISTENER: &[&str] = &["name", "port", "address", "hosts", "fleets"];
+const SERVICE: &[&str] = &["name", "url", "endpoints", "connect_timeout", "timeout", "load_balancing"];
+const ROUTE: &[&str] = &[
+    "name",
+    "listener",
+    "match",
+    "service",
+    "split",
+    "rewrite",
+    "timeout",
+    "request_headers",
+    "response_headers",
+];
+const MATCH: &[&str] = &["prefix", "path", "regex", "methods", "headers", "query"];
+const VALUE_MATCH: &[&str] = &["exact", "present", "regex"];
+const SPLIT: &[&str] = &["service", "weight"];
+const REWRITE: &[&str] = &["prefix", "regex", "substitution", "host"];
+const HEADER_OPS: &[&str] = &["add", "remove"];
+const DEFAULTS: &[&str] = &["request_headers", "response_headers"];
+
+/// Keys in SPEC §2 that later issues implement.
+const PLANNED_TOP: &[&str] = &["auth", "rate_limits", "aggregations"];
+const PLANNED_LISTENER: &[&str] = &["tls", "http_redirect_port"];
+const PLANNED_SERVICE: &[&str] =
+    &["retries", "circuit_breaker", "outlier_detection", "health_check", "auth", "rate_limit"];
+const PLANNED_ROUTE: &[&str] = &["auth", "rate_limit", "cors"];
+const PLANNED_DEFAULTS: &[&str] = &["auth", "rate_limit", "access_log", "tracing"];
+
+/// What the mapping at `parent` is, for messages, with its allowed and planned keys.
+fn context(parent: &[Seg]) -> Option<(&'static str, &'static [&'static str], &'static [&'static str])> {
+    use Seg::{Index as I, Key as K};
+    let k = |s: &Seg, want: &str| matches!(s, K(x) if x == want);
+    Some(match parent {
+        [] => ("the top level", TOP, PLANNED_TOP),
+        [l, I(_)] if k(l, "listeners") => ("a listener", LISTENER, PLANNED_LISTENER),
+        [s, I(_)] if k(s, "services") => ("a service", SERVICE, PLANNED_SERVICE),
+        [r, I(_)] if k(r, "routes") => ("a route", ROUTE, PLANNED_ROUTE),
+        [r, I(_), m] if k(r, "routes") && k(m, "match") => ("a route match", MATCH, &[]),
+        [r, I(_), m, h, K(_)] if k(r, "routes") && k(m, "match") && (k(h, "headers") || k(h, "query")) => {
+            ("a value match", VALUE_MATCH, &[])
+        }
+        [r, I(_), s, I(_)] if k(r, "routes") && k(s, "split") => ("a split entry", SPLIT, &[]),
+        [r, I(_), w] if k(r, "routes") && k(w, "rewrite") => ("a rewrite", REWRITE, &[]),
+        [.., h] if k(h, "request_headers") || k(h, "response_headers") => ("a header change", HEADER_OPS, &[]),
+        [d] if k(d, "defaults") => ("defaults", DEFAULTS, PLANNED_DEFAULTS),
+        _ => return None,
+    })
+}
+
+/// The message for an unknown key at `path`.
+pub(crate) fn unknown_key_message(path: &YamlPath) -> String {
+    let Some((Seg::Key(key), parent)) = path.0.split_last() else {
+        return format!("unexpected entry at {path}");
+    };
+    if parent.is_empty() && key == "_format_version" {
+        return "this is a Kong declarative config; reading kong.yaml files is not supported by this \
+                version of legate yet"
+            .to_owned();
+    }
+    let Some((what, allowed, planned)) = context(parent) else {
+        return format!("unknown key `{key}`");
+    };
+    if planned.contains(&key.as_str()) {
+        return format!(
+            "`{key}` is part of the policy format but not supported by this version of legate yet; \
+             remove it (nothing was applied)"
+        );
+    }
+    let mut msg = format!("unknown key `{key}` in {what}");
+    if let Some(best) = did_you_mean(key, allowed) {
+        msg.push_str(&format!("; did you mean `{best}`?"));
+    } else {
+        msg.push_str(&format!(" (expected one of: {})", allowed.join(", ")));
+    }
+    msg
+}
+
+/// The closest of `options` to `word`, when close enough to be a typo.
+pub(crate) fn did_you_mean<'a>(word: &str, options: &[&'a str]) -> Option<&'a str> {
+    options
+        .iter()
+        .map(|o| (strsim::damerau_levenshtein(&word.to_ascii_lowercase(), o), *o))
+        .filter(|(d, o)| *d <= 2.max(o.len() / 3))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, o)| o)
+}
+
+/// Rephrase serde's messages where ours say more.
+pub(crate) fn explain_serde(message: &str) -> String {
+    message.replace("invalid type: ", "wrong type: ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn path(segs: &[Seg]) -> YamlPath {
+        YamlPath(segs.to_vec())
+    }
+
+    #[test]
+    fn suggests_the_closest_key() {
+        let p = path(&[Seg::Key("routes".into()), Seg::Index(0), Seg::Key("servce".into())]);
+        assert_eq!(unknown_key_message(&p), "unknown key `servce` in a route; did you mean `service`?");
+    }
+
+    #[test]
+    fn lists_keys_when_nothing_is_close() {
+        let p = path(&[Seg::Key("listeners".into()), Seg::Index(2), Seg::Key("zzzzzzzz".into())]);
+        assert!(unknown_key_message(&p).contains("expected one of: name, port"));
+    }
+
+    #[test]
+    fn planned_keys_are_named_as_such() {
+        let p = path(&[Seg::Key("routes".into()), Seg::Index(0), Seg::Key("auth".into())]);
+        assert!(unknown_key_message(&p).contains("not supported by this version"));
+    }
+}

@@ -1,0 +1,155 @@
+//! The policy files as written: serde types that mirror SPEC §2 key for key.
+//!
+//! Values whose checks need more than their own text (durations, regexes,
+//! references) stay strings here; `validate` turns them into the model.
+
+use std::collections::BTreeMap;
+
+use serde::de::{self, value::MapAccessDeserializer, value::SeqAccessDeserializer};
+use serde::{Deserialize, Deserializer};
+
+/// One YAML document of a policy file. Every list merges across files.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct PolicyFile {
+    #[serde(default)]
+    pub(crate) listeners: Vec<Listener>,
+    #[serde(default)]
+    pub(crate) services: Vec<Service>,
+    #[serde(default)]
+    pub(crate) routes: Vec<Route>,
+    pub(crate) defaults: Option<Defaults>,
+}
+
+/// `listeners[]`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct Listener {
+    pub(crate) name: String,
+    pub(crate) port: u16,
+    pub(crate) address: Option<String>,
+    pub(crate) hosts: Option<Vec<String>>,
+    pub(crate) fleets: Option<Vec<String>>,
+}
+
+/// `services[]`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct Service {
+    pub(crate) name: String,
+    pub(crate) url: Option<String>,
+    pub(crate) endpoints: Option<Vec<String>>,
+    pub(crate) connect_timeout: Option<String>,
+    pub(crate) timeout: Option<String>,
+    pub(crate) load_balancing: Option<String>,
+}
+
+/// `routes[]`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct Route {
+    pub(crate) name: String,
+    pub(crate) listener: Option<String>,
+    #[serde(rename = "match")]
+    pub(crate) matcher: Match,
+    pub(crate) service: Option<String>,
+    pub(crate) split: Option<Vec<SplitTarget>>,
+    pub(crate) rewrite: Option<Rewrite>,
+    pub(crate) timeout: Option<String>,
+    pub(crate) request_headers: Option<HeaderOps>,
+    pub(crate) response_headers: Option<HeaderOps>,
+}
+
+/// `routes[].match`.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct Match {
+    pub(crate) prefix: Option<String>,
+    pub(crate) path: Option<String>,
+    pub(crate) regex: Option<String>,
+    pub(crate) methods: Option<Vec<String>>,
+    pub(crate) headers: Option<BTreeMap<String, ValueMatch>>,
+    pub(crate) query: Option<BTreeMap<String, ValueMatch>>,
+}
+
+/// A header or query value to match: a plain string is an exact match.
+#[derive(Debug)]
+pub(crate) enum ValueMatch {
+    /// `name: value`
+    Exact(String),
+    /// `name: { present: true }` or `name: { regex: ... }`
+    Spec(ValueMatchSpec),
+}
+
+/// The long form of a header or query match.
+#[derive(Debug, Deserialize)]
+pub(crate) struct ValueMatchSpec {
+    pub(crate) exact: Option<String>,
+    pub(crate) present: Option<bool>,
+    pub(crate) regex: Option<String>,
+}
+
+/// `routes[].split[]`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct SplitTarget {
+    pub(crate) service: String,
+    pub(crate) weight: u32,
+}
+
+/// `routes[].rewrite`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct Rewrite {
+    pub(crate) prefix: Option<String>,
+    pub(crate) regex: Option<String>,
+    pub(crate) substitution: Option<String>,
+    pub(crate) host: Option<String>,
+}
+
+/// `request_headers` / `response_headers`.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct HeaderOps {
+    #[serde(default)]
+    pub(crate) add: BTreeMap<String, String>,
+    #[serde(default)]
+    pub(crate) remove: Vec<String>,
+}
+
+/// `defaults`.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct Defaults {
+    pub(crate) request_headers: Option<HeaderOps>,
+    pub(crate) response_headers: Option<HeaderOps>,
+}
+
+impl<'de> Deserialize<'de> for ValueMatch {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> de::Visitor<'de> for V {
+            type Value = ValueMatch;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string to match exactly, or { exact | present | regex }")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ValueMatch, E> {
+                Ok(ValueMatch::Exact(v.to_owned()))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<ValueMatch, E> {
+                Ok(ValueMatch::Exact(v.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<ValueMatch, E> {
+                Ok(ValueMatch::Exact(v.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<ValueMatch, E> {
+                Ok(ValueMatch::Exact(v.to_string()))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<ValueMatch, E> {
+                Ok(ValueMatch::Exact(v.to_string()))
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<ValueMatch, A::Error> {
+                ValueMatchSpec::deserialize(MapAccessDeserializer::new(map)).map(ValueMatch::Spec)
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<ValueMatch, A::Error> {
+                // Only here for a clearer message than serde's default.
+                let _ = Vec::<String>::deserialize(SeqAccessDeserializer::new(seq));
+                Err(de::Error::custom(
+                    "a list is not a match; use { regex: \"a|b\" } to accept several values",
+                ))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}

@@ -1,0 +1,155 @@
+//! Reading the policy folder and parsing each file into [`raw`] types, with
+//! unknown keys and syntax errors reported at their position.
+
+use std::path::{Path, PathBuf};
+
+use super::keys;
+use super::locate::{LocationIndex, Seg, YamlPath};
+use super::raw::PolicyFile;
+use super::{Diagnostic, Diagnostics};
+
+/// One policy file: its name relative to the folder, text and positions.
+#[derive(Debug)]
+pub(crate) struct SourceFile {
+    pub(crate) rel: String,
+    pub(crate) text: String,
+    pub(crate) index: LocationIndex,
+}
+
+/// Where a parsed item came from: file number, document number and path.
+#[derive(Debug, Clone)]
+pub(crate) struct Origin {
+    pub(crate) file: usize,
+    pub(crate) doc: usize,
+    pub(crate) path: YamlPath,
+}
+
+impl Origin {
+    pub(crate) fn key(&self, k: &str) -> Origin {
+        Origin { path: self.path.key(k), ..self.clone() }
+    }
+    pub(crate) fn index(&self, i: usize) -> Origin {
+        Origin { path: self.path.index(i), ..self.clone() }
+    }
+}
+
+/// A parsed document and the problems found while parsing it.
+pub(crate) struct Parsed {
+    pub(crate) docs: Vec<(usize, usize, PolicyFile)>,
+    pub(crate) errors: Vec<Diagnostic>,
+}
+
+/// Every `*.yaml`/`*.yml` under `dir`, recursively, in path order. Hidden
+/// entries are skipped: editors' swap files, and Kubernetes ConfigMap
+/// volumes' `..data` and timestamped folders (their files are reached
+/// through the top-level symlinks).
+pub(crate) fn read_dir(dir: &Path) -> Result<Vec<SourceFile>, Diagnostics> {
+    let mut paths = Vec::new();
+    let mut errors = Vec::new();
+    if let Err(e) = walk(dir, &mut paths) {
+        return Err(Diagnostics(vec![Diagnostic {
+            file: dir.display().to_string(),
+            line: 1,
+            column: 1,
+            message: format!("cannot read the policy folder: {e}"),
+        }]));
+    }
+    paths.sort();
+    let mut files = Vec::new();
+    for path in paths {
+        let rel = path.strip_prefix(dir).unwrap_or(&path).to_string_lossy().into_owned();
+        match std::fs::read_to_string(&path) {
+            Ok(text) => files.push(SourceFile { index: LocationIndex::build(&text), rel, text }),
+            Err(e) => errors.push(Diagnostic { file: rel, line: 1, column: 1, message: format!("cannot read file: {e}") }),
+        }
+    }
+    if errors.is_empty() {
+        Ok(files)
+    } else {
+        Err(Diagnostics(errors))
+    }
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') {
+            continue;
+        }
+        let path = entry.path();
+        // metadata() follows symlinks, as a ConfigMap's top-level files are.
+        let Ok(meta) = std::fs::metadata(&path) else { continue };
+        if meta.is_dir() {
+            walk(&path, out)?;
+        } else if name.ends_with(".yaml") || name.ends_with(".yml") {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// In-memory files, for tests and benchmarks.
+pub(crate) fn from_texts(texts: &[(String, String)]) -> Vec<SourceFile> {
+    let mut files: Vec<SourceFile> = texts
+        .iter()
+        .map(|(rel, text)| SourceFile { rel: rel.clone(), index: LocationIndex::build(text), text: text.clone() })
+        .collect();
+    files.sort_by(|a, b| a.rel.cmp(&b.rel));
+    files
+}
+
+/// Parse every document of every file; collect all syntax errors and unknown keys.
+pub(crate) fn parse_all(files: &[SourceFile]) -> Parsed {
+    let mut out = Parsed { docs: Vec::new(), errors: Vec::new() };
+    for (fi, file) in files.iter().enumerate() {
+        for (doc, de) in serde_yaml::Deserializer::from_str(&file.text).enumerate() {
+            let mut unknown = Vec::new();
+            let result: Result<Option<PolicyFile>, _> =
+                serde_ignored::deserialize(de, |p| unknown.push(to_yaml_path(&p)));
+            for path in unknown {
+                let pos = file.index.key(doc, &path);
+                out.errors.push(Diagnostic {
+                    file: file.rel.clone(),
+                    line: pos.line,
+                    column: pos.column,
+                    message: keys::unknown_key_message(&path),
+                });
+            }
+            match result {
+                Ok(Some(pf)) => out.docs.push((fi, doc, pf)),
+                Ok(None) => {}
+                Err(e) => out.errors.push(serde_error(file, &e)),
+            }
+        }
+    }
+    out
+}
+
+fn serde_error(file: &SourceFile, e: &serde_yaml::Error) -> Diagnostic {
+    let (line, column) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
+    let mut message = e.to_string();
+    if let Some(i) = message.rfind(" at line ") {
+        message.truncate(i);
+    }
+    Diagnostic { file: file.rel.clone(), line, column, message: keys::explain_serde(&message) }
+}
+
+fn to_yaml_path(p: &serde_ignored::Path<'_>) -> YamlPath {
+    use serde_ignored::Path as P;
+    match p {
+        P::Root => YamlPath::default(),
+        P::Seq { parent, index } => {
+            let mut y = to_yaml_path(parent);
+            y.0.push(Seg::Index(*index));
+            y
+        }
+        P::Map { parent, key } => {
+            let mut y = to_yaml_path(parent);
+            y.0.push(Seg::Key(key.clone()));
+            y
+        }
+        P::Some { parent } | P::NewtypeStruct { parent } | P::NewtypeVariant { parent } => to_yaml_path(parent),
+    }
+}

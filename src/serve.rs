@@ -1,0 +1,75 @@
+//! `legate serve`: load the folder, serve ADS and the admin API, watch for
+//! changes, stop cleanly on SIGINT/SIGTERM.
+
+use std::future::IntoFuture;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tracing::info;
+
+use crate::state::State;
+use crate::xds::Ads;
+use crate::{admin, watch};
+
+/// Where `serve` reads and listens.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// The policy folder.
+    pub config_dir: PathBuf,
+    /// ADS (gRPC) address.
+    pub xds_addr: SocketAddr,
+    /// Admin HTTP address.
+    pub admin_addr: SocketAddr,
+}
+
+/// Run until `shutdown` resolves.
+///
+/// # Errors
+/// When an address cannot be bound or the folder cannot be watched.
+pub async fn serve(opts: ServeOptions, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let state = State::new();
+    let dir = opts.config_dir.clone();
+    {
+        let state = Arc::clone(&state);
+        tokio::task::spawn_blocking(move || watch::reload(&dir, &state)).await?;
+    }
+    let xds = TcpListener::bind(opts.xds_addr).await.with_context(|| format!("cannot listen for xDS on {}", opts.xds_addr))?;
+    let admin = TcpListener::bind(opts.admin_addr)
+        .await
+        .with_context(|| format!("cannot listen for the admin API on {}", opts.admin_addr))?;
+    info!(xds = %xds.local_addr()?, admin = %admin.local_addr()?, config = %opts.config_dir.display(), "legate serving");
+
+    let watcher = tokio::spawn(watch::run(opts.config_dir.clone(), Arc::clone(&state)));
+    let admin_task = tokio::spawn(axum::serve(admin, admin::router(Arc::clone(&state))).into_future());
+    let grpc = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+        .add_service(Ads::new(Arc::clone(&state)).into_service())
+        .serve_with_incoming_shutdown(TcpListenerStream::new(xds), shutdown);
+    tokio::select! {
+        r = grpc => r.context("xDS server failed")?,
+        r = watcher => r?.context("policy watcher failed")?,
+        r = admin_task => r?.context("admin API failed")?,
+    }
+    info!("legate stopped");
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { () = ctrl_c => {}, () = term => {} }
+}

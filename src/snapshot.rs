@@ -1,0 +1,246 @@
+//! Immutable, encoded Envoy resources with deterministic versions.
+//!
+//! A [`Snapshot`] is built once per valid policy: every resource is encoded
+//! to `Any` once and shared by every stream. A node sees a [`View`] of it:
+//! the listeners (and their route configurations) of its fleet, and every
+//! cluster and endpoint. Versions are content hashes, so the same files give
+//! the same versions on any machine and after any restart.
+
+mod canonical;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use prost::Name;
+use sha2::{Digest, Sha256};
+
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use envoy_types::pb::envoy::config::listener::v3::Listener;
+use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+use envoy_types::pb::google::protobuf::Any;
+
+/// The four resource types legate serves, in make-before-break push order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    /// CDS
+    Cluster,
+    /// EDS
+    Endpoint,
+    /// LDS
+    Listener,
+    /// RDS
+    Route,
+}
+
+impl Kind {
+    /// Every kind, in push order.
+    pub const ALL: [Kind; 4] = [Kind::Cluster, Kind::Endpoint, Kind::Listener, Kind::Route];
+
+    /// The xDS type URL.
+    #[must_use]
+    pub fn type_url(self) -> &'static str {
+        match self {
+            Kind::Cluster => "type.googleapis.com/envoy.config.cluster.v3.Cluster",
+            Kind::Endpoint => "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment",
+            Kind::Listener => "type.googleapis.com/envoy.config.listener.v3.Listener",
+            Kind::Route => "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
+        }
+    }
+
+    /// The kind a type URL names.
+    #[must_use]
+    pub fn from_type_url(url: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.type_url() == url)
+    }
+
+    /// Short name for metrics and logs: `cds`, `eds`, `lds`, `rds`.
+    #[must_use]
+    pub fn short(self) -> &'static str {
+        match self {
+            Kind::Cluster => "cds",
+            Kind::Endpoint => "eds",
+            Kind::Listener => "lds",
+            Kind::Route => "rds",
+        }
+    }
+
+    /// Plural noun for rendered output.
+    #[must_use]
+    pub fn plural(self) -> &'static str {
+        match self {
+            Kind::Cluster => "clusters",
+            Kind::Endpoint => "endpoints",
+            Kind::Listener => "listeners",
+            Kind::Route => "routes",
+        }
+    }
+
+    /// LDS and CDS are wildcard types; RDS and EDS are requested by name.
+    #[must_use]
+    pub fn is_wildcard(self) -> bool {
+        matches!(self, Kind::Cluster | Kind::Listener)
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.short())
+    }
+}
+
+/// One encoded resource.
+#[derive(Debug, PartialEq)]
+pub struct Resource {
+    /// Resource name.
+    pub name: String,
+    /// The encoded message.
+    pub any: Any,
+    /// Hex SHA-256 of the encoded bytes.
+    pub hash: String,
+}
+
+impl Resource {
+    fn new<M: prost::Message + Name>(name: String, msg: &M) -> Arc<Resource> {
+        let raw = msg.encode_to_vec();
+        let value = match crate::descriptors::message(&M::type_url()) {
+            Some(md) => canonical::canonicalize(&md, &raw),
+            None => raw,
+        };
+        let hash = hex(&Sha256::digest(&value));
+        Arc::new(Resource { name, any: Any { type_url: M::type_url(), value }, hash })
+    }
+}
+
+/// Resources of one kind by name.
+pub type Resources = BTreeMap<String, Arc<Resource>>;
+
+/// What one node is served: resources of each kind with their versions.
+#[derive(Debug, Default, PartialEq)]
+pub struct View {
+    resources: [Resources; 4],
+    versions: [String; 4],
+}
+
+impl View {
+    fn new(resources: [Resources; 4]) -> View {
+        let versions = resources.each_ref().map(version_of);
+        View { resources, versions }
+    }
+
+    /// Resources of a kind.
+    #[must_use]
+    pub fn resources(&self, kind: Kind) -> &Resources {
+        &self.resources[kind.index()]
+    }
+
+    /// Version of a kind: a hash of every resource of that kind in this view.
+    #[must_use]
+    pub fn version(&self, kind: Kind) -> &str {
+        &self.versions[kind.index()]
+    }
+}
+
+/// Every resource legate serves for one policy, and who gets which listener.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    all: View,
+    fleets: BTreeMap<String, Vec<String>>,
+    version: String,
+    views: Mutex<HashMap<String, Arc<View>>>,
+}
+
+impl Snapshot {
+    /// Encode typed resources. `fleets` maps a listener name to the node
+    /// clusters allowed to see it (and its route configuration of the same
+    /// name); listeners not in it go to every node.
+    #[must_use]
+    pub fn build(
+        clusters: &[Cluster],
+        endpoints: &[ClusterLoadAssignment],
+        listeners: &[Listener],
+        routes: &[RouteConfiguration],
+        fleets: BTreeMap<String, Vec<String>>,
+    ) -> Snapshot {
+        let mut r: [Resources; 4] = Default::default();
+        for c in clusters {
+            r[0].insert(c.name.clone(), Resource::new(c.name.clone(), c));
+        }
+        for e in endpoints {
+            r[1].insert(e.cluster_name.clone(), Resource::new(e.cluster_name.clone(), e));
+        }
+        for l in listeners {
+            r[2].insert(l.name.clone(), Resource::new(l.name.clone(), l));
+        }
+        for rc in routes {
+            r[3].insert(rc.name.clone(), Resource::new(rc.name.clone(), rc));
+        }
+        let all = View::new(r);
+        let mut h = Sha256::new();
+        for v in &all.versions {
+            h.update(v.as_bytes());
+        }
+        for (l, f) in &fleets {
+            h.update(format!("{l}={};", f.join(",")).as_bytes());
+        }
+        let version = hex(&h.finalize())[..16].to_owned();
+        Snapshot { all, fleets, version, views: Mutex::default() }
+    }
+
+    /// A hash of everything in the snapshot.
+    #[must_use]
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// Every resource, regardless of fleets.
+    #[must_use]
+    pub fn all(&self) -> &View {
+        &self.all
+    }
+
+    /// What a node whose `node.cluster` is `cluster` gets. Views are built
+    /// once per node cluster and shared.
+    ///
+    /// # Panics
+    /// If the view cache's lock was poisoned.
+    #[must_use]
+    pub fn view(&self, cluster: &str) -> Arc<View> {
+        let mut views = self.views.lock().expect("view cache lock");
+        if let Some(v) = views.get(cluster) {
+            return Arc::clone(v);
+        }
+        let allowed = |name: &str| self.fleets.get(name).is_none_or(|f| f.iter().any(|c| c == cluster));
+        let mut r = self.all.resources.clone();
+        r[Kind::Listener.index()].retain(|name, _| allowed(name));
+        r[Kind::Route.index()].retain(|name, _| allowed(name));
+        let v = Arc::new(View::new(r));
+        views.insert(cluster.to_owned(), Arc::clone(&v));
+        v
+    }
+}
+
+/// The version of a set of resources: a hash of their names and contents.
+#[must_use]
+pub fn version_of(resources: &Resources) -> String {
+    let mut h = Sha256::new();
+    for (name, r) in resources {
+        h.update(name.as_bytes());
+        h.update([0]);
+        h.update(r.hash.as_bytes());
+    }
+    hex(&h.finalize())[..16].to_owned()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}

@@ -1,0 +1,90 @@
+//! What the long-running parts share: the published snapshot, the last
+//! reload's outcome, the connected fleet and the metrics.
+
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use tokio::sync::watch;
+
+use crate::metrics::Metrics;
+use crate::policy::Diagnostic;
+use crate::snapshot::Snapshot;
+use crate::xds::fleet::Fleet;
+
+/// The outcome of the last attempt to load the policy folder.
+#[derive(Debug, Clone)]
+pub struct Reload {
+    /// Whether it was valid (and published).
+    pub ok: bool,
+    /// When it happened.
+    pub at: SystemTime,
+    /// Every problem, when it was not.
+    pub errors: Vec<Diagnostic>,
+}
+
+/// Shared by the xDS server, the watcher and the admin API.
+#[derive(Debug)]
+pub struct State {
+    snapshot: watch::Sender<Option<Arc<Snapshot>>>,
+    reload: Mutex<Option<Reload>>,
+    /// Connected proxies.
+    pub fleet: Fleet,
+    /// Prometheus metrics.
+    pub metrics: Metrics,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State { snapshot: watch::channel(None).0, reload: Mutex::new(None), fleet: Fleet::default(), metrics: Metrics::default() }
+    }
+}
+
+impl State {
+    /// A new, empty state behind an `Arc`.
+    #[must_use]
+    pub fn new() -> Arc<State> {
+        Arc::new(State::default())
+    }
+
+    /// Publish a valid snapshot to every stream. Returns false when it is
+    /// identical to the current one (nothing is pushed).
+    pub fn publish(&self, snapshot: Snapshot) -> bool {
+        self.snapshot.send_if_modified(|cur| {
+            if cur.as_ref().is_some_and(|c| c.version() == snapshot.version()) {
+                return false;
+            }
+            *cur = Some(Arc::new(snapshot));
+            true
+        })
+    }
+
+    /// The snapshot being served, once one is.
+    #[must_use]
+    pub fn current(&self) -> Option<Arc<Snapshot>> {
+        self.snapshot.borrow().clone()
+    }
+
+    /// Follow published snapshots.
+    #[must_use]
+    pub fn subscribe(&self) -> watch::Receiver<Option<Arc<Snapshot>>> {
+        self.snapshot.subscribe()
+    }
+
+    /// Record a reload outcome (and count it).
+    ///
+    /// # Panics
+    /// If the lock was poisoned.
+    pub fn record_reload(&self, errors: Vec<Diagnostic>) {
+        self.metrics.reload(errors.is_empty());
+        *self.reload.lock().expect("reload lock") = Some(Reload { ok: errors.is_empty(), at: SystemTime::now(), errors });
+    }
+
+    /// The last reload outcome.
+    ///
+    /// # Panics
+    /// If the lock was poisoned.
+    #[must_use]
+    pub fn last_reload(&self) -> Option<Reload> {
+        self.reload.lock().expect("reload lock").clone()
+    }
+}

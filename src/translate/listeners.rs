@@ -1,0 +1,62 @@
+//! `listeners` → LDS listeners, each with an HTTP connection manager whose
+//! routes come over RDS (a RouteConfiguration named after the listener).
+
+use envoy_types::pb::envoy::config::core::v3::{address, socket_address::PortSpecifier, Address, SocketAddress};
+use envoy_types::pb::envoy::config::listener::v3::{filter, Filter, FilterChain, Listener as EnvoyListener};
+use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    http_connection_manager::RouteSpecifier, http_filter, HttpConnectionManager, HttpFilter, Rds,
+};
+use envoy_types::pb::google::protobuf::BoolValue;
+
+use super::{ads, any, local_reply};
+use crate::policy::{Listener, Policy};
+
+/// One Envoy listener per policy listener.
+pub(super) fn listeners(policy: &Policy) -> Vec<EnvoyListener> {
+    policy.listeners.values().map(listener).collect()
+}
+
+fn listener(l: &Listener) -> EnvoyListener {
+    let Listener { name, address, port, hosts: _, fleets: _ } = l;
+    EnvoyListener {
+        name: name.clone(),
+        address: Some(Address {
+            address: Some(address::Address::SocketAddress(SocketAddress {
+                address: address.clone(),
+                port_specifier: Some(PortSpecifier::PortValue(u32::from(*port))),
+                ..Default::default()
+            })),
+        }),
+        filter_chains: vec![FilterChain {
+            filters: vec![Filter {
+                name: "envoy.filters.network.http_connection_manager".into(),
+                config_type: Some(filter::ConfigType::TypedConfig(any(&hcm(name)))),
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+fn hcm(listener: &str) -> HttpConnectionManager {
+    HttpConnectionManager {
+        stat_prefix: listener.to_owned(),
+        route_specifier: Some(RouteSpecifier::Rds(Rds {
+            config_source: Some(ads()),
+            route_config_name: listener.to_owned(),
+        })),
+        http_filters: vec![HttpFilter {
+            name: "envoy.filters.http.router".into(),
+            config_type: Some(http_filter::ConfigType::TypedConfig(any(&Router::default()))),
+            ..Default::default()
+        }],
+        local_reply_config: Some(local_reply::config()),
+        // An edge proxy: the peer address is the client, and paths are
+        // normalized before routing so `/a/../admin` cannot dodge a route.
+        use_remote_address: Some(BoolValue { value: true }),
+        normalize_path: Some(BoolValue { value: true }),
+        merge_slashes: true,
+        ..Default::default()
+    }
+}

@@ -1,0 +1,83 @@
+//! JSON bodies for every reply Envoy generates itself (SPEC §3):
+//! `{"error": "<code>", "message": "...", "status": N}`.
+//!
+//! Mappers match in order: first specific causes by response flag (Envoy's
+//! own body is empty or terse for some), then by status code, where Envoy's
+//! own text (`%LOCAL_REPLY_BODY%`, e.g. "Jwt is missing") is the message.
+
+use envoy_types::pb::envoy::config::accesslog::v3::{
+    access_log_filter::FilterSpecifier, comparison_filter::Op, AccessLogFilter, ComparisonFilter,
+    ResponseFlagFilter, StatusCodeFilter,
+};
+use envoy_types::pb::envoy::config::core::v3::{
+    substitution_format_string::Format, RuntimeUInt32, SubstitutionFormatString,
+};
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    LocalReplyConfig, ResponseMapper,
+};
+use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
+
+const LOCAL_BODY: &str = "%LOCAL_REPLY_BODY%";
+
+/// (Envoy response flag, error code, message)
+const BY_FLAG: &[(&str, &str, &str)] = &[
+    ("NR", "not_found", "no route matches %REQ(:METHOD)% %REQ(:PATH)%"),
+    ("UO", "service_unavailable", "the upstream service is overloaded (circuit breaker open)"),
+    ("UH", "service_unavailable", "no healthy upstream"),
+    ("UF", "service_unavailable", "cannot connect to the upstream service"),
+    ("NC", "service_unavailable", "the upstream service is not configured"),
+    ("UT", "gateway_timeout", "the upstream service did not answer in time"),
+    ("RL", "too_many_requests", "rate limit exceeded"),
+];
+
+/// (status, error code)
+const BY_STATUS: &[(u32, &str)] = &[
+    (400, "bad_request"),
+    (401, "unauthorized"),
+    (403, "forbidden"),
+    (404, "not_found"),
+    (408, "request_timeout"),
+    (413, "payload_too_large"),
+    (429, "too_many_requests"),
+    (431, "headers_too_large"),
+    (500, "internal_error"),
+    (502, "bad_gateway"),
+    (503, "service_unavailable"),
+    (504, "gateway_timeout"),
+];
+
+/// The HCM's `local_reply_config`.
+pub(super) fn config() -> LocalReplyConfig {
+    let by_flag = BY_FLAG.iter().map(|(flag, code, msg)| ResponseMapper {
+        filter: Some(AccessLogFilter {
+            filter_specifier: Some(FilterSpecifier::ResponseFlagFilter(ResponseFlagFilter {
+                flags: vec![(*flag).to_owned()],
+            })),
+        }),
+        body_format_override: Some(json(code, msg)),
+        ..Default::default()
+    });
+    let by_status = BY_STATUS.iter().map(|(status, code)| ResponseMapper {
+        filter: Some(AccessLogFilter {
+            filter_specifier: Some(FilterSpecifier::StatusCodeFilter(StatusCodeFilter {
+                comparison: Some(ComparisonFilter {
+                    op: Op::Eq.into(),
+                    value: Some(RuntimeUInt32 { default_value: *status, runtime_key: format!("legate.local_reply.{status}") }),
+                }),
+            })),
+        }),
+        body_format_override: Some(json(code, LOCAL_BODY)),
+        ..Default::default()
+    });
+    LocalReplyConfig { mappers: by_flag.chain(by_status).collect(), body_format: Some(json("error", LOCAL_BODY)) }
+}
+
+fn json(code: &str, message: &str) -> SubstitutionFormatString {
+    let s = |v: &str| Value { kind: Some(Kind::StringValue(v.to_owned())) };
+    let fields =
+        [("error", s(code)), ("message", s(message)), ("status", s("%RESPONSE_CODE%"))].map(|(k, v)| (k.to_owned(), v));
+    SubstitutionFormatString {
+        format: Some(Format::JsonFormat(Struct { fields: fields.into_iter().collect() })),
+        ..Default::default()
+    }
+}

@@ -1,0 +1,170 @@
+//! `routes` → one RDS RouteConfiguration per listener, with one virtual host
+//! whose domains are the listener's `hosts`. Routes keep the policy's
+//! precedence order (most specific first).
+
+use envoy_types::pb::envoy::config::core::v3::{header_value_option::HeaderAppendAction, HeaderValue, HeaderValueOption};
+use envoy_types::pb::envoy::config::route::v3::{
+    header_matcher::HeaderMatchSpecifier, query_parameter_matcher::QueryParameterMatchSpecifier, route,
+    route_action::{self, hash_policy, HashPolicy},
+    route_match::PathSpecifier,
+    weighted_cluster::ClusterWeight,
+    HeaderMatcher, QueryParameterMatcher, Route as EnvoyRoute, RouteAction, RouteConfiguration, RouteMatch,
+    VirtualHost, WeightedCluster,
+};
+use envoy_types::pb::envoy::r#type::matcher::v3::{
+    string_matcher::MatchPattern, RegexMatchAndSubstitute, RegexMatcher, StringMatcher,
+};
+use envoy_types::pb::google::protobuf::UInt32Value;
+
+use super::proto_duration;
+use crate::policy::{
+    Backend, HeaderOps, LoadBalancing, PathMatch, PathRewrite, Policy, Route, ValueMatch, ValueRule,
+};
+
+/// One RouteConfiguration per listener, named after it.
+pub(super) fn route_configurations(policy: &Policy) -> Vec<RouteConfiguration> {
+    policy
+        .listeners
+        .values()
+        .map(|l| RouteConfiguration {
+            name: l.name.clone(),
+            virtual_hosts: vec![VirtualHost {
+                name: l.name.clone(),
+                domains: l.hosts.clone(),
+                routes: policy.routes.iter().filter(|r| r.listener == l.name).map(|r| route(policy, r)).collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .collect()
+}
+
+fn route(policy: &Policy, r: &Route) -> EnvoyRoute {
+    let Route {
+        name,
+        listener: _,
+        path,
+        methods,
+        headers,
+        query,
+        backend,
+        rewrite,
+        host_rewrite,
+        timeout,
+        request_headers,
+        response_headers,
+    } = r;
+    let mut header_matchers: Vec<HeaderMatcher> = headers.iter().map(header_matcher).collect();
+    if !methods.is_empty() {
+        let pattern = if let [one] = methods.as_slice() {
+            MatchPattern::Exact(one.clone())
+        } else {
+            MatchPattern::SafeRegex(regex(&format!("^({})$", methods.join("|"))))
+        };
+        header_matchers.insert(0, HeaderMatcher {
+            name: ":method".into(),
+            header_match_specifier: Some(HeaderMatchSpecifier::StringMatch(string_matcher(pattern))),
+            ..Default::default()
+        });
+    }
+    let cluster_specifier = match backend {
+        Backend::Service(s) => route_action::ClusterSpecifier::Cluster(s.clone()),
+        Backend::Split(targets) => route_action::ClusterSpecifier::WeightedClusters(WeightedCluster {
+            clusters: targets
+                .iter()
+                .map(|(s, w)| ClusterWeight { name: s.clone(), weight: Some(UInt32Value { value: *w }), ..Default::default() })
+                .collect(),
+            ..Default::default()
+        }),
+    };
+    let ring_hash = match backend {
+        Backend::Service(s) => policy.services.get(s).is_some_and(|s| s.load_balancing == LoadBalancing::RingHash),
+        Backend::Split(t) => {
+            t.iter().any(|(s, _)| policy.services.get(s).is_some_and(|s| s.load_balancing == LoadBalancing::RingHash))
+        }
+    };
+    let (prefix_rewrite, regex_rewrite) = match rewrite {
+        None => (String::new(), None),
+        Some(PathRewrite::Prefix(p)) => (p.clone(), None),
+        Some(PathRewrite::Regex { pattern, substitution }) => (
+            String::new(),
+            Some(RegexMatchAndSubstitute { pattern: Some(regex(pattern)), substitution: substitution.clone() }),
+        ),
+    };
+    EnvoyRoute {
+        name: name.clone(),
+        r#match: Some(RouteMatch {
+            path_specifier: Some(match path {
+                PathMatch::Prefix(p) => PathSpecifier::Prefix(p.clone()),
+                PathMatch::Exact(p) => PathSpecifier::Path(p.clone()),
+                PathMatch::Regex(p) => PathSpecifier::SafeRegex(regex(p)),
+            }),
+            headers: header_matchers,
+            query_parameters: query.iter().map(query_matcher).collect(),
+            ..Default::default()
+        }),
+        action: Some(route::Action::Route(RouteAction {
+            cluster_specifier: Some(cluster_specifier),
+            prefix_rewrite,
+            regex_rewrite,
+            host_rewrite_specifier: host_rewrite.clone().map(route_action::HostRewriteSpecifier::HostRewriteLiteral),
+            timeout: timeout.map(proto_duration),
+            // ring_hash balances on a hash of the client address.
+            hash_policy: if ring_hash {
+                vec![HashPolicy {
+                    policy_specifier: Some(hash_policy::PolicySpecifier::ConnectionProperties(
+                        hash_policy::ConnectionProperties { source_ip: true },
+                    )),
+                    ..Default::default()
+                }]
+            } else {
+                Vec::new()
+            },
+            ..Default::default()
+        })),
+        request_headers_to_add: header_adds(request_headers),
+        request_headers_to_remove: request_headers.remove.clone(),
+        response_headers_to_add: header_adds(response_headers),
+        response_headers_to_remove: response_headers.remove.clone(),
+        ..Default::default()
+    }
+}
+
+fn header_adds(ops: &HeaderOps) -> Vec<HeaderValueOption> {
+    ops.add
+        .iter()
+        .map(|(k, v)| HeaderValueOption {
+            header: Some(HeaderValue { key: k.clone(), value: v.clone(), ..Default::default() }),
+            append_action: HeaderAppendAction::OverwriteIfExistsOrAdd.into(),
+            ..Default::default()
+        })
+        .collect()
+}
+
+fn regex(pattern: &str) -> RegexMatcher {
+    RegexMatcher { regex: pattern.to_owned(), ..Default::default() }
+}
+
+fn string_matcher(p: MatchPattern) -> StringMatcher {
+    StringMatcher { match_pattern: Some(p), ..Default::default() }
+}
+
+fn header_matcher(m: &ValueMatch) -> HeaderMatcher {
+    let spec = match &m.rule {
+        ValueRule::Exact(v) => HeaderMatchSpecifier::StringMatch(string_matcher(MatchPattern::Exact(v.clone()))),
+        ValueRule::Regex(r) => HeaderMatchSpecifier::StringMatch(string_matcher(MatchPattern::SafeRegex(regex(r)))),
+        ValueRule::Present(p) => HeaderMatchSpecifier::PresentMatch(*p),
+    };
+    HeaderMatcher { name: m.name.clone(), header_match_specifier: Some(spec), ..Default::default() }
+}
+
+fn query_matcher(m: &ValueMatch) -> QueryParameterMatcher {
+    let spec = match &m.rule {
+        ValueRule::Exact(v) => QueryParameterMatchSpecifier::StringMatch(string_matcher(MatchPattern::Exact(v.clone()))),
+        ValueRule::Regex(r) => {
+            QueryParameterMatchSpecifier::StringMatch(string_matcher(MatchPattern::SafeRegex(regex(r))))
+        }
+        ValueRule::Present(p) => QueryParameterMatchSpecifier::PresentMatch(*p),
+    };
+    QueryParameterMatcher { name: m.name.clone(), query_parameter_match_specifier: Some(spec) }
+}

@@ -1,0 +1,86 @@
+//! The policy folder, watched: file events are coalesced with a short
+//! debounce, then the whole folder is loaded, validated and translated, and
+//! either published or rejected (the last good snapshot stays).
+//!
+//! The folder itself is watched, recursively, so editors' atomic renames and
+//! Kubernetes ConfigMap `..data` symlink swaps are seen like plain writes.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use notify::RecursiveMode;
+use notify_debouncer_full::new_debouncer;
+use tokio::sync::mpsc;
+use tracing::{error, info, warn};
+
+use crate::policy::{self, Diagnostics};
+use crate::snapshot::Snapshot;
+use crate::state::State;
+use crate::translate::translate;
+
+/// Quiet time after the last file event before a reload.
+pub const DEBOUNCE: Duration = Duration::from_millis(10);
+
+/// Load, validate and translate a policy folder.
+///
+/// # Errors
+/// Every problem in the folder.
+pub fn load(dir: &Path) -> Result<Snapshot, Diagnostics> {
+    policy::load_dir(dir).map(|p| translate(&p))
+}
+
+/// Load `dir` and publish it, or record why not. Returns whether it was valid.
+pub fn reload(dir: &Path, state: &State) -> bool {
+    let t0 = Instant::now();
+    match load(dir) {
+        Ok(snapshot) => {
+            let version = snapshot.version().to_owned();
+            let (clusters, listeners) = (
+                snapshot.all().resources(crate::snapshot::Kind::Cluster).len(),
+                snapshot.all().resources(crate::snapshot::Kind::Listener).len(),
+            );
+            let changed = state.publish(snapshot);
+            state.record_reload(Vec::new());
+            let ms = t0.elapsed().as_secs_f64() * 1000.0;
+            if changed {
+                info!(version, clusters, listeners, load_ms = format!("{ms:.1}"), "snapshot published");
+            } else {
+                info!(version, "policy reloaded; nothing changed");
+            }
+            true
+        }
+        Err(diags) => {
+            for d in &diags.0 {
+                error!(file = %d.file, line = d.line, column = d.column, "{}", d.message);
+            }
+            warn!(errors = diags.0.len(), "policy rejected; proxies keep the last good config");
+            state.record_reload(diags.0);
+            false
+        }
+    }
+}
+
+/// Watch `dir` until the process ends, reloading on every change.
+///
+/// # Errors
+/// When the folder cannot be watched.
+pub async fn run(dir: PathBuf, state: Arc<State>) -> anyhow::Result<()> {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut debouncer = new_debouncer(DEBOUNCE, None, move |res: notify_debouncer_full::DebounceEventResult| {
+        let _ = tx.send(res.is_ok());
+    })
+    .context("cannot start the file watcher")?;
+    debouncer
+        .watch(&dir, RecursiveMode::Recursive)
+        .with_context(|| format!("cannot watch {}", dir.display()))?;
+    info!(dir = %dir.display(), "watching policy folder");
+    while rx.recv().await.is_some() {
+        while rx.try_recv().is_ok() {}
+        let (dir, state) = (dir.clone(), Arc::clone(&state));
+        let _ = tokio::task::spawn_blocking(move || reload(&dir, &state)).await;
+    }
+    drop(debouncer);
+    Ok(())
+}
