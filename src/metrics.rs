@@ -55,6 +55,14 @@ impl Default for Metrics {
         registry.register("nacks", "xDS responses rejected by a proxy, by type", nacks.clone());
         registry.register("push_to_ack_seconds", "Time from an xDS push to its ACK", push_to_ack.clone());
         registry.register("stream_errors", "ADS streams ended for breaking the protocol", stream_errors.clone());
+        // Every series exists from the start, at 0, so dashboards and alerts see it.
+        for result in ["ok", "error"] {
+            config_reloads.get_or_create(&ResultLabel { result });
+        }
+        for kind in crate::snapshot::Kind::ALL {
+            pushes.get_or_create(&TypeLabel { r#type: kind.short() });
+            nacks.get_or_create(&TypeLabel { r#type: kind.short() });
+        }
         Metrics { registry, connected_proxies, config_reloads, pushes, nacks, push_to_ack, stream_errors }
     }
 }
