@@ -51,7 +51,8 @@ async fn status(AxState(state): AxState<Arc<State>>) -> Json<serde_json::Value> 
 
 async fn config(AxState(state): AxState<Arc<State>>, Query(q): Query<HashMap<String, String>>) -> Response {
     let Some(snapshot) = state.current() else {
-        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "error": "no valid config loaded yet" }))).into_response();
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "error": "no valid config loaded yet" })))
+            .into_response();
     };
     let body = match q.get("node_cluster") {
         Some(cluster) => render::view_json(&snapshot.view(cluster)),
@@ -61,9 +62,6 @@ async fn config(AxState(state): AxState<Arc<State>>, Query(q): Query<HashMap<Str
 }
 
 async fn metrics(AxState(state): AxState<Arc<State>>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
-        state.metrics.render(),
-    )
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], state.metrics.render())
         .into_response()
 }

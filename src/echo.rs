@@ -47,7 +47,8 @@ async fn answer(service: String, req: Request) -> Response {
     let mut segs = path.trim_start_matches('/').splitn(3, '/');
     match (segs.next(), segs.next().map(str::parse::<u64>)) {
         (Some("status"), Some(Ok(code))) => {
-            status = u16::try_from(code).ok().and_then(|c| StatusCode::from_u16(c).ok()).unwrap_or(StatusCode::BAD_REQUEST);
+            status =
+                u16::try_from(code).ok().and_then(|c| StatusCode::from_u16(c).ok()).unwrap_or(StatusCode::BAD_REQUEST);
         }
         (Some("delay"), Some(Ok(ms))) => tokio::time::sleep(Duration::from_millis(ms.min(60_000))).await,
         _ => {}
@@ -55,12 +56,16 @@ async fn answer(service: String, req: Request) -> Response {
     let mut headers: BTreeMap<String, String> = BTreeMap::new();
     for (k, v) in &parts.headers {
         let v = String::from_utf8_lossy(v.as_bytes()).into_owned();
-        headers.entry(k.as_str().to_owned()).and_modify(|e| {
-            e.push_str(", ");
-            e.push_str(&v);
-        }).or_insert(v);
+        headers
+            .entry(k.as_str().to_owned())
+            .and_modify(|e| {
+                e.push_str(", ");
+                e.push_str(&v);
+            })
+            .or_insert(v);
     }
-    let body = to_bytes(Body::new(body), 1 << 20).await.map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+    let body =
+        to_bytes(Body::new(body), 1 << 20).await.map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
     let out = json!({
         "service": service,
         "method": parts.method.as_str(),

@@ -4,17 +4,17 @@
 //! [`translate`] (pure, model → Envoy resources) → [`snapshot`] (encoded,
 //! versioned) → `xds` (ADS streams). `watch` and `admin` sit at the edges.
 
-pub mod descriptors;
-pub mod policy;
-pub mod snapshot;
-pub mod translate;
-pub mod bootstrap;
-pub mod render;
-pub mod metrics;
-pub mod state;
-pub mod xds;
 pub mod admin;
-pub mod serve;
-pub mod watch;
+pub mod bootstrap;
+pub mod descriptors;
 pub mod echo;
+pub mod metrics;
+pub mod policy;
+pub mod render;
+pub mod serve;
+pub mod snapshot;
+pub mod state;
+pub mod translate;
 pub mod up;
+pub mod watch;
+pub mod xds;

@@ -57,11 +57,11 @@ impl Default for Metrics {
         registry.register("stream_errors", "ADS streams ended for breaking the protocol", stream_errors.clone());
         // Every series exists from the start, at 0, so dashboards and alerts see it.
         for result in ["ok", "error"] {
-            config_reloads.get_or_create(&ResultLabel { result });
+            let _ = config_reloads.get_or_create(&ResultLabel { result });
         }
         for kind in crate::snapshot::Kind::ALL {
-            pushes.get_or_create(&TypeLabel { r#type: kind.short() });
-            nacks.get_or_create(&TypeLabel { r#type: kind.short() });
+            let _ = pushes.get_or_create(&TypeLabel { r#type: kind.short() });
+            let _ = nacks.get_or_create(&TypeLabel { r#type: kind.short() });
         }
         Metrics { registry, connected_proxies, config_reloads, pushes, nacks, push_to_ack, stream_errors }
     }

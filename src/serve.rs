@@ -30,14 +30,19 @@ pub struct ServeOptions {
 ///
 /// # Errors
 /// When an address cannot be bound or the folder cannot be watched.
-pub async fn serve(opts: ServeOptions, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn serve(
+    opts: ServeOptions,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let state = State::new();
     let dir = opts.config_dir.clone();
     {
         let state = Arc::clone(&state);
         tokio::task::spawn_blocking(move || watch::reload(&dir, &state)).await?;
     }
-    let xds = TcpListener::bind(opts.xds_addr).await.with_context(|| format!("cannot listen for xDS on {}", opts.xds_addr))?;
+    let xds = TcpListener::bind(opts.xds_addr)
+        .await
+        .with_context(|| format!("cannot listen for xDS on {}", opts.xds_addr))?;
     let admin = TcpListener::bind(opts.admin_addr)
         .await
         .with_context(|| format!("cannot listen for the admin API on {}", opts.admin_addr))?;

@@ -35,7 +35,12 @@ pub struct State {
 
 impl Default for State {
     fn default() -> Self {
-        State { snapshot: watch::channel(None).0, reload: Mutex::new(None), fleet: Fleet::default(), metrics: Metrics::default() }
+        State {
+            snapshot: watch::channel(None).0,
+            reload: Mutex::new(None),
+            fleet: Fleet::default(),
+            metrics: Metrics::default(),
+        }
     }
 }
 
@@ -76,7 +81,8 @@ impl State {
     /// If the lock was poisoned.
     pub fn record_reload(&self, errors: Vec<Diagnostic>) {
         self.metrics.reload(errors.is_empty());
-        *self.reload.lock().expect("reload lock") = Some(Reload { ok: errors.is_empty(), at: SystemTime::now(), errors });
+        *self.reload.lock().expect("reload lock") =
+            Some(Reload { ok: errors.is_empty(), at: SystemTime::now(), errors });
     }
 
     /// The last reload outcome.

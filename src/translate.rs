@@ -26,11 +26,8 @@ pub fn translate(policy: &Policy) -> Snapshot {
     let endpoints = clusters::load_assignments(policy);
     let listeners = listeners::listeners(policy);
     let routes = routes::route_configurations(policy);
-    let fleets: BTreeMap<String, Vec<String>> = policy
-        .listeners
-        .values()
-        .filter_map(|l| l.fleets.clone().map(|f| (l.name.clone(), f)))
-        .collect();
+    let fleets: BTreeMap<String, Vec<String>> =
+        policy.listeners.values().filter_map(|l| l.fleets.clone().map(|f| (l.name.clone(), f))).collect();
     Snapshot::build(&clusters, &endpoints, &listeners, &routes, fleets)
 }
 

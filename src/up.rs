@@ -75,7 +75,9 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
                     info!(service = %name, %addr, "demo echo upstream");
                     tokio::spawn(crate::echo::serve_on(l, name, stop()));
                 }
-                Err(e) => warn!(service = %name, %addr, error = %e, "cannot start demo upstream (something else listens there?)"),
+                Err(e) => {
+                    warn!(service = %name, %addr, error = %e, "cannot start demo upstream (something else listens there?)");
+                }
             }
         }
     }
@@ -85,7 +87,8 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
         stop(),
     ));
 
-    let xds_host = if opts.xds_addr.ip().is_unspecified() { "127.0.0.1".to_owned() } else { opts.xds_addr.ip().to_string() };
+    let xds_host =
+        if opts.xds_addr.ip().is_unspecified() { "127.0.0.1".to_owned() } else { opts.xds_addr.ip().to_string() };
     let boot = bootstrap_yaml(&BootstrapOptions {
         node_id: "legate-up".into(),
         node_cluster: "default".into(),
@@ -95,7 +98,15 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
     let boot_path = std::env::temp_dir().join(format!("legate-up-{}.yaml", std::process::id()));
     std::fs::write(&boot_path, boot).with_context(|| format!("cannot write {}", boot_path.display()))?;
     let mut child = Command::new(&envoy)
-        .args(["-c", &boot_path.to_string_lossy(), "--use-dynamic-base-id", "--drain-time-s", "1", "--log-level", "warning"])
+        .args([
+            "-c",
+            &boot_path.to_string_lossy(),
+            "--use-dynamic-base-id",
+            "--drain-time-s",
+            "1",
+            "--log-level",
+            "warning",
+        ])
         .stdin(Stdio::null())
         .kill_on_drop(true)
         .spawn()
@@ -130,7 +141,8 @@ fn demo_upstreams(policy: &Policy) -> Vec<(String, SocketAddr)> {
     let mut out = Vec::new();
     for s in policy.services.values() {
         for e in &s.endpoints {
-            let ip: Option<IpAddr> = if e.host == "localhost" { Some([127, 0, 0, 1].into()) } else { e.host.parse().ok() };
+            let ip: Option<IpAddr> =
+                if e.host == "localhost" { Some([127, 0, 0, 1].into()) } else { e.host.parse().ok() };
             if let Some(ip) = ip.filter(IpAddr::is_loopback) {
                 out.push((s.name.clone(), SocketAddr::new(ip, e.port)));
             }
@@ -138,4 +150,3 @@ fn demo_upstreams(policy: &Policy) -> Vec<(String, SocketAddr)> {
     }
     out
 }
-

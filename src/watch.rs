@@ -72,9 +72,7 @@ pub async fn run(dir: PathBuf, state: Arc<State>) -> anyhow::Result<()> {
         let _ = tx.send(res.is_ok());
     })
     .context("cannot start the file watcher")?;
-    debouncer
-        .watch(&dir, RecursiveMode::Recursive)
-        .with_context(|| format!("cannot watch {}", dir.display()))?;
+    debouncer.watch(&dir, RecursiveMode::Recursive).with_context(|| format!("cannot watch {}", dir.display()))?;
     info!(dir = %dir.display(), "watching policy folder");
     while rx.recv().await.is_some() {
         while rx.try_recv().is_ok() {}

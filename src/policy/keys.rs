@@ -7,17 +7,8 @@ use super::locate::{Seg, YamlPath};
 const TOP: &[&str] = &["listeners", "services", "routes", "defaults"];
 const LISTENER: &[&str] = &["name", "port", "address", "hosts", "fleets"];
 const SERVICE: &[&str] = &["name", "url", "endpoints", "connect_timeout", "timeout", "load_balancing"];
-const ROUTE: &[&str] = &[
-    "name",
-    "listener",
-    "match",
-    "service",
-    "split",
-    "rewrite",
-    "timeout",
-    "request_headers",
-    "response_headers",
-];
+const ROUTE: &[&str] =
+    &["name", "listener", "match", "service", "split", "rewrite", "timeout", "request_headers", "response_headers"];
 const MATCH: &[&str] = &["prefix", "path", "regex", "methods", "headers", "query"];
 const VALUE_MATCH: &[&str] = &["exact", "present", "regex"];
 const SPLIT: &[&str] = &["service", "weight"];

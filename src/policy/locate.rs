@@ -200,11 +200,7 @@ mod tests {
     use super::*;
 
     fn p(segs: &[&str]) -> YamlPath {
-        YamlPath(
-            segs.iter()
-                .map(|s| s.parse().map_or_else(|_| Seg::Key((*s).to_owned()), Seg::Index))
-                .collect(),
-        )
+        YamlPath(segs.iter().map(|s| s.parse().map_or_else(|_| Seg::Key((*s).to_owned()), Seg::Index)).collect())
     }
 
     #[test]

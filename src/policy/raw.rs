@@ -145,9 +145,7 @@ impl<'de> Deserialize<'de> for ValueMatch {
             fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<ValueMatch, A::Error> {
                 // Only here for a clearer message than serde's default.
                 let _ = Vec::<String>::deserialize(SeqAccessDeserializer::new(seq));
-                Err(de::Error::custom(
-                    "a list is not a match; use { regex: \"a|b\" } to accept several values",
-                ))
+                Err(de::Error::custom("a list is not a match; use { regex: \"a|b\" } to accept several values"))
             }
         }
         d.deserialize_any(V)

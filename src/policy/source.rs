@@ -60,7 +60,9 @@ pub(crate) fn read_dir(dir: &Path) -> Result<Vec<SourceFile>, Diagnostics> {
         let rel = path.strip_prefix(dir).unwrap_or(&path).to_string_lossy().into_owned();
         match std::fs::read_to_string(&path) {
             Ok(text) => files.push(SourceFile { index: LocationIndex::build(&text), rel, text }),
-            Err(e) => errors.push(Diagnostic { file: rel, line: 1, column: 1, message: format!("cannot read file: {e}") }),
+            Err(e) => {
+                errors.push(Diagnostic { file: rel, line: 1, column: 1, message: format!("cannot read file: {e}") });
+            }
         }
     }
     if errors.is_empty() {

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use super::keys::did_you_mean;
 use super::model::{
-    Backend, Discovery, Endpoint, HeaderOps, Listener, LoadBalancing, PathMatch, PathRewrite, Policy, Route,
-    Service, ValueMatch, ValueRule,
+    Backend, Discovery, Endpoint, HeaderOps, Listener, LoadBalancing, PathMatch, PathRewrite, Policy, Route, Service,
+    ValueMatch, ValueRule,
 };
 use super::raw;
 use super::source::{Origin, Parsed, SourceFile};
@@ -28,7 +28,12 @@ impl Errors<'_> {
     fn at(&mut self, o: &Origin, message: impl Into<String>) {
         let file = &self.files[o.file];
         let pos = file.index.value(o.doc, &o.path);
-        self.list.push(Diagnostic { file: file.rel.clone(), line: pos.line, column: pos.column, message: message.into() });
+        self.list.push(Diagnostic {
+            file: file.rel.clone(),
+            line: pos.line,
+            column: pos.column,
+            message: message.into(),
+        });
     }
     fn place(&self, o: &Origin) -> String {
         let file = &self.files[o.file];
@@ -72,7 +77,8 @@ pub(crate) fn validate(files: &[SourceFile], parsed: Parsed) -> Result<Policy, D
     let mut ordered = Vec::new();
     for (seq, (o, r)) in routes.iter().enumerate() {
         if let Some(first) = seen_routes.get(r.name.as_str()) {
-            let msg = format!("route `{}` is defined twice; the other is at {}", r.name, errs.place(&first.key("name")));
+            let msg =
+                format!("route `{}` is defined twice; the other is at {}", r.name, errs.place(&first.key("name")));
             errs.at(&o.key("name"), msg);
             continue;
         }
@@ -118,12 +124,17 @@ fn insert_unique<T, R>(
 ) where
     R: Named,
 {
-    if map.contains_key(&name) {
-        let first = all.iter().find(|(_, r)| r.name() == name).map(|(fo, _)| errs.place(&fo.key("name")));
-        let msg = format!("{what} `{name}` is defined twice; the other is at {}", first.unwrap_or_default());
-        errs.at(&o.key("name"), msg);
-    } else {
-        map.insert(name, value);
+    use std::collections::btree_map::Entry;
+    match map.entry(name) {
+        Entry::Vacant(v) => {
+            v.insert(value);
+        }
+        Entry::Occupied(e) => {
+            let name = e.key();
+            let first = all.iter().find(|(_, r)| r.name() == name).map(|(fo, _)| errs.place(&fo.key("name")));
+            let msg = format!("{what} `{name}` is defined twice; the other is at {}", first.unwrap_or_default());
+            errs.at(&o.key("name"), msg);
+        }
     }
 }
 
@@ -203,9 +214,14 @@ fn check_listener(errs: &mut Errors<'_>, o: &Origin, l: &raw::Listener) -> Optio
     }
     for (i, h) in hosts.iter().enumerate() {
         let stars = h.matches('*').count();
-        let wild_ok = stars == 0 || (stars == 1 && (h == "*" || h.starts_with("*.") || h.starts_with("*-") || h.ends_with(".*") || h.ends_with(":*")));
+        let wild_ok = stars == 0
+            || (stars == 1
+                && (h == "*" || h.starts_with("*.") || h.starts_with("*-") || h.ends_with(".*") || h.ends_with(":*")));
         if h.is_empty() || !wild_ok || h.contains(char::is_whitespace) {
-            errs.at(&o.key("hosts").index(i), format!("host `{h}` is not a domain; `*` may only lead or trail (`*.example.com`)"));
+            errs.at(
+                &o.key("hosts").index(i),
+                format!("host `{h}` is not a domain; `*` may only lead or trail (`*.example.com`)"),
+            );
             ok = false;
         } else if hosts[..i].iter().any(|x| x.eq_ignore_ascii_case(h)) {
             errs.at(&o.key("hosts").index(i), format!("host `{h}` is listed twice"));
@@ -259,8 +275,11 @@ fn check_service(errs: &mut Errors<'_>, o: &Origin, s: &raw::Service) -> Option<
             if list.is_empty() {
                 errs.at(&o.key("endpoints"), "endpoints is empty; list at least one host:port");
             }
-            let eps: Vec<_> =
-                list.iter().enumerate().filter_map(|(i, e)| parse_endpoint(errs, &o.key("endpoints").index(i), e)).collect();
+            let eps: Vec<_> = list
+                .iter()
+                .enumerate()
+                .filter_map(|(i, e)| parse_endpoint(errs, &o.key("endpoints").index(i), e))
+                .collect();
             (eps, false)
         }
         (Some(_), Some(_)) => {
@@ -282,7 +301,10 @@ fn check_service(errs: &mut Errors<'_>, o: &Origin, s: &raw::Service) -> Option<
         Some("ring_hash") => Some(LoadBalancing::RingHash),
         Some(other) => {
             let hint = did_you_mean(other, LB_POLICIES).map(|b| format!("; did you mean `{b}`?")).unwrap_or_default();
-            errs.at(&o.key("load_balancing"), format!("unknown load_balancing `{other}` (one of {}){hint}", LB_POLICIES.join(", ")));
+            errs.at(
+                &o.key("load_balancing"),
+                format!("unknown load_balancing `{other}` (one of {}){hint}", LB_POLICIES.join(", ")),
+            );
             None
         }
     };
@@ -327,7 +349,12 @@ fn parse_url(errs: &mut Errors<'_>, o: &Origin, text: &str) -> Option<(Endpoint,
         }
     };
     if !(u.path().is_empty() || u.path() == "/") || u.query().is_some() {
-        errs.at(o, format!("url `{text}` has a path; a service is only scheme://host:port (use a route `rewrite` to change paths)"));
+        errs.at(
+            o,
+            format!(
+                "url `{text}` has a path; a service is only scheme://host:port (use a route `rewrite` to change paths)"
+            ),
+        );
         return None;
     }
     let Some(host) = u.host_str() else {
@@ -394,7 +421,12 @@ fn header_ops(errs: &mut Errors<'_>, o: &Origin, ops: Option<&raw::HeaderOps>, r
     HeaderOps { add: add.clone(), remove: remove.clone() }
 }
 
-fn value_matches(errs: &mut Errors<'_>, o: &Origin, items: Option<&BTreeMap<String, raw::ValueMatch>>, header: bool) -> Vec<ValueMatch> {
+fn value_matches(
+    errs: &mut Errors<'_>,
+    o: &Origin,
+    items: Option<&BTreeMap<String, raw::ValueMatch>>,
+    header: bool,
+) -> Vec<ValueMatch> {
     let mut out = Vec::new();
     for (name, m) in items.into_iter().flatten() {
         let at = o.key(name);
@@ -404,17 +436,15 @@ fn value_matches(errs: &mut Errors<'_>, o: &Origin, items: Option<&BTreeMap<Stri
         }
         let rule = match m {
             raw::ValueMatch::Exact(v) => Some(ValueRule::Exact(v.clone())),
-            raw::ValueMatch::Spec(raw::ValueMatchSpec { exact, present, regex: re }) => {
-                match (exact, present, re) {
-                    (Some(v), None, None) => Some(ValueRule::Exact(v.clone())),
-                    (None, Some(p), None) => Some(ValueRule::Present(*p)),
-                    (None, None, Some(r)) => regex(errs, &at.key("regex"), r).then(|| ValueRule::Regex(r.clone())),
-                    _ => {
-                        errs.at(&at, format!("`{name}` needs exactly one of exact, present or regex"));
-                        None
-                    }
+            raw::ValueMatch::Spec(raw::ValueMatchSpec { exact, present, regex: re }) => match (exact, present, re) {
+                (Some(v), None, None) => Some(ValueRule::Exact(v.clone())),
+                (None, Some(p), None) => Some(ValueRule::Present(*p)),
+                (None, None, Some(r)) => regex(errs, &at.key("regex"), r).then(|| ValueRule::Regex(r.clone())),
+                _ => {
+                    errs.at(&at, format!("`{name}` needs exactly one of exact, present or regex"));
+                    None
                 }
-            }
+            },
         };
         if let Some(rule) = rule {
             let name = if header { name.to_ascii_lowercase() } else { name.clone() };
@@ -424,7 +454,13 @@ fn value_matches(errs: &mut Errors<'_>, o: &Origin, items: Option<&BTreeMap<Stri
     out
 }
 
-fn check_route(errs: &mut Errors<'_>, o: &Origin, r: &raw::Route, policy: &Policy, defaults: &DefaultOps) -> Option<Route> {
+fn check_route(
+    errs: &mut Errors<'_>,
+    o: &Origin,
+    r: &raw::Route,
+    policy: &Policy,
+    defaults: &DefaultOps,
+) -> Option<Route> {
     let raw::Route { name, listener, matcher, service, split, rewrite, timeout, request_headers, response_headers } = r;
     let before = errs.list.len();
     check_name(errs, o, name, "route");
@@ -439,12 +475,18 @@ fn check_route(errs: &mut Errors<'_>, o: &Origin, r: &raw::Route, policy: &Polic
         }
         None if policy.listeners.len() == 1 => policy.listeners.keys().next().cloned(),
         None if policy.listeners.is_empty() => {
-            errs.at(&o.key("name"), format!("route `{name}` has no listener to be served on; define one under `listeners`"));
+            errs.at(
+                &o.key("name"),
+                format!("route `{name}` has no listener to be served on; define one under `listeners`"),
+            );
             None
         }
         None => {
             let names: Vec<&str> = policy.listeners.keys().map(String::as_str).collect();
-            errs.at(&o.key("name"), format!("route `{name}` must say which listener serves it (`listener:` one of {})", names.join(", ")));
+            errs.at(
+                &o.key("name"),
+                format!("route `{name}` must say which listener serves it (`listener:` one of {})", names.join(", ")),
+            );
             None
         }
     };
@@ -529,7 +571,10 @@ fn check_route(errs: &mut Errors<'_>, o: &Origin, r: &raw::Route, policy: &Polic
                 (None, None, None) => None,
                 (Some(p), None, None) => {
                     if matches!(path_match, Some(PathMatch::Regex(_))) {
-                        errs.at(&w.key("prefix"), "rewrite.prefix needs a prefix or path match; with a regex match use rewrite.regex");
+                        errs.at(
+                            &w.key("prefix"),
+                            "rewrite.prefix needs a prefix or path match; with a regex match use rewrite.regex",
+                        );
                     }
                     Some(PathRewrite::Prefix(p.clone()))
                 }

@@ -28,11 +28,9 @@ pub(super) fn load_assignments(policy: &Policy) -> Vec<ClusterLoadAssignment> {
 fn cluster(s: &Service) -> Cluster {
     let Service { name, endpoints: _, discovery, tls, connect_timeout, timeout: _, load_balancing } = s;
     let (kind, eds, inline) = match discovery {
-        Discovery::Eds => (
-            DiscoveryType::Eds,
-            Some(EdsClusterConfig { eds_config: Some(ads()), service_name: String::new() }),
-            None,
-        ),
+        Discovery::Eds => {
+            (DiscoveryType::Eds, Some(EdsClusterConfig { eds_config: Some(ads()), service_name: String::new() }), None)
+        }
         Discovery::StrictDns => (DiscoveryType::StrictDns, None, Some(load_assignment(s))),
         Discovery::LogicalDns => (DiscoveryType::LogicalDns, None, Some(load_assignment(s))),
     };

@@ -6,8 +6,8 @@
 //! own text (`%LOCAL_REPLY_BODY%`, e.g. "Jwt is missing") is the message.
 
 use envoy_types::pb::envoy::config::accesslog::v3::{
-    access_log_filter::FilterSpecifier, comparison_filter::Op, AccessLogFilter, ComparisonFilter,
-    ResponseFlagFilter, StatusCodeFilter,
+    access_log_filter::FilterSpecifier, comparison_filter::Op, AccessLogFilter, ComparisonFilter, ResponseFlagFilter,
+    StatusCodeFilter,
 };
 use envoy_types::pb::envoy::config::core::v3::{
     substitution_format_string::Format, RuntimeUInt32, SubstitutionFormatString,
@@ -62,7 +62,10 @@ pub(super) fn config() -> LocalReplyConfig {
             filter_specifier: Some(FilterSpecifier::StatusCodeFilter(StatusCodeFilter {
                 comparison: Some(ComparisonFilter {
                     op: Op::Eq.into(),
-                    value: Some(RuntimeUInt32 { default_value: *status, runtime_key: format!("legate.local_reply.{status}") }),
+                    value: Some(RuntimeUInt32 {
+                        default_value: *status,
+                        runtime_key: format!("legate.local_reply.{status}"),
+                    }),
                 }),
             })),
         }),

@@ -2,9 +2,13 @@
 //! whose domains are the listener's `hosts`. Routes keep the policy's
 //! precedence order (most specific first).
 
-use envoy_types::pb::envoy::config::core::v3::{header_value_option::HeaderAppendAction, HeaderValue, HeaderValueOption};
+use envoy_types::pb::envoy::config::core::v3::{
+    header_value_option::HeaderAppendAction, HeaderValue, HeaderValueOption,
+};
 use envoy_types::pb::envoy::config::route::v3::{
-    header_matcher::HeaderMatchSpecifier, query_parameter_matcher::QueryParameterMatchSpecifier, route,
+    header_matcher::HeaderMatchSpecifier,
+    query_parameter_matcher::QueryParameterMatchSpecifier,
+    route,
     route_action::{self, hash_policy, HashPolicy},
     route_match::PathSpecifier,
     weighted_cluster::ClusterWeight,
@@ -17,9 +21,7 @@ use envoy_types::pb::envoy::r#type::matcher::v3::{
 use envoy_types::pb::google::protobuf::UInt32Value;
 
 use super::proto_duration;
-use crate::policy::{
-    Backend, HeaderOps, LoadBalancing, PathMatch, PathRewrite, Policy, Route, ValueMatch, ValueRule,
-};
+use crate::policy::{Backend, HeaderOps, LoadBalancing, PathMatch, PathRewrite, Policy, Route, ValueMatch, ValueRule};
 
 /// One RouteConfiguration per listener, named after it.
 pub(super) fn route_configurations(policy: &Policy) -> Vec<RouteConfiguration> {
@@ -61,18 +63,25 @@ fn route(policy: &Policy, r: &Route) -> EnvoyRoute {
         } else {
             MatchPattern::SafeRegex(regex(&format!("^({})$", methods.join("|"))))
         };
-        header_matchers.insert(0, HeaderMatcher {
-            name: ":method".into(),
-            header_match_specifier: Some(HeaderMatchSpecifier::StringMatch(string_matcher(pattern))),
-            ..Default::default()
-        });
+        header_matchers.insert(
+            0,
+            HeaderMatcher {
+                name: ":method".into(),
+                header_match_specifier: Some(HeaderMatchSpecifier::StringMatch(string_matcher(pattern))),
+                ..Default::default()
+            },
+        );
     }
     let cluster_specifier = match backend {
         Backend::Service(s) => route_action::ClusterSpecifier::Cluster(s.clone()),
         Backend::Split(targets) => route_action::ClusterSpecifier::WeightedClusters(WeightedCluster {
             clusters: targets
                 .iter()
-                .map(|(s, w)| ClusterWeight { name: s.clone(), weight: Some(UInt32Value { value: *w }), ..Default::default() })
+                .map(|(s, w)| ClusterWeight {
+                    name: s.clone(),
+                    weight: Some(UInt32Value { value: *w }),
+                    ..Default::default()
+                })
                 .collect(),
             ..Default::default()
         }),
@@ -160,7 +169,9 @@ fn header_matcher(m: &ValueMatch) -> HeaderMatcher {
 
 fn query_matcher(m: &ValueMatch) -> QueryParameterMatcher {
     let spec = match &m.rule {
-        ValueRule::Exact(v) => QueryParameterMatchSpecifier::StringMatch(string_matcher(MatchPattern::Exact(v.clone()))),
+        ValueRule::Exact(v) => {
+            QueryParameterMatchSpecifier::StringMatch(string_matcher(MatchPattern::Exact(v.clone())))
+        }
         ValueRule::Regex(r) => {
             QueryParameterMatchSpecifier::StringMatch(string_matcher(MatchPattern::SafeRegex(regex(r))))
         }

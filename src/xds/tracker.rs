@@ -123,9 +123,11 @@ impl Tracker {
 
     /// Status of every type the proxy has asked for.
     pub fn status(&self) -> impl Iterator<Item = (Kind, TypeStatus)> + '_ {
-        Kind::ALL.into_iter().zip(&self.types).filter(|(_, t)| t.subscribed).map(|(k, t)| {
-            (k, TypeStatus { acked_version: t.acked_version.clone(), nack: t.nack.clone() })
-        })
+        Kind::ALL
+            .into_iter()
+            .zip(&self.types)
+            .filter(|(_, t)| t.subscribed)
+            .map(|(k, t)| (k, TypeStatus { acked_version: t.acked_version.clone(), nack: t.nack.clone() }))
     }
 
     /// Take in one request.
