@@ -1,6 +1,7 @@
 //! `legate echo`: a small upstream for demos and tests. Answers every
 //! request with JSON `{service, method, path, query, headers, body}`;
-//! `GET /status/NNN` answers with that status and `GET /delay/MS` waits first.
+//! `GET /status/NNN` answers with that status and `GET /delay/MS` waits first
+//! (also as the last two segments of a longer path).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -44,8 +45,11 @@ async fn answer(service: String, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_owned();
     let mut status = StatusCode::OK;
-    let mut segs = path.trim_start_matches('/').splitn(3, '/');
-    match (segs.next(), segs.next().map(str::parse::<u64>)) {
+    // `/status/NNN` and `/delay/MS` also work behind a route prefix that is
+    // not rewritten away (`/api/orders/status/503`).
+    let mut segs = path.trim_end_matches('/').rsplit('/');
+    let (arg, op) = (segs.next().map(str::parse::<u64>), segs.next());
+    match (op, arg) {
         (Some("status"), Some(Ok(code))) => {
             status =
                 u16::try_from(code).ok().and_then(|c| StatusCode::from_u16(c).ok()).unwrap_or(StatusCode::BAD_REQUEST);

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use notify::RecursiveMode;
+use notify::event::{AccessKind, AccessMode};
+use notify::{EventKind, RecursiveMode};
 use notify_debouncer_full::new_debouncer;
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
@@ -62,6 +63,16 @@ pub fn reload(dir: &Path, state: &State) -> bool {
     }
 }
 
+/// Whether a file event can change what the folder holds: opening or
+/// reading a file can't; closing it after writing can.
+fn is_change(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        _ => true,
+    }
+}
+
 /// Watch `dir` until the process ends, reloading on every change.
 ///
 /// # Errors
@@ -69,7 +80,15 @@ pub fn reload(dir: &Path, state: &State) -> bool {
 pub async fn run(dir: PathBuf, state: Arc<State>) -> anyhow::Result<()> {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut debouncer = new_debouncer(DEBOUNCE, None, move |res: notify_debouncer_full::DebounceEventResult| {
-        let _ = tx.send(res.is_ok());
+        // Every reload opens the files, which inotify reports too: reacting to
+        // that would reload forever. Only changes (and watcher errors) count.
+        let changed = match &res {
+            Ok(events) => events.iter().any(|e| is_change(&e.kind)),
+            Err(_) => true,
+        };
+        if changed {
+            let _ = tx.send(());
+        }
     })
     .context("cannot start the file watcher")?;
     debouncer.watch(&dir, RecursiveMode::Recursive).with_context(|| format!("cannot watch {}", dir.display()))?;

@@ -1,0 +1,48 @@
+//! The shipped policy folders stay valid: `config/` (what `legate up` runs)
+//! and every folder under `examples/`, each validated and translated.
+
+use std::path::Path;
+use std::process::Command;
+
+fn check(dir: &Path) {
+    let policy = legate::policy::load_dir(dir).unwrap_or_else(|d| panic!("{} is invalid:\n{d}", dir.display()));
+    assert!(!policy.routes.is_empty(), "{} has no routes", dir.display());
+    let snapshot = legate::translate::translate(&policy);
+    let rendered = legate::render::view_json(snapshot.all());
+    for (kind, list) in rendered.as_object().expect("grouped by type") {
+        for r in list.as_array().expect("a list") {
+            assert!(r.get("error").is_none(), "{}: a {kind} resource does not render: {r}", dir.display());
+        }
+    }
+}
+
+#[test]
+fn default_config_is_valid() {
+    check(&Path::new(env!("CARGO_MANIFEST_DIR")).join("config"));
+}
+
+#[test]
+fn every_example_is_valid() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&root).expect("examples/ exists") {
+        let path = entry.expect("readable").path();
+        if path.is_dir() {
+            check(&path);
+            seen += 1;
+        }
+    }
+    assert!(seen >= 4, "expected the example folders, found {seen}");
+}
+
+#[test]
+fn validate_cli_accepts_the_default_config() {
+    let out = Command::new(env!("CARGO_BIN_EXE_legate"))
+        .args(["validate", "--config"])
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("config"))
+        .output()
+        .expect("run legate");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("valid (1 listeners, 3 services, 3 routes)"), "{stdout}");
+}

@@ -1,0 +1,133 @@
+//! The folder watcher: editors' atomic renames, Kubernetes ConfigMap symlink
+//! swaps, invalid edits (last good kept, errors recorded) and fixes.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use legate::state::State;
+
+const GOOD: &str = "listeners:\n  - name: public\n    port: 10000\nservices:\n  - name: a\n    url: http://127.0.0.1:3000\nroutes:\n  - name: r\n    match: { prefix: /a }\n    service: a\n";
+
+fn write_atomic(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp~");
+    std::fs::write(&tmp, text).expect("write");
+    std::fs::rename(&tmp, path).expect("rename");
+}
+
+/// Wait until `f` holds, or fail after 10 s.
+async fn until(what: &str, f: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn version(state: &State) -> Option<String> {
+    state.current().map(|s| s.version().to_owned())
+}
+
+fn start(dir: &Path) -> Arc<State> {
+    let state = State::new();
+    assert!(legate::watch::reload(dir, &state), "initial load");
+    tokio::spawn(legate::watch::run(dir.to_path_buf(), Arc::clone(&state)));
+    state
+}
+
+#[tokio::test]
+async fn atomic_rename_edits_are_published() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("gateway.yaml");
+    write_atomic(&file, GOOD);
+    let state = start(dir.path());
+    let v1 = version(&state).expect("published");
+    tokio::time::sleep(Duration::from_millis(100)).await; // let the watch start
+
+    write_atomic(&file, &GOOD.replace("/a }", "/b }"));
+    until("the edit is published", || version(&state).as_ref() != Some(&v1)).await;
+    let snap = state.current().expect("snapshot");
+    let routes = legate::render::view_json(snap.all());
+    assert!(routes.to_string().contains("\"prefix\":\"/b\""), "{routes}");
+}
+
+#[tokio::test]
+async fn invalid_edit_keeps_the_last_good_and_a_fix_is_published() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("gateway.yaml");
+    write_atomic(&file, GOOD);
+    let state = start(dir.path());
+    let v1 = version(&state).expect("published");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    write_atomic(&file, &GOOD.replace("service: a\n", "service: nope\n"));
+    until("the bad edit is recorded", || state.last_reload().is_some_and(|r| !r.ok)).await;
+    assert_eq!(version(&state), Some(v1.clone()), "nothing new was published");
+    let reload = state.last_reload().expect("reload");
+    assert_eq!(reload.errors.len(), 1, "{:?}", reload.errors);
+    let e = &reload.errors[0];
+    assert_eq!((e.file.as_str(), e.line), ("gateway.yaml", 10), "{e}");
+    assert!(e.message.contains("`nope`"), "{e}");
+    assert!(state.metrics.render().contains("legate_config_reloads_total{result=\"error\"} 1"));
+
+    write_atomic(&file, &GOOD.replace("/a }", "/fixed }"));
+    until("the fix is published", || version(&state).as_ref() != Some(&v1)).await;
+    assert!(state.last_reload().is_some_and(|r| r.ok && r.errors.is_empty()));
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn configmap_symlink_swaps_are_seen() {
+    use std::os::unix::fs::symlink;
+    // The layout kubelet writes for a ConfigMap volume.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path();
+    std::fs::create_dir(root.join("..2026_01_01")).expect("mkdir");
+    std::fs::write(root.join("..2026_01_01/gateway.yaml"), GOOD).expect("write");
+    symlink("..2026_01_01", root.join("..data")).expect("symlink");
+    symlink("..data/gateway.yaml", root.join("gateway.yaml")).expect("symlink");
+    let state = start(root);
+    let v1 = version(&state).expect("published");
+    let snap = state.current().expect("snapshot");
+    assert_eq!(snap.all().resources(legate::snapshot::Kind::Route).len(), 1, "hidden folders are not read twice");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    // kubelet's update: a new timestamped folder, then an atomic swap of ..data.
+    std::fs::create_dir(root.join("..2026_01_02")).expect("mkdir");
+    std::fs::write(root.join("..2026_01_02/gateway.yaml"), GOOD.replace("/a }", "/swapped }")).expect("write");
+    symlink("..2026_01_02", root.join("..data_tmp")).expect("symlink");
+    std::fs::rename(root.join("..data_tmp"), root.join("..data")).expect("swap");
+    std::fs::remove_dir_all(root.join("..2026_01_01")).expect("cleanup");
+
+    until("the swap is published", || version(&state).as_ref() != Some(&v1)).await;
+    let json = legate::render::view_json(state.current().expect("snapshot").all()).to_string();
+    assert!(json.contains("\"prefix\":\"/swapped\""), "{json}");
+}
+
+#[tokio::test]
+async fn a_burst_of_writes_is_coalesced() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("gateway.yaml");
+    write_atomic(&file, GOOD);
+    let state = start(dir.path());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let before = reloads(&state);
+    for i in 0..50 {
+        std::fs::write(&file, GOOD.replace("/a }", &format!("/burst{i} }}"))).expect("write");
+    }
+    until("the last write is published", || {
+        legate::render::view_json(state.current().expect("snapshot").all()).to_string().contains("/burst49")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let n = reloads(&state) - before;
+    assert!((1..50).contains(&n), "50 writes gave {n} reloads; they should be coalesced");
+}
+
+fn reloads(state: &State) -> u64 {
+    let text = state.metrics.render();
+    text.lines()
+        .filter(|l| l.starts_with("legate_config_reloads_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
