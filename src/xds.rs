@@ -86,7 +86,7 @@ async fn run_stream(
     let mut tracker = Tracker::new();
     let connected_at = SystemTime::now();
     let mut counted = false;
-    loop {
+    'stream: loop {
         if let Some(node) = tracker.node().cloned() {
             if !counted {
                 counted = true;
@@ -96,12 +96,12 @@ async fn run_stream(
             let snapshot = snapshots.borrow_and_update().clone();
             if let Some(snapshot) = snapshot {
                 let view = snapshot.view(&node.cluster);
-                if let Some(resp) = tracker.next_response(&view, Instant::now()) {
+                while let Some(resp) = tracker.next_response(&view, Instant::now()) {
                     let kind = crate::snapshot::Kind::from_type_url(&resp.type_url).map_or("?", |k| k.short());
                     debug!(r#type = kind, version = %resp.version_info, resources = resp.resources.len(), "push");
                     state.metrics.pushes.get_or_create(&TypeLabel { r#type: kind }).inc();
                     if tx.send(Ok(resp)).await.is_err() {
-                        break;
+                        break 'stream;
                     }
                 }
             }

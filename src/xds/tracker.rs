@@ -7,6 +7,11 @@
 //! and keeps at most one response in flight so that pushes follow
 //! make-before-break order: clusters, endpoints, listeners, routes, and only
 //! then the removal of clusters the old routes used.
+//!
+//! The one exception: endpoints may go out while clusters wait for their
+//! ACK. Envoy warms a new EDS cluster before it ACKs the CDS response that
+//! added it, and warming needs the endpoints; waiting for that ACK would
+//! stall every new service until Envoy's initial fetch timeout (15 s).
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant, SystemTime};
@@ -75,10 +80,13 @@ struct TypeState {
     names: BTreeSet<String>,
     /// Version the client said it has when it (re)connected, before anything was sent.
     initial_version: Option<String>,
-    /// What the last response of this type carried.
+    /// What the last response of this type carried (for named types, only
+    /// the names still subscribed: a name requested again is sent again).
     sent: Option<Resources>,
     sent_version: String,
     last_nonce: Option<u64>,
+    /// The last response of this type, until its ACK or NACK.
+    in_flight: Option<InFlight>,
     acked_version: Option<String>,
     nack: Option<Nack>,
 }
@@ -95,7 +103,6 @@ struct InFlight {
 pub struct Tracker {
     node: Option<NodeInfo>,
     types: [TypeState; 4],
-    in_flight: Option<InFlight>,
     nonces: u64,
 }
 
@@ -179,6 +186,12 @@ impl Tracker {
             t.initial_version = Some(req.version_info.clone());
             t.acked_version = Some(req.version_info.clone());
         }
+        if !wildcard {
+            // Envoy drops what it unsubscribes from; forget that it was sent.
+            if let Some(sent) = &mut t.sent {
+                sent.retain(|name, _| names.contains(name));
+            }
+        }
         t.subscribed = true;
         t.wildcard = wildcard;
         t.names = names;
@@ -187,12 +200,11 @@ impl Tracker {
             return Ok(Event::Subscribed(kind));
         };
         // The answer to our latest response of this type.
-        let flight = self.in_flight.take_if(|f| f.nonce == n);
+        let flight = t.in_flight.take_if(|f| f.nonce == n);
         let (version, latency) = flight.map_or_else(
             || (t.sent_version.clone(), Duration::ZERO),
             |f| (f.version, now.saturating_duration_since(f.at)),
         );
-        let t = &mut self.types[kind as usize];
         if let Some(status) = req.error_detail {
             let nack = Nack { version, message: status.message, at: SystemTime::now() };
             t.nack = Some(nack.clone());
@@ -204,12 +216,14 @@ impl Tracker {
     }
 
     /// The next response to send for `view`, if any is due. At most one is
-    /// in flight: the next waits for its ACK or NACK.
+    /// in flight (the next waits for its ACK or NACK), except that endpoints
+    /// may follow clusters before the clusters' ACK. Call again after
+    /// sending: another may be due at once.
     pub fn next_response(&mut self, view: &View, now: Instant) -> Option<DiscoveryResponse> {
-        if self.in_flight.is_some() {
-            return None;
-        }
         for kind in Kind::ALL {
+            if self.waiting(kind) {
+                continue;
+            }
             let Some(desired) = self.desired(kind, view) else { continue };
             let t = &mut self.types[kind as usize];
             let version = version_of(&desired);
@@ -234,10 +248,20 @@ impl Tracker {
             t.sent = Some(desired);
             t.sent_version = version.clone();
             t.last_nonce = Some(nonce);
-            self.in_flight = Some(InFlight { nonce, version, at: now });
+            t.in_flight = Some(InFlight { nonce, version, at: now });
             return Some(resp);
         }
         None
+    }
+
+    /// True when a response of `kind` must wait for an ACK or NACK: any
+    /// response in flight holds back every other, but clusters alone do not
+    /// hold back endpoints (Envoy ACKs new EDS clusters only once it has
+    /// their endpoints).
+    fn waiting(&self, kind: Kind) -> bool {
+        Kind::ALL
+            .into_iter()
+            .any(|k| self.types[k as usize].in_flight.is_some() && !(kind == Kind::Endpoint && k == Kind::Cluster))
     }
 
     /// What the client should have of `kind` now, or `None` if it has not asked.
@@ -290,5 +314,525 @@ fn needs_send(kind: Kind, sent: Option<&Resources>, desired: &Resources) -> bool
         sent.len() != desired.len() || desired.iter().any(differs)
     } else {
         desired.iter().any(differs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+    use envoy_types::pb::envoy::config::core::v3::Node;
+    use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+    use envoy_types::pb::envoy::config::listener::v3::Listener;
+    use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+    use envoy_types::pb::google::rpc::Status;
+    use prost::Message;
+
+    use super::*;
+
+    const CDS: Kind = Kind::Cluster;
+    const EDS: Kind = Kind::Endpoint;
+    const LDS: Kind = Kind::Listener;
+    const RDS: Kind = Kind::Route;
+
+    /// Two services, each routed from `public`.
+    const BASE: &str = r#"
+listeners:
+  - name: public
+    port: 10000
+services:
+  - name: a
+    endpoints: ["10.0.0.1:80"]
+  - name: b
+    endpoints: ["10.0.0.2:80"]
+routes:
+  - name: a
+    match: { prefix: /a }
+    service: a
+  - name: b
+    match: { prefix: /b }
+    service: b
+"#;
+
+    /// BASE with `b` (and its route) replaced by `c`, and the listener moved.
+    const B_REPLACED_BY_C: &str = r#"
+listeners:
+  - name: public
+    port: 10001
+services:
+  - name: a
+    endpoints: ["10.0.0.1:80"]
+  - name: c
+    endpoints: ["10.0.0.3:80"]
+routes:
+  - name: a
+    match: { prefix: /a }
+    service: a
+  - name: c
+    match: { prefix: /c }
+    service: c
+"#;
+
+    /// BASE with a new EDS service `c` and a route to it.
+    const C_ADDED: &str = r#"
+listeners:
+  - name: public
+    port: 10000
+services:
+  - name: a
+    endpoints: ["10.0.0.1:80"]
+  - name: b
+    endpoints: ["10.0.0.2:80"]
+  - name: c
+    endpoints: ["10.0.0.3:80"]
+routes:
+  - name: a
+    match: { prefix: /a }
+    service: a
+  - name: b
+    match: { prefix: /b }
+    service: b
+  - name: c
+    match: { prefix: /c }
+    service: c
+"#;
+
+    /// `public` for everyone, `internal` only for the `ops` fleet.
+    const FLEETS: &str = r#"
+listeners:
+  - name: public
+    port: 10000
+  - name: internal
+    port: 10001
+    fleets: [ops]
+services:
+  - name: a
+    endpoints: ["10.0.0.1:80"]
+routes:
+  - name: a
+    listener: public
+    match: { prefix: /a }
+    service: a
+  - name: a-internal
+    listener: internal
+    match: { prefix: /a }
+    service: a
+"#;
+
+    fn view(yaml: &str, cluster: &str) -> Arc<View> {
+        let policy = crate::policy::load_texts(&[("gateway.yaml".to_owned(), yaml.to_owned())])
+            .unwrap_or_else(|e| panic!("test policy is invalid:\n{e}"));
+        crate::translate::translate(&policy).view(cluster)
+    }
+
+    fn request(kind: Kind, names: &[&str], version: &str, nonce: &str) -> DiscoveryRequest {
+        DiscoveryRequest {
+            version_info: version.to_owned(),
+            resource_names: names.iter().map(|&n| n.to_owned()).collect(),
+            type_url: kind.type_url().to_owned(),
+            response_nonce: nonce.to_owned(),
+            ..Default::default()
+        }
+    }
+
+    /// The first request of a stream: carries the node.
+    fn hello(kind: Kind, names: &[&str], cluster: &str) -> DiscoveryRequest {
+        DiscoveryRequest {
+            node: Some(Node { id: "envoy-1".into(), cluster: cluster.into(), ..Default::default() }),
+            ..request(kind, names, "", "")
+        }
+    }
+
+    fn ack(resp: &DiscoveryResponse, names: &[&str]) -> DiscoveryRequest {
+        let kind = Kind::from_type_url(&resp.type_url).expect("a served type");
+        request(kind, names, &resp.version_info, &resp.nonce)
+    }
+
+    /// Envoy's NACK: the version it still runs, the nonce it rejects, why.
+    fn nack(resp: &DiscoveryResponse, names: &[&str], kept: &str, message: &str) -> DiscoveryRequest {
+        let kind = Kind::from_type_url(&resp.type_url).expect("a served type");
+        DiscoveryRequest {
+            error_detail: Some(Status { code: 3, message: message.to_owned(), details: vec![] }),
+            ..request(kind, names, kept, &resp.nonce)
+        }
+    }
+
+    fn kind_of(resp: &DiscoveryResponse) -> Kind {
+        Kind::from_type_url(&resp.type_url).expect("a served type")
+    }
+
+    /// The resource names a response carries, decoded from the wire.
+    fn names(resp: &DiscoveryResponse) -> Vec<String> {
+        resp.resources
+            .iter()
+            .map(|any| {
+                let bytes = any.value.as_slice();
+                match kind_of(resp) {
+                    CDS => Cluster::decode(bytes).expect("a Cluster").name,
+                    EDS => ClusterLoadAssignment::decode(bytes).expect("a ClusterLoadAssignment").cluster_name,
+                    LDS => Listener::decode(bytes).expect("a Listener").name,
+                    RDS => RouteConfiguration::decode(bytes).expect("a RouteConfiguration").name,
+                }
+            })
+            .collect()
+    }
+
+    fn status(t: &Tracker, kind: Kind) -> TypeStatus {
+        t.status().find(|(k, _)| *k == kind).map(|(_, s)| s).expect("subscribed")
+    }
+
+    fn next(t: &mut Tracker, v: &View) -> Option<DiscoveryResponse> {
+        t.next_response(v, Instant::now())
+    }
+
+    /// Take in a request that must be fine.
+    fn feed(t: &mut Tracker, req: DiscoveryRequest) -> Event {
+        t.on_request(req, Instant::now()).expect("a valid request")
+    }
+
+    /// A tracker that has been sent, and has ACKed, everything in `v`:
+    /// CDS, EDS for `a` and `b`, LDS, RDS for `public`.
+    fn synced(v: &View) -> (Tracker, [DiscoveryResponse; 4]) {
+        let mut t = Tracker::new();
+        feed(&mut t, hello(CDS, &[], "default"));
+        let cds = next(&mut t, v).expect("CDS");
+        feed(&mut t, ack(&cds, &[]));
+        feed(&mut t, request(EDS, &["a", "b"], "", ""));
+        let eds = next(&mut t, v).expect("EDS");
+        feed(&mut t, ack(&eds, &["a", "b"]));
+        feed(&mut t, request(LDS, &[], "", ""));
+        let lds = next(&mut t, v).expect("LDS");
+        feed(&mut t, ack(&lds, &[]));
+        feed(&mut t, request(RDS, &["public"], "", ""));
+        let rds = next(&mut t, v).expect("RDS");
+        feed(&mut t, ack(&rds, &["public"]));
+        assert_eq!(next(&mut t, v), None, "nothing left to send");
+        (t, [cds, eds, lds, rds])
+    }
+
+    #[test]
+    fn first_request_gets_every_cluster_with_a_nonce() {
+        let v = view(BASE, "default");
+        let mut t = Tracker::new();
+        assert_eq!(feed(&mut t, hello(CDS, &[], "default")), Event::Subscribed(CDS));
+        assert_eq!(t.node(), Some(&NodeInfo { id: "envoy-1".into(), cluster: "default".into() }));
+
+        let resp = next(&mut t, &v).expect("a CDS response");
+        assert_eq!(kind_of(&resp), CDS);
+        assert_eq!(names(&resp), ["a", "b"]);
+        assert_eq!(resp.version_info, v.version(CDS));
+        assert!(!resp.nonce.is_empty(), "every response carries a nonce");
+        assert_eq!(next(&mut t, &v), None, "one response, then wait for the ACK");
+    }
+
+    #[test]
+    fn named_types_get_exactly_the_names_asked_for() {
+        let v = view(BASE, "default");
+        let mut t = Tracker::new();
+        feed(&mut t, hello(EDS, &["b", "no-such-cluster"], "default"));
+        let resp = next(&mut t, &v).expect("an EDS response");
+        assert_eq!(names(&resp), ["b"]);
+    }
+
+    #[test]
+    fn ack_clears_the_in_flight_response_and_records_the_version() {
+        let v = view(BASE, "default");
+        let mut t = Tracker::new();
+        feed(&mut t, hello(CDS, &[], "default"));
+        feed(&mut t, request(LDS, &[], "", ""));
+        let cds = next(&mut t, &v).expect("CDS");
+        assert_eq!(next(&mut t, &v), None, "LDS waits for the CDS ACK");
+        assert_eq!(status(&t, CDS).acked_version, None);
+
+        let event = feed(&mut t, ack(&cds, &[]));
+        let Event::Ack { kind, version, .. } = event else { panic!("expected an ACK, got {event:?}") };
+        assert_eq!((kind, version.as_str()), (CDS, v.version(CDS)));
+        assert_eq!(status(&t, CDS), TypeStatus { acked_version: Some(v.version(CDS).to_owned()), nack: None });
+
+        let lds = next(&mut t, &v).expect("LDS once CDS is ACKed");
+        assert_eq!(kind_of(&lds), LDS);
+        assert_ne!(lds.nonce, cds.nonce, "a fresh nonce per response");
+    }
+
+    #[test]
+    fn nack_is_recorded_and_not_answered_by_resending() {
+        let v = view(BASE, "default");
+        let mut t = Tracker::new();
+        feed(&mut t, hello(CDS, &[], "default"));
+        let cds = next(&mut t, &v).expect("CDS");
+
+        let event = feed(&mut t, nack(&cds, &[], "", "cluster a: bad lb policy"));
+        let Event::Nack { kind, nack: n } = event else { panic!("expected a NACK, got {event:?}") };
+        assert_eq!(kind, CDS);
+        assert_eq!(n.version, cds.version_info, "the NACK names the version rejected, not the one kept");
+        assert_eq!(n.message, "cluster a: bad lb policy");
+        let s = status(&t, CDS);
+        assert_eq!(s.acked_version, None, "a NACK is not an ACK");
+        assert_eq!(s.nack.as_ref().map(|n| n.message.as_str()), Some("cluster a: bad lb policy"));
+
+        for _ in 0..3 {
+            assert_eq!(next(&mut t, &v), None, "the rejected resources are not sent again");
+        }
+
+        // The next change is sent, and its ACK clears the NACK.
+        let changed = view(C_ADDED, "default");
+        let again = next(&mut t, &changed).expect("a new CDS after a change");
+        assert_eq!(names(&again), ["a", "b", "c"]);
+        feed(&mut t, ack(&again, &[]));
+        assert_eq!(status(&t, CDS).nack, None);
+        assert_eq!(status(&t, CDS).acked_version.as_deref(), Some(changed.version(CDS)));
+    }
+
+    #[test]
+    fn stale_nonce_is_ignored() {
+        let old = view(BASE, "default");
+        let new = view(C_ADDED, "default");
+        let mut t = Tracker::new();
+        feed(&mut t, hello(CDS, &[], "default"));
+        let first = next(&mut t, &old).expect("CDS");
+        feed(&mut t, ack(&first, &[]));
+        let second = next(&mut t, &new).expect("CDS after a change");
+
+        // Envoy answers `first` again (say its request crossed `second`): stale.
+        assert_eq!(feed(&mut t, ack(&first, &[])), Event::Stale(CDS));
+        assert_eq!(feed(&mut t, nack(&first, &[], "", "late")), Event::Stale(CDS));
+        assert_eq!(status(&t, CDS), TypeStatus { acked_version: Some(first.version_info), nack: None });
+        feed(&mut t, request(LDS, &[], "", ""));
+        assert_eq!(next(&mut t, &new), None, "`second` is still in flight");
+
+        let Event::Ack { version, .. } = feed(&mut t, ack(&second, &[])) else { panic!("expected an ACK") };
+        assert_eq!(version, second.version_info);
+        assert_eq!(next(&mut t, &new).map(|r| kind_of(&r)), Some(LDS));
+    }
+
+    #[test]
+    fn a_nonce_never_sent_is_a_protocol_error() {
+        let v = view(BASE, "default");
+        let mut t = Tracker::new();
+        feed(&mut t, hello(CDS, &[], "default"));
+        let cds = next(&mut t, &v).expect("CDS");
+        assert_eq!(cds.nonce, "1");
+        for bad in ["2", "0", "banana"] {
+            let err = t.on_request(request(CDS, &[], "", bad), Instant::now()).expect_err(bad);
+            assert_eq!(err.0, format!("response_nonce `{bad}` was never sent on this stream"));
+        }
+    }
+
+    #[test]
+    fn first_request_without_node_is_a_protocol_error() {
+        let mut t = Tracker::new();
+        let err = t.on_request(request(CDS, &[], "", ""), Instant::now()).expect_err("no node");
+        assert!(err.0.contains("node.id"), "{err}");
+        assert_eq!(t.node(), None);
+
+        let mut t = Tracker::new();
+        let nameless = DiscoveryRequest { node: Some(Node::default()), ..request(CDS, &[], "", "") };
+        assert!(t.on_request(nameless, Instant::now()).is_err(), "a node without an id is no node");
+
+        // Later requests need not repeat the node (set_node_on_first_message_only).
+        let mut t = Tracker::new();
+        feed(&mut t, hello(CDS, &[], "default"));
+        assert_eq!(feed(&mut t, request(LDS, &[], "", "")), Event::Subscribed(LDS));
+    }
+
+    #[test]
+    fn missing_or_unknown_type_url_is_a_protocol_error_but_other_envoy_types_are_ignored() {
+        let mut t = Tracker::new();
+        feed(&mut t, hello(CDS, &[], "default"));
+        let empty = DiscoveryRequest { type_url: String::new(), ..request(CDS, &[], "", "") };
+        assert_eq!(t.on_request(empty, Instant::now()).expect_err("empty").0, "request without a type_url");
+
+        let foreign = DiscoveryRequest { type_url: "example.com/Foo".into(), ..request(CDS, &[], "", "") };
+        assert!(t.on_request(foreign, Instant::now()).expect_err("unknown").0.contains("example.com/Foo"));
+
+        let secret = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
+        let sds = DiscoveryRequest { type_url: secret.into(), ..request(CDS, &[], "", "") };
+        assert_eq!(feed(&mut t, sds), Event::Unserved(secret.into()));
+    }
+
+    #[test]
+    fn reconnect_with_current_versions_gets_nothing() {
+        let v = view(BASE, "default");
+        let (_, [cds, eds, lds, rds]) = synced(&v);
+
+        // A new stream (say legate restarted) whose Envoy already has all of it.
+        let mut t = Tracker::new();
+        feed(&mut t, DiscoveryRequest { version_info: cds.version_info, ..hello(CDS, &[], "default") });
+        feed(&mut t, request(LDS, &[], &lds.version_info, ""));
+        feed(&mut t, request(EDS, &["a", "b"], &eds.version_info, ""));
+        feed(&mut t, request(RDS, &["public"], &rds.version_info, ""));
+        assert_eq!(next(&mut t, &v), None, "no churn for a proxy that is up to date");
+        assert_eq!(status(&t, LDS).acked_version.as_deref(), Some(v.version(LDS)));
+
+        // Only what then changes is sent.
+        let changed = view(C_ADDED, "default");
+        let resp = next(&mut t, &changed).expect("the change");
+        assert_eq!((kind_of(&resp), names(&resp)), (CDS, vec!["a".into(), "b".into(), "c".into()]));
+    }
+
+    #[test]
+    fn reconnect_with_an_old_version_gets_the_current_one() {
+        let v = view(BASE, "default");
+        let mut t = Tracker::new();
+        feed(&mut t, DiscoveryRequest { version_info: "0123456789abcdef".into(), ..hello(CDS, &[], "default") });
+        let resp = next(&mut t, &v).expect("the current clusters");
+        assert_eq!(resp.version_info, v.version(CDS));
+    }
+
+    #[test]
+    fn rds_subscription_change_is_answered_with_the_new_set() {
+        let v = view(FLEETS, "ops");
+        let mut t = Tracker::new();
+        feed(&mut t, hello(RDS, &["public"], "ops"));
+        let first = next(&mut t, &v).expect("RDS");
+        assert_eq!(names(&first), ["public"]);
+        feed(&mut t, ack(&first, &["public"]));
+
+        // A new listener needs its route configuration: complete set back.
+        feed(&mut t, ack(&first, &["public", "internal"]));
+        let both = next(&mut t, &v).expect("RDS for the new name");
+        assert_eq!(names(&both), ["internal", "public"]);
+        assert_ne!(both.version_info, first.version_info);
+        feed(&mut t, ack(&both, &["public", "internal"]));
+
+        // The same names again, or fewer: nothing new to send.
+        feed(&mut t, ack(&both, &["public", "internal"]));
+        assert_eq!(next(&mut t, &v), None);
+        feed(&mut t, ack(&both, &["public"]));
+        assert_eq!(next(&mut t, &v), None, "dropping a name needs no response");
+
+        // Asked for again, it is sent again: Envoy dropped it.
+        feed(&mut t, ack(&both, &["public", "internal"]));
+        let again = next(&mut t, &v).expect("a name requested again is sent again");
+        assert_eq!(names(&again), ["internal", "public"]);
+    }
+
+    #[test]
+    fn responses_go_in_make_before_break_order_one_at_a_time() {
+        let v = view(BASE, "default");
+        let mut t = Tracker::new();
+        feed(&mut t, hello(RDS, &["public"], "default"));
+        feed(&mut t, request(LDS, &[], "", ""));
+        feed(&mut t, request(EDS, &["a", "b"], "", ""));
+        feed(&mut t, request(CDS, &[], "", ""));
+
+        let cds = next(&mut t, &v).expect("CDS first");
+        assert_eq!(kind_of(&cds), CDS);
+        // Endpoints may follow clusters before the clusters' ACK: Envoy
+        // warms new EDS clusters, with these endpoints, before it ACKs them.
+        let eds = next(&mut t, &v).expect("EDS next");
+        assert_eq!(kind_of(&eds), EDS);
+        assert_eq!(next(&mut t, &v), None, "LDS waits for clusters and endpoints");
+        feed(&mut t, ack(&cds, &[]));
+        assert_eq!(next(&mut t, &v), None, "LDS waits for the EDS ACK");
+        feed(&mut t, ack(&eds, &["a", "b"]));
+
+        let lds = next(&mut t, &v).expect("LDS third");
+        assert_eq!(kind_of(&lds), LDS);
+        assert_eq!(next(&mut t, &v), None, "RDS waits for the LDS ACK");
+        feed(&mut t, ack(&lds, &[]));
+
+        let rds = next(&mut t, &v).expect("RDS last");
+        assert_eq!(kind_of(&rds), RDS);
+        assert_eq!(next(&mut t, &v), None);
+        feed(&mut t, ack(&rds, &["public"]));
+        assert_eq!(next(&mut t, &v), None, "all sent");
+    }
+
+    #[test]
+    fn only_endpoints_overtake_an_unacked_cds() {
+        let v = view(BASE, "default");
+        let mut t = Tracker::new();
+        feed(&mut t, hello(EDS, &["a"], "default"));
+        feed(&mut t, request(LDS, &[], "", ""));
+        let eds = next(&mut t, &v).expect("EDS");
+        assert_eq!(kind_of(&eds), EDS);
+        feed(&mut t, request(CDS, &[], "", ""));
+        assert_eq!(next(&mut t, &v), None, "nothing overtakes an un-ACKed EDS response");
+    }
+
+    #[test]
+    fn endpoints_of_a_new_cluster_are_sent_before_its_cds_ack() {
+        // Envoy holds the CDS ACK while a new EDS cluster warms, and asks for
+        // its endpoints meanwhile; legate must answer or both wait 15 s.
+        let (mut t, [_, eds, ..]) = synced(&view(BASE, "default"));
+        let new = view(C_ADDED, "default");
+        let cds = next(&mut t, &new).expect("CDS with the new cluster");
+        assert_eq!(names(&cds), ["a", "b", "c"]);
+        assert_eq!(next(&mut t, &new), None, "EDS has nothing new until `c` is asked for");
+
+        feed(&mut t, ack(&eds, &["a", "b", "c"]));
+        let endpoints = next(&mut t, &new).expect("endpoints for the warming cluster");
+        assert_eq!(names(&endpoints), ["a", "b", "c"]);
+        assert_eq!(next(&mut t, &new), None, "routes wait for the clusters and endpoints");
+
+        feed(&mut t, ack(&endpoints, &["a", "b", "c"]));
+        feed(&mut t, ack(&cds, &[]));
+        let rds = next(&mut t, &new).expect("the route to `c`");
+        assert_eq!(kind_of(&rds), RDS);
+    }
+
+    #[test]
+    fn removed_clusters_go_only_after_the_routes_that_used_them() {
+        let (mut t, [_, eds, ..]) = synced(&view(BASE, "default"));
+        let new = view(B_REPLACED_BY_C, "default");
+
+        let cds = next(&mut t, &new).expect("CDS");
+        assert_eq!(names(&cds), ["a", "b", "c"], "`b` stays while routes may still use it");
+        feed(&mut t, ack(&eds, &["a", "b", "c"]));
+        let endpoints = next(&mut t, &new).expect("EDS for `c`");
+        feed(&mut t, ack(&cds, &[]));
+        feed(&mut t, ack(&endpoints, &["a", "b", "c"]));
+
+        let lds = next(&mut t, &new).expect("LDS");
+        assert_eq!(kind_of(&lds), LDS);
+        assert_eq!(next(&mut t, &new), None);
+        feed(&mut t, ack(&lds, &[]));
+        let rds = next(&mut t, &new).expect("RDS");
+        assert_eq!(kind_of(&rds), RDS);
+        assert_eq!(next(&mut t, &new), None, "`b` is not removed before the new routes are ACKed");
+        feed(&mut t, ack(&rds, &["public"]));
+
+        let removal = next(&mut t, &new).expect("CDS without `b`");
+        assert_eq!(kind_of(&removal), CDS);
+        assert_eq!(names(&removal), ["a", "c"]);
+        assert_eq!(removal.version_info, new.version(CDS), "ends on the snapshot's own version");
+        feed(&mut t, ack(&removal, &[]));
+        assert_eq!(next(&mut t, &new), None);
+    }
+
+    #[test]
+    fn listeners_with_fleets_reach_only_listed_node_clusters() {
+        let edge = view(FLEETS, "edge");
+        let ops = view(FLEETS, "ops");
+        let keys = |v: &View, k: Kind| v.resources(k).keys().cloned().collect::<Vec<_>>();
+        assert_eq!(keys(&edge, LDS), ["public"]);
+        assert_eq!(keys(&edge, RDS), ["public"]);
+        assert_eq!(keys(&ops, LDS), ["internal", "public"]);
+        assert_eq!(keys(&ops, RDS), ["internal", "public"]);
+        assert_eq!(keys(&edge, CDS), keys(&ops, CDS), "clusters go to every fleet");
+        assert_ne!(edge.version(LDS), ops.version(LDS));
+
+        let mut t = Tracker::new();
+        feed(&mut t, hello(LDS, &[], "edge"));
+        let lds = next(&mut t, &edge).expect("LDS");
+        assert_eq!(names(&lds), ["public"]);
+        feed(&mut t, ack(&lds, &[]));
+        feed(&mut t, request(RDS, &["public", "internal"], "", ""));
+        let rds = next(&mut t, &edge).expect("RDS");
+        assert_eq!(names(&rds), ["public"], "another fleet's routes are not sent even when asked for");
+    }
+
+    #[test]
+    fn ack_measures_push_to_ack_latency() {
+        let v = view(BASE, "default");
+        let mut t = Tracker::new();
+        feed(&mut t, hello(CDS, &[], "default"));
+        let sent_at = Instant::now();
+        let cds = t.next_response(&v, sent_at).expect("CDS");
+        let event = t.on_request(ack(&cds, &[]), sent_at + Duration::from_millis(7)).expect("ACK");
+        let Event::Ack { latency, .. } = event else { panic!("expected an ACK, got {event:?}") };
+        assert_eq!(latency, Duration::from_millis(7));
     }
 }

@@ -1,0 +1,675 @@
+//! Protocol tests: a real tonic ADS client against legate's ADS server, in
+//! process. They check what an Envoy would see on the wire (first fetch,
+//! ACK, NACK, stale nonces, subscription changes, pushes, reconnects) and
+//! that garbage or protocol violations end only the offending stream, with a
+//! gRPC status that says what was wrong.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use envoy_types::pb::envoy::config::listener::v3::Listener;
+use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use envoy_types::pb::google::rpc::Status as RpcStatus;
+use prost::bytes::{Buf, BufMut, Bytes};
+use prost::Message;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::time::timeout;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codegen::http::uri::PathAndQuery;
+use tonic::transport::{Channel, Server};
+use tonic::{Code, Status, Streaming};
+
+use legate::snapshot::{Kind, Snapshot};
+use legate::state::State;
+
+/// How long anything expected may take before the test fails.
+const WAIT: Duration = Duration::from_secs(10);
+/// How long to listen for something that must not arrive.
+const QUIET: Duration = Duration::from_millis(500);
+
+const ADS_PATH: &str = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
+
+const CDS: Kind = Kind::Cluster;
+const EDS: Kind = Kind::Endpoint;
+const LDS: Kind = Kind::Listener;
+const RDS: Kind = Kind::Route;
+
+/// Two services routed from one listener.
+const BASE: &str = r#"
+listeners:
+  - name: public
+    port: 10000
+services:
+  - name: a
+    endpoints: ["10.0.0.1:80"]
+  - name: b
+    endpoints: ["10.0.0.2:80"]
+routes:
+  - name: a
+    match: { prefix: /a }
+    service: a
+  - name: b
+    match: { prefix: /b }
+    service: b
+"#;
+
+/// BASE plus service `c` and a route to it.
+const C_ADDED: &str = r#"
+listeners:
+  - name: public
+    port: 10000
+services:
+  - name: a
+    endpoints: ["10.0.0.1:80"]
+  - name: b
+    endpoints: ["10.0.0.2:80"]
+  - name: c
+    endpoints: ["10.0.0.3:80"]
+routes:
+  - name: a
+    match: { prefix: /a }
+    service: a
+  - name: b
+    match: { prefix: /b }
+    service: b
+  - name: c
+    match: { prefix: /c }
+    service: c
+"#;
+
+/// `public` for every fleet, `internal` for `ops` only.
+const FLEETS: &str = r#"
+listeners:
+  - name: public
+    port: 10000
+  - name: internal
+    port: 10001
+    fleets: [ops]
+services:
+  - name: a
+    endpoints: ["10.0.0.1:80"]
+routes:
+  - name: a
+    listener: public
+    match: { prefix: /a }
+    service: a
+  - name: a-internal
+    listener: internal
+    match: { prefix: /a }
+    service: a
+"#;
+
+fn snapshot(yaml: &str) -> Snapshot {
+    let policy = legate::policy::load_texts(&[("gateway.yaml".to_owned(), yaml.to_owned())])
+        .unwrap_or_else(|e| panic!("test policy is invalid:\n{e}"));
+    legate::translate::translate(&policy)
+}
+
+/// legate's ADS server on an ephemeral port, serving `yaml`.
+async fn serve(yaml: &str) -> (SocketAddr, Arc<State>) {
+    let state = State::new();
+    assert!(state.publish(snapshot(yaml)));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
+    let addr = listener.local_addr().expect("local address");
+    let ads = legate::xds::Ads::new(Arc::clone(&state)).into_service();
+    tokio::spawn(async move {
+        Server::builder()
+            .add_service(ads)
+            .serve_with_incoming(TcpListenerStream::new(listener))
+            .await
+            .expect("ADS server");
+    });
+    (addr, state)
+}
+
+async fn channel(addr: SocketAddr) -> Channel {
+    let endpoint = Channel::from_shared(format!("http://{addr}")).expect("endpoint URI");
+    timeout(WAIT, endpoint.connect()).await.expect("connect timed out").expect("connect to the ADS server")
+}
+
+/// One ADS stream, as an Envoy would hold it.
+struct Ads {
+    tx: mpsc::Sender<DiscoveryRequest>,
+    rx: Streaming<DiscoveryResponse>,
+}
+
+impl Ads {
+    async fn open(addr: SocketAddr) -> Ads {
+        let mut client = AggregatedDiscoveryServiceClient::new(channel(addr).await);
+        let (tx, rx) = mpsc::channel(16);
+        let call = client.stream_aggregated_resources(ReceiverStream::new(rx));
+        let rx = timeout(WAIT, call).await.expect("opening the stream timed out").expect("open the ADS stream");
+        Ads { tx, rx: rx.into_inner() }
+    }
+
+    async fn send(&self, req: DiscoveryRequest) {
+        self.tx.send(req).await.expect("the request stream is open");
+    }
+
+    /// The next response; fails the test if none comes in time or the stream ends.
+    async fn recv(&mut self) -> DiscoveryResponse {
+        match timeout(WAIT, self.rx.message()).await {
+            Err(_) => panic!("no response within {WAIT:?}"),
+            Ok(Err(status)) => panic!("the stream failed: {status:?}"),
+            Ok(Ok(None)) => panic!("the stream ended"),
+            Ok(Ok(Some(resp))) => resp,
+        }
+    }
+
+    /// The next response, which must be of `kind`.
+    async fn recv_kind(&mut self, kind: Kind) -> DiscoveryResponse {
+        let resp = self.recv().await;
+        assert_eq!(resp.type_url, kind.type_url(), "expected a {kind} response");
+        resp
+    }
+
+    /// Nothing arrives for a while, and the stream stays open.
+    async fn quiet(&mut self) {
+        match timeout(QUIET, self.rx.message()).await {
+            Err(_) => {}
+            Ok(Ok(Some(resp))) => {
+                panic!("unexpected {} response, version {}: {:?}", short(&resp), resp.version_info, names(&resp))
+            }
+            Ok(other) => panic!("the stream ended: {other:?}"),
+        }
+    }
+
+    /// The status the server ends the stream with.
+    async fn ended(&mut self) -> Status {
+        loop {
+            match timeout(WAIT, self.rx.message()).await {
+                Err(_) => panic!("the stream did not end within {WAIT:?}"),
+                Ok(Ok(Some(_))) => {}
+                Ok(Ok(None)) => panic!("the stream ended without an error status"),
+                Ok(Err(status)) => return status,
+            }
+        }
+    }
+}
+
+fn request(kind: Kind, names: &[&str], version: &str, nonce: &str) -> DiscoveryRequest {
+    DiscoveryRequest {
+        version_info: version.to_owned(),
+        resource_names: names.iter().map(|&n| n.to_owned()).collect(),
+        type_url: kind.type_url().to_owned(),
+        response_nonce: nonce.to_owned(),
+        ..Default::default()
+    }
+}
+
+fn node(id: &str, cluster: &str) -> Option<Node> {
+    Some(Node { id: id.to_owned(), cluster: cluster.to_owned(), ..Default::default() })
+}
+
+/// The first request on a stream, which names the node.
+fn hello(id: &str, cluster: &str, kind: Kind, names: &[&str]) -> DiscoveryRequest {
+    DiscoveryRequest { node: node(id, cluster), ..request(kind, names, "", "") }
+}
+
+fn ack(resp: &DiscoveryResponse, names: &[&str]) -> DiscoveryRequest {
+    DiscoveryRequest {
+        version_info: resp.version_info.clone(),
+        resource_names: names.iter().map(|&n| n.to_owned()).collect(),
+        type_url: resp.type_url.clone(),
+        response_nonce: resp.nonce.clone(),
+        ..Default::default()
+    }
+}
+
+fn kind(resp: &DiscoveryResponse) -> Kind {
+    Kind::from_type_url(&resp.type_url).unwrap_or_else(|| panic!("unknown type {}", resp.type_url))
+}
+
+fn short(resp: &DiscoveryResponse) -> &'static str {
+    kind(resp).short()
+}
+
+/// Names of the resources in a response, decoded as the type it says.
+fn names(resp: &DiscoveryResponse) -> Vec<String> {
+    resp.resources
+        .iter()
+        .map(|any| {
+            assert_eq!(any.type_url, resp.type_url, "every resource is of the response's type");
+            let bytes = any.value.as_slice();
+            match kind(resp) {
+                Kind::Cluster => Cluster::decode(bytes).expect("a Cluster").name,
+                Kind::Endpoint => ClusterLoadAssignment::decode(bytes).expect("a ClusterLoadAssignment").cluster_name,
+                Kind::Listener => Listener::decode(bytes).expect("a Listener").name,
+                Kind::Route => RouteConfiguration::decode(bytes).expect("a RouteConfiguration").name,
+            }
+        })
+        .collect()
+}
+
+/// Wait until `/api/status` satisfies `ok`; returns that document.
+async fn status_until(state: &State, what: &str, ok: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let poll = async {
+        loop {
+            let doc = legate::admin::status_json(state);
+            if ok(&doc) {
+                return doc;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    match timeout(WAIT, poll).await {
+        Ok(doc) => doc,
+        Err(_) => panic!("/api/status never showed {what}: {:#}", legate::admin::status_json(state)),
+    }
+}
+
+/// `nodes[id].resources[kind]` in an `/api/status` document.
+fn node_resource<'a>(doc: &'a serde_json::Value, id: &str, kind: Kind) -> Option<&'a serde_json::Value> {
+    doc["nodes"].as_array()?.iter().find(|n| n["id"] == id)?["resources"].get(kind.type_url())
+}
+
+/// Everything in BASE fetched the way Envoy does it, all ACKed.
+async fn sync_base(ads: &mut Ads, id: &str) -> [DiscoveryResponse; 4] {
+    ads.send(hello(id, "default", CDS, &[])).await;
+    ads.send(request(LDS, &[], "", "")).await;
+    let cds = ads.recv_kind(CDS).await;
+    // Envoy asks for endpoints of the new EDS clusters before it ACKs them.
+    ads.send(request(EDS, &["a", "b"], "", "")).await;
+    let eds = ads.recv_kind(EDS).await;
+    ads.send(ack(&cds, &[])).await;
+    ads.send(ack(&eds, &["a", "b"])).await;
+    let lds = ads.recv_kind(LDS).await;
+    ads.send(request(RDS, &["public"], "", "")).await;
+    ads.send(ack(&lds, &[])).await;
+    let rds = ads.recv_kind(RDS).await;
+    ads.send(ack(&rds, &["public"])).await;
+    ads.quiet().await;
+    [cds, eds, lds, rds]
+}
+
+#[tokio::test]
+async fn first_fetch_wildcard_then_by_name() {
+    let (addr, state) = serve(BASE).await;
+    let current = state.current().expect("published");
+    let view = current.view("default");
+    let mut ads = Ads::open(addr).await;
+
+    let [cds, eds, lds, rds] = sync_base(&mut ads, "envoy-1").await;
+    assert_eq!(names(&cds), ["a", "b"]);
+    assert_eq!(names(&eds), ["a", "b"]);
+    assert_eq!(names(&lds), ["public"]);
+    assert_eq!(names(&rds), ["public"]);
+    for resp in [&cds, &eds, &lds, &rds] {
+        assert_eq!(resp.version_info, view.version(kind(resp)), "{} version is the snapshot's", short(resp));
+        assert!(!resp.nonce.is_empty());
+    }
+    let nonces: std::collections::BTreeSet<_> = [&cds, &eds, &lds, &rds].map(|r| r.nonce.clone()).into();
+    assert_eq!(nonces.len(), 4, "a fresh nonce per response");
+
+    // A single name: exactly that resource.
+    let mut other = Ads::open(addr).await;
+    other.send(hello("envoy-2", "default", EDS, &["b", "not-a-cluster"])).await;
+    assert_eq!(names(&other.recv_kind(EDS).await), ["b"]);
+}
+
+#[tokio::test]
+async fn acks_are_recorded_per_node() {
+    let (addr, state) = serve(BASE).await;
+    let mut ads = Ads::open(addr).await;
+    let [cds, eds, lds, rds] = sync_base(&mut ads, "envoy-1").await;
+
+    let doc = status_until(&state, "the RDS ACK", |d| {
+        node_resource(d, "envoy-1", RDS).is_some_and(|r| r["acked_version"] == rds.version_info.as_str())
+    })
+    .await;
+    let node = &doc["nodes"][0];
+    assert_eq!(node["cluster"], "default");
+    for resp in [&cds, &eds, &lds, &rds] {
+        let r = node_resource(&doc, "envoy-1", kind(resp)).expect("every subscribed type is listed");
+        assert_eq!(r["acked_version"], resp.version_info.as_str());
+        assert!(r["nack"].is_null());
+    }
+    let metrics = state.metrics.render();
+    assert!(metrics.contains("legate_connected_proxies 1"), "{metrics}");
+    assert!(metrics.contains("legate_push_to_ack_seconds_count 4"), "{metrics}");
+}
+
+#[tokio::test]
+async fn nack_is_recorded_and_not_answered_by_resending() {
+    let (addr, state) = serve(BASE).await;
+    let mut ads = Ads::open(addr).await;
+    ads.send(hello("envoy-1", "default", CDS, &[])).await;
+    let cds = ads.recv_kind(CDS).await;
+
+    let rejected = "Proto constraint validation failed (ClusterValidationError.LbPolicy: value must be one of the defined enum values)";
+    ads.send(DiscoveryRequest {
+        error_detail: Some(RpcStatus {
+            code: Code::InvalidArgument as i32,
+            message: rejected.to_owned(),
+            details: vec![],
+        }),
+        ..request(CDS, &[], "", &cds.nonce)
+    })
+    .await;
+
+    // No resend loop: Envoy would just reject the same thing again.
+    ads.quiet().await;
+
+    let doc =
+        status_until(&state, "the NACK", |d| node_resource(d, "envoy-1", CDS).is_some_and(|r| !r["nack"].is_null()))
+            .await;
+    let r = node_resource(&doc, "envoy-1", CDS).expect("CDS status");
+    assert_eq!(r["nack"]["version"], cds.version_info.as_str(), "the version rejected: {doc:#}");
+    assert_eq!(r["nack"]["message"], rejected);
+    assert!(r["nack"]["at"].as_str().is_some_and(|at| !at.is_empty()));
+    assert!(r["acked_version"].is_null(), "nothing was accepted: {doc:#}");
+
+    let metrics = state.metrics.render();
+    assert!(metrics.contains(r#"legate_nacks_total{type="cds"} 1"#), "{metrics}");
+    assert!(metrics.contains(r#"legate_nacks_total{type="lds"} 0"#), "{metrics}");
+
+    // The next change is pushed, and its ACK clears the NACK.
+    assert!(state.publish(snapshot(C_ADDED)));
+    let fixed = ads.recv_kind(CDS).await;
+    assert_eq!(names(&fixed), ["a", "b", "c"]);
+    ads.send(ack(&fixed, &[])).await;
+    status_until(&state, "the NACK cleared", |d| {
+        node_resource(d, "envoy-1", CDS)
+            .is_some_and(|r| r["nack"].is_null() && r["acked_version"] == fixed.version_info.as_str())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn stale_nonce_is_ignored() {
+    let (addr, state) = serve(BASE).await;
+    let mut ads = Ads::open(addr).await;
+    ads.send(hello("envoy-1", "default", CDS, &[])).await;
+    let first = ads.recv_kind(CDS).await;
+    ads.send(ack(&first, &[])).await;
+    assert!(state.publish(snapshot(C_ADDED)));
+    let second = ads.recv_kind(CDS).await;
+    assert_ne!(first.nonce, second.nonce);
+
+    // Answers to `first` after `second` was sent: stale, ignored, stream kept.
+    ads.send(ack(&first, &[])).await;
+    ads.send(DiscoveryRequest {
+        error_detail: Some(RpcStatus { code: 3, message: "late".into(), details: vec![] }),
+        ..ack(&first, &[])
+    })
+    .await;
+    ads.send(request(LDS, &[], "", "")).await;
+    ads.quiet().await; // LDS waits for the ACK of `second`.
+
+    ads.send(ack(&second, &[])).await;
+    assert_eq!(names(&ads.recv_kind(LDS).await), ["public"]);
+    let doc = status_until(&state, "the ACK of the second CDS", |d| {
+        node_resource(d, "envoy-1", CDS).is_some_and(|r| r["acked_version"] == second.version_info.as_str())
+    })
+    .await;
+    assert!(node_resource(&doc, "envoy-1", CDS).is_some_and(|r| r["nack"].is_null()), "the stale NACK is ignored");
+    assert!(state.metrics.render().contains(r#"legate_nacks_total{type="cds"} 0"#));
+}
+
+#[tokio::test]
+async fn rds_subscription_change_gets_the_new_set() {
+    let (addr, _state) = serve(FLEETS).await;
+    let mut ads = Ads::open(addr).await;
+    ads.send(hello("envoy-ops", "ops", RDS, &["public"])).await;
+    let first = ads.recv_kind(RDS).await;
+    assert_eq!(names(&first), ["public"]);
+    ads.send(ack(&first, &["public"])).await;
+    ads.quiet().await;
+
+    // A new listener's route configuration is asked for: the complete set comes back.
+    ads.send(ack(&first, &["public", "internal"])).await;
+    let both = ads.recv_kind(RDS).await;
+    assert_eq!(names(&both), ["internal", "public"]);
+    ads.send(ack(&both, &["public", "internal"])).await;
+
+    // Same names, or fewer: nothing new to send.
+    ads.send(ack(&both, &["public", "internal"])).await;
+    ads.send(ack(&both, &["public"])).await;
+    ads.quiet().await;
+
+    // Asked for again after being dropped: sent again.
+    ads.send(ack(&both, &["public", "internal"])).await;
+    assert_eq!(names(&ads.recv_kind(RDS).await), ["internal", "public"]);
+}
+
+#[tokio::test]
+async fn listeners_with_fleets_reach_only_their_fleet() {
+    let (addr, _state) = serve(FLEETS).await;
+    let mut edge = Ads::open(addr).await;
+    let mut ops = Ads::open(addr).await;
+    edge.send(hello("envoy-edge", "edge", LDS, &[])).await;
+    ops.send(hello("envoy-ops", "ops", LDS, &[])).await;
+    assert_eq!(names(&edge.recv_kind(LDS).await), ["public"]);
+    assert_eq!(names(&ops.recv_kind(LDS).await), ["internal", "public"]);
+}
+
+#[tokio::test]
+async fn a_new_snapshot_is_pushed_to_connected_proxies() {
+    let (addr, state) = serve(BASE).await;
+    let mut ads = Ads::open(addr).await;
+    let [_, eds, ..] = sync_base(&mut ads, "envoy-1").await;
+
+    assert!(state.publish(snapshot(C_ADDED)));
+    let cds = ads.recv_kind(CDS).await;
+    assert_eq!(names(&cds), ["a", "b", "c"]);
+    // As Envoy does: ask for the new cluster's endpoints before ACKing it.
+    ads.send(ack(&eds, &["a", "b", "c"])).await;
+    let endpoints = ads.recv_kind(EDS).await;
+    assert_eq!(names(&endpoints), ["a", "b", "c"]);
+    ads.send(ack(&endpoints, &["a", "b", "c"])).await;
+    ads.send(ack(&cds, &[])).await;
+    let rds = ads.recv_kind(RDS).await;
+    assert_eq!(rds.version_info, state.current().expect("published").view("default").version(RDS));
+    ads.send(ack(&rds, &["public"])).await;
+    ads.quiet().await;
+
+    // Publishing the same thing again pushes nothing.
+    assert!(!state.publish(snapshot(C_ADDED)));
+    ads.quiet().await;
+}
+
+#[tokio::test]
+async fn reconnect_with_current_versions_gets_nothing() {
+    let (addr, state) = serve(BASE).await;
+    let mut ads = Ads::open(addr).await;
+    let [cds, eds, lds, rds] = sync_base(&mut ads, "envoy-1").await;
+    drop(ads);
+
+    // Same Envoy, new stream (say legate restarted): it already has all of it.
+    let mut again = Ads::open(addr).await;
+    again
+        .send(DiscoveryRequest { version_info: cds.version_info.clone(), ..hello("envoy-1", "default", CDS, &[]) })
+        .await;
+    again.send(request(LDS, &[], &lds.version_info, "")).await;
+    again.send(request(EDS, &["a", "b"], &eds.version_info, "")).await;
+    again.send(request(RDS, &["public"], &rds.version_info, "")).await;
+    again.quiet().await;
+
+    let doc = status_until(&state, "the reconnected node alone", |d| {
+        d["nodes"].as_array().is_some_and(|n| n.len() == 1)
+            && node_resource(d, "envoy-1", RDS).is_some_and(|r| r["acked_version"] == rds.version_info.as_str())
+    })
+    .await;
+    assert_eq!(node_resource(&doc, "envoy-1", CDS).expect("CDS")["acked_version"], cds.version_info.as_str());
+
+    // The stream is live: a change still arrives.
+    assert!(state.publish(snapshot(C_ADDED)));
+    assert_eq!(names(&again.recv_kind(CDS).await), ["a", "b", "c"]);
+}
+
+/// Bytes in, bytes out: lets a test put anything on the ADS stream.
+#[derive(Debug, Clone, Copy, Default)]
+struct RawCodec;
+
+impl Codec for RawCodec {
+    type Encode = Bytes;
+    type Decode = Bytes;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RawCodec
+    }
+}
+
+impl Encoder for RawCodec {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put(item);
+        Ok(())
+    }
+}
+
+impl Decoder for RawCodec {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
+}
+
+/// A new ADS stream that carries `frames` as raw gRPC messages.
+async fn raw_stream(addr: SocketAddr, frames: Vec<Bytes>) -> (mpsc::Sender<Bytes>, Streaming<Bytes>) {
+    let mut grpc = tonic::client::Grpc::new(channel(addr).await);
+    timeout(WAIT, grpc.ready()).await.expect("ready timed out").expect("channel ready");
+    let (tx, rx) = mpsc::channel(frames.len().max(1));
+    for f in frames {
+        tx.send(f).await.expect("queue a frame");
+    }
+    let request = tonic::Request::new(ReceiverStream::new(rx));
+    let call = grpc.streaming(request, PathAndQuery::from_static(ADS_PATH), RawCodec);
+    let resp = timeout(WAIT, call).await.expect("the call timed out").expect("the stream opens");
+    (tx, resp.into_inner())
+}
+
+#[tokio::test]
+async fn garbage_ends_that_stream_with_a_clear_status_and_others_keep_working() {
+    let (addr, state) = serve(BASE).await;
+    let mut bystander = Ads::open(addr).await;
+    bystander.send(hello("envoy-ok", "default", CDS, &[])).await;
+    let cds = bystander.recv_kind(CDS).await;
+    bystander.send(ack(&cds, &[])).await;
+
+    // Field 1 with wire type 7, which does not exist: not a DiscoveryRequest.
+    let (_tx, mut garbage) = raw_stream(addr, vec![Bytes::from_static(&[0x0f, 0xff, 0xff, 0xff])]).await;
+    let status = match timeout(WAIT, garbage.message()).await.expect("the garbage stream did not end") {
+        Err(status) => status,
+        Ok(other) => panic!("expected an error status, got {other:?}"),
+    };
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("unreadable request"), "{status:?}");
+    assert!(status.message().contains("decode"), "says it could not be decoded: {status:?}");
+
+    // A well-formed request through the same raw path still works.
+    let good = Bytes::from(hello("envoy-raw", "default", CDS, &[]).encode_to_vec());
+    let (_tx, mut raw) = raw_stream(addr, vec![good]).await;
+    let bytes = timeout(WAIT, raw.message()).await.expect("no response").expect("a response").expect("a message");
+    let resp = DiscoveryResponse::decode(bytes).expect("a DiscoveryResponse");
+    assert_eq!(names(&resp), ["a", "b"]);
+
+    // The other stream is unaffected: it still gets pushes.
+    assert!(state.publish(snapshot(C_ADDED)));
+    assert_eq!(names(&bystander.recv_kind(CDS).await), ["a", "b", "c"]);
+    let metrics = state.metrics.render();
+    assert!(metrics.contains("legate_stream_errors_total 1"), "{metrics}");
+}
+
+#[tokio::test]
+async fn protocol_violations_end_only_that_stream_with_invalid_argument() {
+    let (addr, state) = serve(BASE).await;
+    let mut bystander = Ads::open(addr).await;
+    bystander.send(hello("envoy-ok", "default", CDS, &[])).await;
+    let first = bystander.recv_kind(CDS).await;
+    bystander.send(ack(&first, &[])).await;
+
+    // An ACK of a nonce this stream never sent.
+    let mut ads = Ads::open(addr).await;
+    ads.send(hello("envoy-1", "default", CDS, &[])).await;
+    let cds = ads.recv_kind(CDS).await;
+    ads.send(request(CDS, &[], &cds.version_info, "99")).await;
+    let status = ads.ended().await;
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert_eq!(status.message(), "response_nonce `99` was never sent on this stream");
+
+    // A nonce before any response.
+    let mut ads = Ads::open(addr).await;
+    ads.send(DiscoveryRequest { node: node("envoy-2", "default"), ..request(CDS, &[], "", "1") }).await;
+    let status = ads.ended().await;
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("never sent"), "{status:?}");
+
+    // A first request without a node.
+    let mut ads = Ads::open(addr).await;
+    ads.send(request(CDS, &[], "", "")).await;
+    let status = ads.ended().await;
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert_eq!(status.message(), "the first request on a stream must carry node.id");
+
+    // No type URL.
+    let mut ads = Ads::open(addr).await;
+    ads.send(DiscoveryRequest { node: node("envoy-3", "default"), ..Default::default() }).await;
+    let status = ads.ended().await;
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert_eq!(status.message(), "request without a type_url");
+
+    // A type URL that is not a type.
+    let mut ads = Ads::open(addr).await;
+    ads.send(DiscoveryRequest { type_url: "example.com/Nope".into(), ..hello("envoy-4", "default", CDS, &[]) }).await;
+    let status = ads.ended().await;
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("example.com/Nope"), "{status:?}");
+
+    // The well-behaved stream still works, and only it is listed.
+    assert!(state.publish(snapshot(C_ADDED)));
+    assert_eq!(names(&bystander.recv_kind(CDS).await), ["a", "b", "c"]);
+    let doc = status_until(&state, "only the well-behaved node", |d| {
+        d["nodes"].as_array().is_some_and(|n| n.len() == 1 && n[0]["id"] == "envoy-ok")
+    })
+    .await;
+    assert_eq!(doc["nodes"][0]["cluster"], "default");
+    let metrics = state.metrics.render();
+    assert!(metrics.contains("legate_stream_errors_total 5"), "{metrics}");
+    assert!(metrics.contains("legate_connected_proxies 1"), "{metrics}");
+}
+
+#[tokio::test]
+async fn types_legate_does_not_serve_are_ignored() {
+    let (addr, _state) = serve(BASE).await;
+    let mut ads = Ads::open(addr).await;
+    let sds = DiscoveryRequest {
+        type_url: "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret".into(),
+        ..hello("envoy-1", "default", CDS, &["cert"])
+    };
+    ads.send(sds).await;
+    ads.quiet().await;
+    ads.send(request(CDS, &[], "", "")).await;
+    assert_eq!(names(&ads.recv_kind(CDS).await), ["a", "b"]);
+}
+
+#[tokio::test]
+async fn delta_xds_is_refused_with_unimplemented() {
+    use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
+    let (addr, _state) = serve(BASE).await;
+    let mut client = AggregatedDiscoveryServiceClient::new(channel(addr).await);
+    let (tx, rx) = mpsc::channel::<DeltaDiscoveryRequest>(1);
+    let result = timeout(WAIT, client.delta_aggregated_resources(ReceiverStream::new(rx))).await.expect("timed out");
+    drop(tx);
+    let status = result.expect_err("delta is not served");
+    assert_eq!(status.code(), Code::Unimplemented);
+    assert!(status.message().contains("SotW"), "{status:?}");
+}
