@@ -75,9 +75,10 @@ pub(crate) fn unknown_key_message(path: &YamlPath) -> String {
 
 /// The closest of `options` to `word`, when close enough to be a typo.
 pub(crate) fn did_you_mean<'a>(word: &str, options: &[&'a str]) -> Option<&'a str> {
+    let word = word.to_ascii_lowercase();
     options
         .iter()
-        .map(|o| (strsim::damerau_levenshtein(&word.to_ascii_lowercase(), o), *o))
+        .map(|o| (strsim::damerau_levenshtein(&word, &o.to_ascii_lowercase()), *o))
         .filter(|(d, o)| *d <= 2.max(o.len() / 3))
         .min_by_key(|(d, _)| *d)
         .map(|(_, o)| o)

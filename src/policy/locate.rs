@@ -141,6 +141,13 @@ impl Builder {
                 None => {
                     // This node is a key. Complex keys are not used by policy files.
                     *key = Some((scalar.unwrap_or("?").to_owned(), pos));
+                    // yaml-rust2 marks a block mapping's start at the `:` after
+                    // its first key; the mapping starts where that key does.
+                    if let Some(map) = self.nodes.get_mut(&(doc, self.path.clone())) {
+                        if (map.value.line, map.value.column) > (pos.line, pos.column) {
+                            map.value = pos;
+                        }
+                    }
                     if opens {
                         self.stack.push(Frame::Seq { next: 0 });
                         self.path.0.push(Seg::Key("?".into()));
@@ -213,6 +220,15 @@ mod tests {
         assert_eq!(idx.value(0, &p(&["routes", "0", "service"])), Pos { line: 4, column: 14 });
         // Missing leaf: nearest ancestor.
         assert_eq!(idx.value(0, &p(&["routes", "1", "timeout"])), Pos { line: 5, column: 5 });
+    }
+
+    #[test]
+    fn a_block_mapping_starts_at_its_first_key() {
+        let text = "routes:\n  - name: a\n    match:\n      methods: [GET]\n    rewrite: { prefix: /b }\n";
+        let idx = LocationIndex::build(text);
+        assert_eq!(idx.value(0, &p(&["routes", "0", "match"])), Pos { line: 4, column: 7 });
+        assert_eq!(idx.value(0, &p(&["routes", "0"])), Pos { line: 2, column: 5 });
+        assert_eq!(idx.value(0, &p(&["routes", "0", "rewrite"])), Pos { line: 5, column: 14 });
     }
 
     #[test]

@@ -122,7 +122,15 @@ pub(crate) fn parse_all(files: &[SourceFile]) -> Parsed {
             match result {
                 Ok(Some(pf)) => out.docs.push((fi, doc, pf)),
                 Ok(None) => {}
-                Err(e) => out.errors.push(serde_error(file, &e)),
+                Err(e) => {
+                    let d = serde_error(file, &e);
+                    // After a syntax error serde_yaml yields the same failing
+                    // document forever: stop at the first repeat.
+                    if out.errors.last() == Some(&d) {
+                        break;
+                    }
+                    out.errors.push(d);
+                }
             }
         }
     }

@@ -35,6 +35,17 @@ impl Errors<'_> {
             message: message.into(),
         });
     }
+    /// Like [`Errors::at`], at the key of a mapping entry (for list items, the item).
+    fn at_key(&mut self, o: &Origin, message: impl Into<String>) {
+        let file = &self.files[o.file];
+        let pos = file.index.key(o.doc, &o.path);
+        self.list.push(Diagnostic {
+            file: file.rel.clone(),
+            line: pos.line,
+            column: pos.column,
+            message: message.into(),
+        });
+    }
     fn place(&self, o: &Origin) -> String {
         let file = &self.files[o.file];
         let pos = file.index.value(o.doc, &o.path);
@@ -73,6 +84,12 @@ pub(crate) fn validate(files: &[SourceFile], parsed: Parsed) -> Result<Policy, D
             insert_unique(&mut errs, &mut policy.services, o, s.name.clone(), s, "service", &services);
         }
     }
+    // Names written in the files, valid or not: a route naming a listener or
+    // service that has errors of its own gets no second, misleading error.
+    let defined = Defined {
+        listeners: listeners.iter().map(|(_, l)| l.name.as_str()).collect(),
+        services: services.iter().map(|(_, s)| s.name.as_str()).collect(),
+    };
     let mut seen_routes: HashMap<&str, &Origin> = HashMap::new();
     let mut ordered = Vec::new();
     for (seq, (o, r)) in routes.iter().enumerate() {
@@ -83,7 +100,7 @@ pub(crate) fn validate(files: &[SourceFile], parsed: Parsed) -> Result<Policy, D
             continue;
         }
         seen_routes.insert(&r.name, o);
-        if let Some(route) = check_route(&mut errs, o, r, &policy, &defaults) {
+        if let Some(route) = check_route(&mut errs, o, r, &policy, &defined, &defaults) {
             ordered.push((seq, route));
         }
     }
@@ -407,9 +424,9 @@ fn header_ops(errs: &mut Errors<'_>, o: &Origin, ops: Option<&raw::HeaderOps>, r
     let check = |errs: &mut Errors<'_>, at: &Origin, name: &str| {
         let lower = name.to_ascii_lowercase();
         if !header_name_ok(name) {
-            errs.at(at, format!("`{name}` is not a valid header name"));
+            errs.at_key(at, format!("`{name}` is not a valid header name"));
         } else if request && (lower == "host" || lower.starts_with(':')) {
-            errs.at(at, format!("`{name}` cannot be changed here; use `rewrite: {{ host: ... }}`"));
+            errs.at_key(at, format!("`{name}` cannot be changed here; use `rewrite: {{ host: ... }}`"));
         }
     };
     for name in add.keys() {
@@ -431,7 +448,7 @@ fn value_matches(
     for (name, m) in items.into_iter().flatten() {
         let at = o.key(name);
         if header && !header_name_ok(name) {
-            errs.at(&at, format!("`{name}` is not a valid header name"));
+            errs.at_key(&at, format!("`{name}` is not a valid header name"));
             continue;
         }
         let rule = match m {
@@ -454,11 +471,18 @@ fn value_matches(
     out
 }
 
+/// Every listener and service name the files define, valid or not.
+struct Defined<'a> {
+    listeners: std::collections::BTreeSet<&'a str>,
+    services: std::collections::BTreeSet<&'a str>,
+}
+
 fn check_route(
     errs: &mut Errors<'_>,
     o: &Origin,
     r: &raw::Route,
     policy: &Policy,
+    defined: &Defined<'_>,
     defaults: &DefaultOps,
 ) -> Option<Route> {
     let raw::Route { name, listener, matcher, service, split, rewrite, timeout, request_headers, response_headers } = r;
@@ -467,14 +491,15 @@ fn check_route(
 
     let listener = match listener {
         Some(l) if policy.listeners.contains_key(l) => Some(l.clone()),
+        Some(l) if defined.listeners.contains(l.as_str()) => None, // reported at the listener
         Some(l) => {
             let names: Vec<&str> = policy.listeners.keys().map(String::as_str).collect();
             let hint = did_you_mean(l, &names).map(|b| format!("; did you mean `{b}`?")).unwrap_or_default();
             errs.at(&o.key("listener"), format!("route `{name}` names listener `{l}`, which is not defined{hint}"));
             None
         }
-        None if policy.listeners.len() == 1 => policy.listeners.keys().next().cloned(),
-        None if policy.listeners.is_empty() => {
+        None if defined.listeners.len() == 1 => policy.listeners.keys().next().cloned(),
+        None if defined.listeners.is_empty() => {
             errs.at(
                 &o.key("name"),
                 format!("route `{name}` has no listener to be served on; define one under `listeners`"),
@@ -482,7 +507,7 @@ fn check_route(
             None
         }
         None => {
-            let names: Vec<&str> = policy.listeners.keys().map(String::as_str).collect();
+            let names: Vec<&str> = defined.listeners.iter().copied().collect();
             errs.at(
                 &o.key("name"),
                 format!("route `{name}` must say which listener serves it (`listener:` one of {})", names.join(", ")),
@@ -524,6 +549,9 @@ fn check_route(
 
     let known = |s: &str| policy.services.contains_key(s);
     let dangling = |errs: &mut Errors<'_>, at: &Origin, s: &str| {
+        if defined.services.contains(s) {
+            return; // defined, with errors of its own
+        }
         let names: Vec<&str> = policy.services.keys().map(String::as_str).collect();
         let hint = did_you_mean(s, &names).map(|b| format!("; did you mean `{b}`?")).unwrap_or_default();
         errs.at(at, format!("route `{name}` sends to service `{s}`, which is not defined{hint}"));
@@ -575,6 +603,8 @@ fn check_route(
                             &w.key("prefix"),
                             "rewrite.prefix needs a prefix or path match; with a regex match use rewrite.regex",
                         );
+                    } else if !p.starts_with('/') {
+                        errs.at(&w.key("prefix"), format!("rewrite.prefix `{p}` must start with `/`"));
                     }
                     Some(PathRewrite::Prefix(p.clone()))
                 }

@@ -40,7 +40,8 @@ fn cluster(s: &Service) -> Cluster {
         LoadBalancing::Random => LbPolicy::Random,
         LoadBalancing::RingHash => LbPolicy::RingHash,
     };
-    let sni = s.endpoints.first().map(|e| e.host.clone()).unwrap_or_default();
+    // SNI carries a host name; RFC 6066 does not allow an IP address there.
+    let sni = s.endpoints.first().filter(|e| e.host.parse::<std::net::IpAddr>().is_err()).map(|e| e.host.clone());
     Cluster {
         name: name.clone(),
         cluster_discovery_type: Some(ClusterDiscoveryType::Type(kind.into())),
@@ -52,7 +53,7 @@ fn cluster(s: &Service) -> Cluster {
         transport_socket: tls.then(|| TransportSocket {
             name: "envoy.transport_sockets.tls".into(),
             config_type: Some(transport_socket::ConfigType::TypedConfig(any(&UpstreamTlsContext {
-                sni,
+                sni: sni.unwrap_or_default(),
                 ..Default::default()
             }))),
         }),

@@ -5,7 +5,8 @@ use envoy_types::pb::envoy::config::core::v3::{address, socket_address::PortSpec
 use envoy_types::pb::envoy::config::listener::v3::{filter, Filter, FilterChain, Listener as EnvoyListener};
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
-    http_connection_manager::RouteSpecifier, http_filter, HttpConnectionManager, HttpFilter, Rds,
+    http_connection_manager::{RouteSpecifier, ServerHeaderTransformation},
+    http_filter, HttpConnectionManager, HttpFilter, Rds,
 };
 use envoy_types::pb::google::protobuf::BoolValue;
 
@@ -25,6 +26,8 @@ fn listener(l: &Listener) -> EnvoyListener {
             address: Some(address::Address::SocketAddress(SocketAddress {
                 address: address.clone(),
                 port_specifier: Some(PortSpecifier::PortValue(u32::from(*port))),
+                // `::` means every address, IPv4 included (Envoy binds it IPv6-only otherwise).
+                ipv4_compat: address.parse::<std::net::Ipv6Addr>().is_ok_and(|a| a.is_unspecified()),
                 ..Default::default()
             })),
         }),
@@ -57,6 +60,9 @@ fn hcm(listener: &str) -> HttpConnectionManager {
         use_remote_address: Some(BoolValue { value: true }),
         normalize_path: Some(BoolValue { value: true }),
         merge_slashes: true,
+        // Envoy overwrites `Server` after the route's header changes by
+        // default, so `response_headers` could neither remove nor set it.
+        server_header_transformation: ServerHeaderTransformation::PassThrough.into(),
         ..Default::default()
     }
 }

@@ -94,7 +94,20 @@ fn route(policy: &Policy, r: &Route) -> EnvoyRoute {
     };
     let (prefix_rewrite, regex_rewrite) = match rewrite {
         None => (String::new(), None),
-        Some(PathRewrite::Prefix(p)) => (p.clone(), None),
+        // Envoy's prefix_rewrite keeps what follows the matched prefix as is,
+        // so `/legacy/a` with prefix `/legacy` rewritten to `/` would become
+        // `//a`. When the new prefix ends in `/` and the match does not, a
+        // regex also absorbs the slashes after the matched prefix.
+        Some(PathRewrite::Prefix(p)) => match path {
+            PathMatch::Prefix(m) if p.ends_with('/') && !m.ends_with('/') => (
+                String::new(),
+                Some(RegexMatchAndSubstitute {
+                    pattern: Some(regex(&format!("^{}/*", ::regex::escape(m)))),
+                    substitution: p.replace('\\', "\\\\"),
+                }),
+            ),
+            _ => (p.clone(), None),
+        },
         Some(PathRewrite::Regex { pattern, substitution }) => (
             String::new(),
             Some(RegexMatchAndSubstitute { pattern: Some(regex(pattern)), substitution: substitution.clone() }),
