@@ -2,6 +2,7 @@
 //! unknown keys and syntax errors reported at their position.
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use super::keys;
 use super::locate::{LocationIndex, Seg, YamlPath};
@@ -13,7 +14,19 @@ use super::{Diagnostic, Diagnostics};
 pub(crate) struct SourceFile {
     pub(crate) rel: String,
     pub(crate) text: String,
-    pub(crate) index: LocationIndex,
+    index: OnceLock<LocationIndex>,
+}
+
+impl SourceFile {
+    fn new(rel: String, text: String) -> SourceFile {
+        SourceFile { rel, text, index: OnceLock::new() }
+    }
+
+    /// Positions of every key and value, built on first use: only a folder
+    /// with errors pays for the second parse.
+    pub(crate) fn index(&self) -> &LocationIndex {
+        self.index.get_or_init(|| LocationIndex::build(&self.text))
+    }
 }
 
 /// Where a parsed item came from: file number, document number and path.
@@ -59,7 +72,7 @@ pub(crate) fn read_dir(dir: &Path) -> Result<Vec<SourceFile>, Diagnostics> {
     for path in paths {
         let rel = path.strip_prefix(dir).unwrap_or(&path).to_string_lossy().into_owned();
         match std::fs::read_to_string(&path) {
-            Ok(text) => files.push(SourceFile { index: LocationIndex::build(&text), rel, text }),
+            Ok(text) => files.push(SourceFile::new(rel, text)),
             Err(e) => {
                 errors.push(Diagnostic { file: rel, line: 1, column: 1, message: format!("cannot read file: {e}") });
             }
@@ -96,7 +109,7 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
 pub(crate) fn from_texts(texts: &[(String, String)]) -> Vec<SourceFile> {
     let mut files: Vec<SourceFile> = texts
         .iter()
-        .map(|(rel, text)| SourceFile { rel: rel.clone(), index: LocationIndex::build(text), text: text.clone() })
+        .map(|(rel, text)| SourceFile::new(rel.clone(), text.clone()))
         .collect();
     files.sort_by(|a, b| a.rel.cmp(&b.rel));
     files
@@ -111,7 +124,7 @@ pub(crate) fn parse_all(files: &[SourceFile]) -> Parsed {
             let result: Result<Option<PolicyFile>, _> =
                 serde_ignored::deserialize(de, |p| unknown.push(to_yaml_path(&p)));
             for path in unknown {
-                let pos = file.index.key(doc, &path);
+                let pos = file.index().key(doc, &path);
                 out.errors.push(Diagnostic {
                     file: file.rel.clone(),
                     line: pos.line,

@@ -32,13 +32,30 @@ pub(super) fn route_configurations(policy: &Policy) -> Vec<RouteConfiguration> {
             name: l.name.clone(),
             virtual_hosts: vec![VirtualHost {
                 name: l.name.clone(),
-                domains: l.hosts.clone(),
+                domains: domains(&l.hosts),
                 routes: policy.routes.iter().filter(|r| r.listener == l.name).map(|r| route(policy, r)).collect(),
                 ..Default::default()
             }],
             ..Default::default()
         })
         .collect()
+}
+
+/// Each plain host also with any port (`api.example.com:*`): Envoy matches
+/// the Host header with its port, and clients send one on non-default ports.
+/// Envoy allows one wildcard per domain, so `*.example.com` matches only
+/// without a port.
+fn domains(hosts: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for h in hosts {
+        let with_port = (!h.contains('*') && !h.contains(':')).then(|| format!("{h}:*"));
+        for d in std::iter::once(h.clone()).chain(with_port) {
+            if !out.iter().any(|x| x.eq_ignore_ascii_case(&d)) {
+                out.push(d);
+            }
+        }
+    }
+    out
 }
 
 fn route(policy: &Policy, r: &Route) -> EnvoyRoute {
@@ -102,7 +119,7 @@ fn route(policy: &Policy, r: &Route) -> EnvoyRoute {
             PathMatch::Prefix(m) if p.ends_with('/') && !m.ends_with('/') => (
                 String::new(),
                 Some(RegexMatchAndSubstitute {
-                    pattern: Some(regex(&format!("^{}/*", ::regex::escape(m)))),
+                    pattern: Some(regex(&format!("^{}/*", regex_syntax::escape(m)))),
                     substitution: p.replace('\\', "\\\\"),
                 }),
             ),
