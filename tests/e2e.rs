@@ -432,3 +432,63 @@ fn fleets_get_their_own_listeners() {
     );
     assert_eq!(gw.metric("legate_connected_proxies"), Some(2.0));
 }
+
+const RESTART: &str = r#"
+listeners:
+  - name: public
+    port: @LISTEN
+    address: 127.0.0.1
+services:
+  - name: alpha
+    url: http://127.0.0.1:@ALPHA
+routes:
+  - name: a
+    match: { prefix: /a }
+    service: alpha
+"#;
+
+/// Deterministic versions: a restarted legate serving the same files gives a
+/// reconnecting Envoy nothing new, so Envoy applies no update at all.
+#[test]
+fn a_restarted_legate_causes_no_churn() {
+    let mut gw = Gateway::new();
+    let (alpha, listen) = (gw.echo("alpha"), free_port());
+    gw.write("gateway.yaml", &fill(RESTART, &[("@LISTEN", listen), ("@ALPHA", alpha)]));
+    gw.serve();
+    let envoy = gw.envoy("envoy-r", "edge");
+    let url = format!("http://127.0.0.1:{listen}/a");
+    gw.wait("the route", PUSH, || common::get(&url).ok().filter(|r| r.status == 200));
+    let stat = |name: &str| -> Option<u64> {
+        let text = envoy.admin("/stats?filter=update_success").body;
+        text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(": ")?.trim().parse().ok())
+    };
+    let updates = || {
+        [
+            "cluster_manager.cds.update_success",
+            "listener_manager.lds.update_success",
+            "http.public.rds.public.update_success",
+            "cluster.alpha.update_success",
+        ]
+        .map(|s| stat(s).unwrap_or_else(|| panic!("Envoy has no stat {s}")))
+    };
+    let before = updates();
+    let lds = "type.googleapis.com/envoy.config.listener.v3.Listener";
+    let acked = gw.status()["nodes"][0]["resources"][lds]["acked_version"].clone();
+    assert!(acked.is_string(), "{}", gw.status());
+
+    gw.restart_legate();
+    // Envoy reconnects (with backoff) and says which versions it has.
+    let status = gw.wait("Envoy to reconnect", PUSH, || {
+        let s = gw.status();
+        (s["nodes"][0]["resources"][lds]["acked_version"] == acked).then_some(s)
+    });
+    assert_eq!(status["nodes"][0]["id"], "envoy-r");
+    // Give any (wrong) push time to arrive and be applied.
+    std::thread::sleep(Duration::from_millis(1500));
+    for kind in ["cds", "eds", "lds", "rds"] {
+        let series = format!("legate_pushes_total{{type=\"{kind}\"}}");
+        assert_eq!(gw.metric(&series), Some(0.0), "{series} after a restart with the same files");
+    }
+    assert_eq!(updates(), before, "Envoy applied an update after legate restarted with the same files");
+    assert_eq!(call("GET", &url, &[]).status, 200);
+}

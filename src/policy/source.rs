@@ -107,10 +107,8 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
 
 /// In-memory files, for tests and benchmarks.
 pub(crate) fn from_texts(texts: &[(String, String)]) -> Vec<SourceFile> {
-    let mut files: Vec<SourceFile> = texts
-        .iter()
-        .map(|(rel, text)| SourceFile::new(rel.clone(), text.clone()))
-        .collect();
+    let mut files: Vec<SourceFile> =
+        texts.iter().map(|(rel, text)| SourceFile::new(rel.clone(), text.clone())).collect();
     files.sort_by(|a, b| a.rel.cmp(&b.rel));
     files
 }

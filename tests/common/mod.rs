@@ -250,6 +250,23 @@ impl Procs {
         self.items.push(Proc { name: name.to_owned(), child, log });
     }
 
+    /// Stop the child called `name` (SIGTERM, then SIGKILL) and forget it.
+    fn stop(&mut self, name: &str) {
+        let Some(i) = self.items.iter().position(|p| p.name == name) else { return };
+        let mut p = self.items.remove(i);
+        if matches!(p.child.try_wait(), Ok(None)) {
+            signal_group(p.child.id(), "TERM");
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while matches!(p.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if matches!(p.child.try_wait(), Ok(None)) {
+            signal_group(p.child.id(), "KILL");
+        }
+        let _ = p.child.wait();
+    }
+
     /// Panic with its log if a child has exited.
     fn check_alive(&mut self) {
         for p in &mut self.items {
@@ -391,6 +408,12 @@ impl Gateway {
         self.served = true;
         let url = format!("http://{admin}/readyz");
         self.wait("legate /readyz", STARTUP, || get(&url).ok().filter(|r| r.status == 200));
+    }
+
+    /// Stop `legate serve` and start it again on the same folder and ports.
+    pub(crate) fn restart_legate(&mut self) {
+        self.procs.borrow_mut().stop("legate");
+        self.serve();
     }
 
     /// Start an Envoy from `legate bootstrap` for node `node_id` of fleet
