@@ -43,69 +43,13 @@ const LDS: Kind = Kind::Listener;
 const RDS: Kind = Kind::Route;
 
 /// Two services routed from one listener.
-const BASE: &str = r#"
-listeners:
-  - name: public
-    port: 10000
-services:
-  - name: a
-    endpoints: ["10.0.0.1:80"]
-  - name: b
-    endpoints: ["10.0.0.2:80"]
-routes:
-  - name: a
-    match: { prefix: /a }
-    service: a
-  - name: b
-    match: { prefix: /b }
-    service: b
-"#;
+const BASE: &str = include_str!("fixtures/xds/base.yaml");
 
 /// BASE plus service `c` and a route to it.
-const C_ADDED: &str = r#"
-listeners:
-  - name: public
-    port: 10000
-services:
-  - name: a
-    endpoints: ["10.0.0.1:80"]
-  - name: b
-    endpoints: ["10.0.0.2:80"]
-  - name: c
-    endpoints: ["10.0.0.3:80"]
-routes:
-  - name: a
-    match: { prefix: /a }
-    service: a
-  - name: b
-    match: { prefix: /b }
-    service: b
-  - name: c
-    match: { prefix: /c }
-    service: c
-"#;
+const C_ADDED: &str = include_str!("fixtures/xds/c-added.yaml");
 
 /// `public` for every fleet, `internal` for `ops` only.
-const FLEETS: &str = r#"
-listeners:
-  - name: public
-    port: 10000
-  - name: internal
-    port: 10001
-    fleets: [ops]
-services:
-  - name: a
-    endpoints: ["10.0.0.1:80"]
-routes:
-  - name: a
-    listener: public
-    match: { prefix: /a }
-    service: a
-  - name: a-internal
-    listener: internal
-    match: { prefix: /a }
-    service: a
-"#;
+const FLEETS: &str = include_str!("fixtures/xds/fleets.yaml");
 
 fn snapshot(yaml: &str) -> Snapshot {
     let policy = legate::policy::load_texts(&[("gateway.yaml".to_owned(), yaml.to_owned())])

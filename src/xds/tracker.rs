@@ -337,88 +337,16 @@ mod tests {
     const RDS: Kind = Kind::Route;
 
     /// Two services, each routed from `public`.
-    const BASE: &str = r#"
-listeners:
-  - name: public
-    port: 10000
-services:
-  - name: a
-    endpoints: ["10.0.0.1:80"]
-  - name: b
-    endpoints: ["10.0.0.2:80"]
-routes:
-  - name: a
-    match: { prefix: /a }
-    service: a
-  - name: b
-    match: { prefix: /b }
-    service: b
-"#;
+    const BASE: &str = include_str!("../../tests/fixtures/xds/base.yaml");
 
     /// BASE with `b` (and its route) replaced by `c`, and the listener moved.
-    const B_REPLACED_BY_C: &str = r#"
-listeners:
-  - name: public
-    port: 10001
-services:
-  - name: a
-    endpoints: ["10.0.0.1:80"]
-  - name: c
-    endpoints: ["10.0.0.3:80"]
-routes:
-  - name: a
-    match: { prefix: /a }
-    service: a
-  - name: c
-    match: { prefix: /c }
-    service: c
-"#;
+    const B_REPLACED_BY_C: &str = include_str!("../../tests/fixtures/xds/b-replaced-by-c.yaml");
 
     /// BASE with a new EDS service `c` and a route to it.
-    const C_ADDED: &str = r#"
-listeners:
-  - name: public
-    port: 10000
-services:
-  - name: a
-    endpoints: ["10.0.0.1:80"]
-  - name: b
-    endpoints: ["10.0.0.2:80"]
-  - name: c
-    endpoints: ["10.0.0.3:80"]
-routes:
-  - name: a
-    match: { prefix: /a }
-    service: a
-  - name: b
-    match: { prefix: /b }
-    service: b
-  - name: c
-    match: { prefix: /c }
-    service: c
-"#;
+    const C_ADDED: &str = include_str!("../../tests/fixtures/xds/c-added.yaml");
 
     /// `public` for everyone, `internal` only for the `ops` fleet.
-    const FLEETS: &str = r#"
-listeners:
-  - name: public
-    port: 10000
-  - name: internal
-    port: 10001
-    fleets: [ops]
-services:
-  - name: a
-    endpoints: ["10.0.0.1:80"]
-routes:
-  - name: a
-    listener: public
-    match: { prefix: /a }
-    service: a
-  - name: a-internal
-    listener: internal
-    match: { prefix: /a }
-    service: a
-"#;
+    const FLEETS: &str = include_str!("../../tests/fixtures/xds/fleets.yaml");
 
     fn view(yaml: &str, cluster: &str) -> Arc<View> {
         let policy = crate::policy::load_texts(&[("gateway.yaml".to_owned(), yaml.to_owned())])
