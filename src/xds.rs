@@ -115,8 +115,12 @@ async fn run_stream(
                     }
                 }
                 Ok(None) => break,
+                Err(status) if is_disconnect(&status) => {
+                    debug!(error = %status.message(), "stream closed by the proxy");
+                    break;
+                }
                 Err(status) => {
-                    warn!(error = %status.message(), "ADS stream error");
+                    warn!(error = %status.message(), "unreadable ADS request; closing stream");
                     state.metrics.stream_errors.inc();
                     let _ = tx.send(Err(Status::invalid_argument(format!("unreadable request: {}", status.message())))).await;
                     break;
@@ -130,6 +134,14 @@ async fn run_stream(
         info!(node = tracker.node().map_or("", |n| n.id.as_str()), "proxy disconnected");
     }
     state.fleet.remove(id);
+}
+
+/// A proxy going away (Envoy restarting, a connection reset) rather than
+/// sending something unreadable: tonic reports undecodable messages as
+/// INTERNAL, connection failures as h2 errors.
+fn is_disconnect(status: &Status) -> bool {
+    status.message().starts_with("h2 protocol error")
+        || matches!(status.code(), tonic::Code::Cancelled | tonic::Code::Unavailable | tonic::Code::Unknown)
 }
 
 /// Apply one request; false when the stream must end.
