@@ -288,7 +288,9 @@ impl Tracker {
         Some(want)
     }
 
-    /// True when listeners and routes sent match `view`.
+    /// True when listeners and routes sent match `view` and the proxy took
+    /// them: after a NACK it still runs its old routes, which may use the
+    /// clusters that would otherwise be removed.
     fn routes_caught_up(&self, view: &View) -> bool {
         [Kind::Listener, Kind::Route].into_iter().all(|k| {
             let t = &self.types[k as usize];
@@ -296,7 +298,7 @@ impl Tracker {
                 return true;
             }
             let Some(desired) = self.desired(k, view) else { return true };
-            !needs_send(k, t.sent.as_ref(), &desired)
+            !needs_send(k, t.sent.as_ref(), &desired) && t.nack.is_none()
         })
     }
 }
@@ -728,6 +730,30 @@ mod tests {
         assert_eq!(removal.version_info, new.version(CDS), "ends on the snapshot's own version");
         feed(&mut t, ack(&removal, &[]));
         assert_eq!(next(&mut t, &new), None);
+    }
+
+    #[test]
+    fn clusters_stay_while_the_new_routes_are_rejected() {
+        let (mut t, [_, eds, ..]) = synced(&view(BASE, "default"));
+        let new = view(B_REPLACED_BY_C, "default");
+        let cds = next(&mut t, &new).expect("CDS");
+        feed(&mut t, ack(&eds, &["a", "b", "c"]));
+        let endpoints = next(&mut t, &new).expect("EDS for `c`");
+        feed(&mut t, ack(&cds, &[]));
+        feed(&mut t, ack(&endpoints, &["a", "b", "c"]));
+        let lds = next(&mut t, &new).expect("LDS");
+        feed(&mut t, ack(&lds, &[]));
+        let rds = next(&mut t, &new).expect("RDS");
+        feed(&mut t, nack(&rds, &["public"], "old", "route rejected"));
+        assert_eq!(next(&mut t, &new), None, "the old routes still run and may use `b`: keep it");
+
+        // The next good change is ACKed: now `b` can go.
+        let fixed = view(&B_REPLACED_BY_C.replace("prefix: /c", "prefix: /c2"), "default");
+        let rds = next(&mut t, &fixed).expect("the fixed routes");
+        assert_eq!(kind_of(&rds), RDS);
+        feed(&mut t, ack(&rds, &["public"]));
+        let removal = next(&mut t, &fixed).expect("CDS without `b`");
+        assert_eq!(names(&removal), ["a", "c"]);
     }
 
     #[test]
