@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use super::keys;
-use super::locate::{LocationIndex, Seg, YamlPath};
+use super::locate::{LocationIndex, Pos, Seg, YamlPath};
 use super::raw::PolicyFile;
 use super::{Diagnostic, Diagnostics};
 
@@ -26,6 +26,11 @@ impl SourceFile {
     /// with errors pays for the second parse.
     pub(crate) fn index(&self) -> &LocationIndex {
         self.index.get_or_init(|| LocationIndex::build(&self.text))
+    }
+
+    /// A problem at `pos` in this file.
+    pub(crate) fn diagnostic(&self, pos: Pos, message: impl Into<String>) -> Diagnostic {
+        Diagnostic { file: self.rel.clone(), line: pos.line, column: pos.column, message: message.into() }
     }
 }
 
@@ -122,13 +127,7 @@ pub(crate) fn parse_all(files: &[SourceFile]) -> Parsed {
             let result: Result<Option<PolicyFile>, _> =
                 serde_ignored::deserialize(de, |p| unknown.push(to_yaml_path(&p)));
             for path in unknown {
-                let pos = file.index().key(doc, &path);
-                out.errors.push(Diagnostic {
-                    file: file.rel.clone(),
-                    line: pos.line,
-                    column: pos.column,
-                    message: keys::unknown_key_message(&path),
-                });
+                out.errors.push(file.diagnostic(file.index().key(doc, &path), keys::unknown_key_message(&path)));
             }
             match result {
                 Ok(Some(pf)) => out.docs.push((fi, doc, pf)),
@@ -149,12 +148,12 @@ pub(crate) fn parse_all(files: &[SourceFile]) -> Parsed {
 }
 
 fn serde_error(file: &SourceFile, e: &serde_yaml::Error) -> Diagnostic {
-    let (line, column) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
+    let pos = e.location().map_or(Pos { line: 1, column: 1 }, |l| Pos { line: l.line(), column: l.column() });
     let mut message = e.to_string();
     if let Some(i) = message.rfind(" at line ") {
         message.truncate(i);
     }
-    Diagnostic { file: file.rel.clone(), line, column, message: keys::explain_serde(&message) }
+    file.diagnostic(pos, keys::explain_serde(&message))
 }
 
 fn to_yaml_path(p: &serde_ignored::Path<'_>) -> YamlPath {

@@ -27,24 +27,12 @@ struct Errors<'a> {
 impl Errors<'_> {
     fn at(&mut self, o: &Origin, message: impl Into<String>) {
         let file = &self.files[o.file];
-        let pos = file.index().value(o.doc, &o.path);
-        self.list.push(Diagnostic {
-            file: file.rel.clone(),
-            line: pos.line,
-            column: pos.column,
-            message: message.into(),
-        });
+        self.list.push(file.diagnostic(file.index().value(o.doc, &o.path), message));
     }
     /// Like [`Errors::at`], at the key of a mapping entry (for list items, the item).
     fn at_key(&mut self, o: &Origin, message: impl Into<String>) {
         let file = &self.files[o.file];
-        let pos = file.index().key(o.doc, &o.path);
-        self.list.push(Diagnostic {
-            file: file.rel.clone(),
-            line: pos.line,
-            column: pos.column,
-            message: message.into(),
-        });
+        self.list.push(file.diagnostic(file.index().key(o.doc, &o.path), message));
     }
     fn place(&self, o: &Origin) -> String {
         let file = &self.files[o.file];
