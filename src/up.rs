@@ -35,7 +35,7 @@ pub struct UpOptions {
 /// # Errors
 /// When neither exists, naming how to install it.
 pub fn find_envoy() -> anyhow::Result<PathBuf> {
-    if let Some(p) = std::env::var_os("ENVOY_BIN") {
+    if let Some(p) = std::env::var_os("ENVOY_BIN").filter(|p| !p.is_empty()) {
         let p = PathBuf::from(p);
         if p.is_file() {
             return Ok(p);

@@ -1,13 +1,14 @@
 //! The commands around `serve`: `render`, `bootstrap`, and the admin API's
 //! readiness and rendered config, run as a user runs them.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use common::{Gateway, LEGATE};
 use serde_json::Value;
-
-const LEGATE: &str = env!("CARGO_BIN_EXE_legate");
 
 fn legate(args: &[&str]) -> Output {
     Command::new(LEGATE).args(args).output().expect("run legate")
@@ -94,84 +95,29 @@ fn bootstrap_lists_every_replica_and_names_the_node() {
     assert!(text(&out.stderr).contains("HOST:PORT"), "{}", text(&out.stderr));
 }
 
-struct Serve(Child, u16);
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
-
-fn serve(dir: &Path) -> Serve {
-    let (xds, admin) = (free_port(), free_port());
-    let child = Command::new(LEGATE)
-        .args(["serve", "--config"])
-        .arg(dir)
-        .args(["--xds-addr", &format!("127.0.0.1:{xds}"), "--admin-addr", &format!("127.0.0.1:{admin}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("run legate serve");
-    let s = Serve(child, admin);
-    wait("the admin API", || get(&s, "/healthz").map(|(c, _)| c == 200));
-    s
-}
-
-fn get(s: &Serve, path: &str) -> Option<(u16, String)> {
-    match ureq::get(&format!("http://127.0.0.1:{}{path}", s.1)).timeout(Duration::from_secs(2)).call() {
-        Ok(r) => Some((r.status(), r.into_string().unwrap_or_default())),
-        Err(ureq::Error::Status(c, r)) => Some((c, r.into_string().unwrap_or_default())),
-        Err(_) => None,
-    }
-}
-
-fn wait(what: &str, f: impl Fn() -> Option<bool>) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while f() != Some(true) {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn readyz_waits_for_a_valid_config_and_api_config_matches_render() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let fleets: PathBuf = Path::new(&example("fleets")).join("gateway.yaml");
-    let good = std::fs::read_to_string(fleets).expect("example");
-    std::fs::write(dir.path().join("gateway.yaml"), good.replace("service: app\n", "service: ap\n")).expect("write");
+    let good = std::fs::read_to_string(Path::new(&example("fleets")).join("gateway.yaml")).expect("example");
+    let mut gw = Gateway::new();
+    gw.write("gateway.yaml", &good.replace("service: app\n", "service: ap\n"));
 
-    let s = serve(dir.path());
-    assert_eq!(get(&s, "/readyz").map(|(c, _)| c), Some(503), "not ready on an invalid folder");
-    let (_, status) = get(&s, "/api/status").expect("status");
-    let status: Value = serde_json::from_str(&status).expect("JSON");
+    gw.serve_unready();
+    assert_eq!(gw.admin("/readyz").status, 503, "not ready on an invalid folder");
+    let status = gw.status();
     assert_eq!(status["version"], Value::Null);
     assert_eq!(status["last_reload"]["ok"], false);
     assert_eq!(status["last_reload"]["errors"][0]["file"], "gateway.yaml");
     assert!(status["last_reload"]["errors"][0]["line"].as_u64().is_some(), "{status}");
 
-    let tmp = dir.path().join("gateway.yaml.tmp");
-    std::fs::write(&tmp, &good).expect("write");
-    std::fs::rename(&tmp, dir.path().join("gateway.yaml")).expect("rename");
-    wait("/readyz after the fix", || get(&s, "/readyz").map(|(c, _)| c == 200));
+    gw.write("gateway.yaml", &good);
+    gw.wait("/readyz after the fix", Duration::from_secs(15), || (gw.admin("/readyz").status == 200).then_some(()));
 
-    let (code, body) = get(&s, "/api/config?node_cluster=edge").expect("config");
-    assert_eq!(code, 200);
-    let served: Value = serde_json::from_str(&body).expect("JSON");
-    let out = legate(&[
-        "render",
-        "--config",
-        &dir.path().display().to_string(),
-        "--node-cluster",
-        "edge",
-        "--format",
-        "json",
-    ]);
+    let served = gw.admin("/api/config?node_cluster=edge");
+    assert_eq!(served.status, 200);
+    let config = gw.config.display().to_string();
+    let out = legate(&["render", "--config", &config, "--node-cluster", "edge", "--format", "json"]);
     let rendered: Value = serde_json::from_slice(&out.stdout).expect("JSON");
-    assert_eq!(served, rendered, "/api/config and render disagree");
-    let all: Value = serde_json::from_str(&get(&s, "/api/config").expect("config").1).expect("JSON");
+    assert_eq!(served.json(), rendered, "/api/config and render disagree");
+    let all = gw.admin("/api/config").json();
     assert_eq!(names(&all, "listeners"), ["internal", "public"], "without node_cluster: every listener");
 }

@@ -1,6 +1,8 @@
 //! `legate up`: without Envoy it says how to get one; with Envoy and
 //! `--demo` the default `config/` is a gateway a newcomer can curl.
 
+mod common;
+
 use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -8,7 +10,7 @@ use std::time::{Duration, Instant};
 
 #[test]
 fn up_without_envoy_names_the_install_command() {
-    let out = Command::new(env!("CARGO_BIN_EXE_legate"))
+    let out = Command::new(common::LEGATE)
         .args(["up", "--demo", "--config"])
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("config"))
         .env_remove("ENVOY_BIN")
@@ -36,19 +38,10 @@ impl Drop for Kill {
     }
 }
 
-fn get(url: &str) -> Option<(u16, String)> {
-    let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(2)).build();
-    match agent.get(url).call() {
-        Ok(r) => Some((r.status(), r.into_string().unwrap_or_default())),
-        Err(ureq::Error::Status(code, r)) => Some((code, r.into_string().unwrap_or_default())),
-        Err(_) => None,
-    }
-}
-
 #[test]
 fn up_demo_serves_the_default_config() {
     let mut child = Kill(
-        Command::new(env!("CARGO_BIN_EXE_legate"))
+        Command::new(common::LEGATE)
             .args(["up", "--demo", "--config"])
             .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("config"))
             .args(["--xds-addr", "127.0.0.1:18300", "--admin-addr", "127.0.0.1:18301", "--envoy-admin-port", "18302"])
@@ -58,11 +51,10 @@ fn up_demo_serves_the_default_config() {
             .expect("run legate up"),
     );
     let deadline = Instant::now() + Duration::from_secs(30);
-    let mut last = None;
-    while Instant::now() < deadline {
-        last = get("http://127.0.0.1:10000/api/orders/42");
-        if matches!(last, Some((200, _))) {
-            break;
+    let orders = loop {
+        let last = common::get("http://127.0.0.1:10000/api/orders/42");
+        if last.as_ref().is_ok_and(|r| r.status == 200) || Instant::now() >= deadline {
+            break last.expect("the gateway answered");
         }
         if let Ok(Some(status)) = child.0.try_wait() {
             let mut err = String::new();
@@ -70,24 +62,23 @@ fn up_demo_serves_the_default_config() {
             panic!("legate up exited early ({status}):\n{err}");
         }
         std::thread::sleep(Duration::from_millis(100));
-    }
-    let (status, body) = last.expect("the gateway answered");
-    assert_eq!(status, 200, "{body}");
-    let json: serde_json::Value = serde_json::from_str(&body).expect("echo answers JSON");
+    };
+    assert_eq!(orders.status, 200, "{}", orders.body);
+    let json = orders.json();
     assert_eq!(json["service"], "order-service");
     assert_eq!(json["headers"]["x-service-version"], "1.0");
 
-    let (status, body) = get("http://127.0.0.1:10000/api/notifications/7").expect("answer");
-    assert_eq!(status, 200);
-    let json: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let notifications = common::must_get("http://127.0.0.1:10000/api/notifications/7");
+    assert_eq!(notifications.status, 200);
+    let json = notifications.json();
     assert_eq!(
         (json["service"].as_str(), json["path"].as_str()),
         (Some("notification-service"), Some("/notifications/7"))
     );
 
-    let (status, body) = get("http://127.0.0.1:10000/nowhere").expect("answer");
-    assert_eq!(status, 404);
-    let json: serde_json::Value = serde_json::from_str(&body).expect("JSON error body");
+    let missing = common::must_get("http://127.0.0.1:10000/nowhere");
+    assert_eq!(missing.status, 404);
+    let json = missing.json();
     assert_eq!(json["error"], "not_found");
     assert_eq!(json["status"], 404);
 }

@@ -1,6 +1,8 @@
 //! The folder watcher: editors' atomic renames, Kubernetes ConfigMap symlink
 //! swaps, invalid edits (last good kept, errors recorded) and fixes.
 
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -8,12 +10,6 @@ use std::time::{Duration, Instant};
 use legate::state::State;
 
 const GOOD: &str = "listeners:\n  - name: public\n    port: 10000\nservices:\n  - name: a\n    url: http://127.0.0.1:3000\nroutes:\n  - name: r\n    match: { prefix: /a }\n    service: a\n";
-
-fn write_atomic(path: &Path, text: &str) {
-    let tmp = path.with_extension("tmp~");
-    std::fs::write(&tmp, text).expect("write");
-    std::fs::rename(&tmp, path).expect("rename");
-}
 
 /// Wait until `f` holds, or fail after 10 s.
 async fn until(what: &str, f: impl Fn() -> bool) {
@@ -39,12 +35,12 @@ fn start(dir: &Path) -> Arc<State> {
 async fn atomic_rename_edits_are_published() {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("gateway.yaml");
-    write_atomic(&file, GOOD);
+    common::write_atomic(&file, GOOD);
     let state = start(dir.path());
     let v1 = version(&state).expect("published");
     tokio::time::sleep(Duration::from_millis(100)).await; // let the watch start
 
-    write_atomic(&file, &GOOD.replace("/a }", "/b }"));
+    common::write_atomic(&file, &GOOD.replace("/a }", "/b }"));
     until("the edit is published", || version(&state).as_ref() != Some(&v1)).await;
     let snap = state.current().expect("snapshot");
     let routes = legate::render::view_json(snap.all());
@@ -55,12 +51,12 @@ async fn atomic_rename_edits_are_published() {
 async fn invalid_edit_keeps_the_last_good_and_a_fix_is_published() {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("gateway.yaml");
-    write_atomic(&file, GOOD);
+    common::write_atomic(&file, GOOD);
     let state = start(dir.path());
     let v1 = version(&state).expect("published");
     tokio::time::sleep(Duration::from_millis(100)).await;
 
-    write_atomic(&file, &GOOD.replace("service: a\n", "service: nope\n"));
+    common::write_atomic(&file, &GOOD.replace("service: a\n", "service: nope\n"));
     until("the bad edit is recorded", || state.last_reload().is_some_and(|r| !r.ok)).await;
     assert_eq!(version(&state), Some(v1.clone()), "nothing new was published");
     let reload = state.last_reload().expect("reload");
@@ -70,7 +66,7 @@ async fn invalid_edit_keeps_the_last_good_and_a_fix_is_published() {
     assert!(e.message.contains("`nope`"), "{e}");
     assert!(state.metrics.render().contains("legate_config_reloads_total{result=\"error\"} 1"));
 
-    write_atomic(&file, &GOOD.replace("/a }", "/fixed }"));
+    common::write_atomic(&file, &GOOD.replace("/a }", "/fixed }"));
     until("the fix is published", || version(&state).as_ref() != Some(&v1)).await;
     assert!(state.last_reload().is_some_and(|r| r.ok && r.errors.is_empty()));
 }
@@ -108,7 +104,7 @@ async fn configmap_symlink_swaps_are_seen() {
 async fn a_burst_of_writes_is_coalesced() {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("gateway.yaml");
-    write_atomic(&file, GOOD);
+    common::write_atomic(&file, GOOD);
     let state = start(dir.path());
     tokio::time::sleep(Duration::from_millis(100)).await;
     let before = reloads(&state);

