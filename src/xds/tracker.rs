@@ -226,16 +226,19 @@ impl Tracker {
             }
             let Some(desired) = self.desired(kind, view) else { continue };
             let t = &mut self.types[kind as usize];
-            let version = version_of(&desired);
-            if t.sent.is_none() && t.initial_version.as_deref() == Some(version.as_str()) {
-                // Reconnected with exactly this: nothing to send.
-                t.sent = Some(desired);
-                t.sent_version = version;
-                continue;
+            if t.sent.is_none() {
+                if let Some(initial) = t.initial_version.as_ref().filter(|v| **v == version_of(&desired)) {
+                    // Reconnected with exactly this: nothing to send.
+                    t.sent_version = initial.clone();
+                    t.sent = Some(desired);
+                    continue;
+                }
             }
             if !needs_send(kind, t.sent.as_ref(), &desired) {
                 continue;
             }
+            // Hashed only when sending: every request passes through here.
+            let version = version_of(&desired);
             self.nonces += 1;
             let nonce = self.nonces;
             let resp = DiscoveryResponse {
