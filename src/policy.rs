@@ -4,6 +4,7 @@
 //! Parse, then validate: [`raw`] mirrors the files, [`validate`] checks the
 //! merged whole and resolves references into [`model`].
 
+mod jwks;
 mod keys;
 mod locate;
 mod model;

@@ -36,10 +36,10 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let state = State::new();
     let dir = opts.config_dir.clone();
-    {
+    let read_files = {
         let state = Arc::clone(&state);
-        tokio::task::spawn_blocking(move || watch::reload(&dir, &state)).await?;
-    }
+        tokio::task::spawn_blocking(move || watch::reload(&dir, &state)).await?.unwrap_or_default()
+    };
     let xds = TcpListener::bind(opts.xds_addr)
         .await
         .with_context(|| format!("cannot listen for xDS on {}", opts.xds_addr))?;
@@ -48,7 +48,7 @@ pub async fn serve(
         .with_context(|| format!("cannot listen for the admin API on {}", opts.admin_addr))?;
     info!(xds = %xds.local_addr()?, admin = %admin.local_addr()?, config = %opts.config_dir.display(), "legate serving");
 
-    let watcher = tokio::spawn(watch::run(opts.config_dir.clone(), Arc::clone(&state)));
+    let watcher = tokio::spawn(watch::run(opts.config_dir.clone(), Arc::clone(&state), read_files));
     let admin_task = tokio::spawn(axum::serve(admin, admin::router(Arc::clone(&state))).into_future());
     let grpc = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))

@@ -4,6 +4,7 @@
 //! resources. One submodule per concern; each policy key is set in exactly
 //! one of them.
 
+mod auth;
 mod clusters;
 mod listeners;
 mod local_reply;
@@ -22,8 +23,9 @@ use crate::snapshot::Snapshot;
 /// Translate a policy into the snapshot every proxy is served from.
 #[must_use]
 pub fn translate(policy: &Policy) -> Snapshot {
-    let clusters = clusters::clusters(policy);
-    let endpoints = clusters::load_assignments(policy);
+    let jwks = auth::jwks_services(policy);
+    let clusters = clusters::clusters(policy, &jwks);
+    let endpoints = clusters::load_assignments(policy, &jwks);
     let listeners = listeners::listeners(policy);
     let routes = routes::route_configurations(policy);
     let fleets: BTreeMap<String, Vec<String>> =

@@ -4,7 +4,11 @@
 //!
 //! The folder itself is watched, recursively, so editors' atomic renames and
 //! Kubernetes ConfigMap `..data` symlink swaps are seen like plain writes.
+//! Files the policy reads from outside the folder (a JWKS file at
+//! `../keys/jwks.json`, say) have their folders watched too, from the first
+//! valid load that names them.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,11 +36,12 @@ pub fn load(dir: &Path) -> Result<Snapshot, Diagnostics> {
     policy::load_dir(dir).map(|p| translate(&p))
 }
 
-/// Load `dir` and publish it, or record why not. Returns whether it was valid.
-pub fn reload(dir: &Path, state: &State) -> bool {
+/// Load `dir` and publish it, or record why not. When it was valid, returns
+/// the files besides the policy files that it read.
+pub fn reload(dir: &Path, state: &State) -> Option<Vec<PathBuf>> {
     let t0 = Instant::now();
-    match load(dir) {
-        Ok(snapshot) => {
+    match policy::load_dir(dir).map(|p| (translate(&p), p.read_files)) {
+        Ok((snapshot, read_files)) => {
             let version = snapshot.version().to_owned();
             let (clusters, listeners) = (
                 snapshot.all().resources(crate::snapshot::Kind::Cluster).len(),
@@ -50,7 +55,7 @@ pub fn reload(dir: &Path, state: &State) -> bool {
             } else {
                 info!(version, "policy reloaded; nothing changed");
             }
-            true
+            Some(read_files)
         }
         Err(diags) => {
             for d in &diags.0 {
@@ -58,7 +63,7 @@ pub fn reload(dir: &Path, state: &State) -> bool {
             }
             warn!(errors = diags.0.len(), "policy rejected; proxies keep the last good config");
             state.record_reload(diags.0);
-            false
+            None
         }
     }
 }
@@ -73,11 +78,19 @@ fn is_change(kind: &EventKind) -> bool {
     }
 }
 
-/// Watch `dir` until the process ends, reloading on every change.
+/// The folders outside `dir` that hold some of `files`.
+fn outside_folders(dir: &Path, files: &[PathBuf]) -> BTreeSet<PathBuf> {
+    let real = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let dir = real(dir);
+    files.iter().filter_map(|f| f.parent()).map(real).filter(|p| !p.starts_with(&dir)).collect()
+}
+
+/// Watch `dir` (and the folders of `read_files`, the other files its policy
+/// reads) until the process ends, reloading on every change.
 ///
 /// # Errors
 /// When the folder cannot be watched.
-pub async fn run(dir: PathBuf, state: Arc<State>) -> anyhow::Result<()> {
+pub async fn run(dir: PathBuf, state: Arc<State>, read_files: Vec<PathBuf>) -> anyhow::Result<()> {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut debouncer = new_debouncer(DEBOUNCE, None, move |res: notify_debouncer_full::DebounceEventResult| {
         // Every reload opens the files, which inotify reports too: reacting to
@@ -93,10 +106,30 @@ pub async fn run(dir: PathBuf, state: Arc<State>) -> anyhow::Result<()> {
     .context("cannot start the file watcher")?;
     debouncer.watch(&dir, RecursiveMode::Recursive).with_context(|| format!("cannot watch {}", dir.display()))?;
     info!(dir = %dir.display(), "watching policy folder");
-    while rx.recv().await.is_some() {
+    let mut extra = BTreeSet::new();
+    let mut read_files = Some(read_files);
+    loop {
+        if let Some(files) = read_files.take() {
+            let wanted = outside_folders(&dir, &files);
+            for gone in extra.difference(&wanted) {
+                let _ = debouncer.unwatch(gone);
+            }
+            for new in wanted.difference(&extra) {
+                match debouncer.watch(new, RecursiveMode::NonRecursive) {
+                    Ok(()) => info!(dir = %new.display(), "watching a folder the policy reads files from"),
+                    Err(e) => {
+                        warn!(dir = %new.display(), "cannot watch: {e}; its changes are seen with the next policy change");
+                    }
+                }
+            }
+            extra = wanted;
+        }
+        if rx.recv().await.is_none() {
+            break;
+        }
         while rx.try_recv().is_ok() {}
         let (dir, state) = (dir.clone(), Arc::clone(&state));
-        let _ = tokio::task::spawn_blocking(move || reload(&dir, &state)).await;
+        read_files = tokio::task::spawn_blocking(move || reload(&dir, &state)).await.ok().flatten();
     }
     drop(debouncer);
     Ok(())

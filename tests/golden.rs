@@ -86,6 +86,7 @@ golden_cases!(
     fleets,
     precedence,
     multi_file,
+    jwt,
 );
 
 #[test]

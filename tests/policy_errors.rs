@@ -145,17 +145,17 @@ fn an_unknown_key_with_no_close_match_lists_the_allowed_keys() {
 
 #[test]
 fn spec_keys_not_implemented_yet_are_rejected_not_ignored() {
-    let text = "listeners:\n  - name: public\n    port: 10000\n    tls: { cert: a.crt, key: a.key }\nservices:\n  - name: s\n    url: http://10.0.0.1:80\n    retries: { attempts: 2 }\nroutes:\n  - name: r\n    match: { prefix: / }\n    service: s\n    auth: jwt-main\n    rate_limit: per-client\ndefaults:\n  access_log: off\nauth:\n  jwt: []\n";
+    let text = "listeners:\n  - name: public\n    port: 10000\n    tls: { cert: a.crt, key: a.key }\nservices:\n  - name: s\n    url: http://10.0.0.1:80\n    retries: { attempts: 2 }\nroutes:\n  - name: r\n    match: { prefix: / }\n    service: s\n    cors: { origins: [x] }\n    rate_limit: per-client\ndefaults:\n  access_log: off\nrate_limits: []\n";
     let not_yet: &[&str] = &["is part of the policy format but not supported by this version of legate yet"];
     check(
         &[("planned.yaml", text)],
         &[
             ("planned.yaml:4:5", &["`tls`", not_yet[0]]),
             ("planned.yaml:8:5", &["`retries`", not_yet[0]]),
-            ("planned.yaml:13:5", &["`auth`", not_yet[0], "nothing was applied"]),
+            ("planned.yaml:13:5", &["`cors`", not_yet[0], "nothing was applied"]),
             ("planned.yaml:14:5", &["`rate_limit`", not_yet[0]]),
             ("planned.yaml:16:3", &["`access_log`", not_yet[0]]),
-            ("planned.yaml:17:1", &["`auth`", not_yet[0]]),
+            ("planned.yaml:17:1", &["`rate_limits`", not_yet[0]]),
         ],
     );
 }
@@ -423,6 +423,132 @@ fn host_and_pseudo_headers_cannot_be_changed_in_request_headers() {
             ("h.yaml:13:16", &["`HOST` cannot be changed here"]),
             ("h.yaml:13:22", &["`:path`"]),
             ("h.yaml:15:29", &["`host` cannot be changed here"]),
+        ],
+    );
+}
+
+// ---- auth --------------------------------------------------------------------
+
+/// A usable JWKS (one P-256 key), for providers whose keys are not the point.
+const JWKS: &str = r#"{"keys":[{"kty":"EC","crv":"P-256","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}]}"#;
+
+fn provider(name: &str) -> String {
+    format!("  - name: {name}\n    issuer: https://{name}.example.com\n    jwks: {{ inline: '{JWKS}' }}\n")
+}
+
+#[test]
+fn unknown_auth_providers_are_named_wherever_they_are_used() {
+    let auth = format!("auth:\n  jwt:\n{}{}", provider("jwt-main"), provider("partner"));
+    let rest = "services:\n  - name: s\n    url: http://10.0.0.1:80\n    auth: jwt-mian\nroutes:\n  - name: r\n    match: { prefix: / }\n    service: s\n    auth: [partner, partnr]\n  - name: q\n    match: { prefix: /q }\n    service: s\n    auth: [partner, none]\n  - name: e\n    match: { prefix: /e }\n    service: s\n    auth: []\ndefaults:\n  auth: nobody\n";
+    check(
+        &[("auth.yaml", &auth), ("l.yaml", ONE_LISTENER), ("p.yaml", rest)],
+        &[
+            ("p.yaml:4:11", &["auth provider `jwt-mian` is not defined", "did you mean `jwt-main`?"]),
+            ("p.yaml:9:21", &["auth provider `partnr` is not defined", "did you mean `partner`?"]),
+            ("p.yaml:13:21", &["`none` cannot be one of several providers"]),
+            ("p.yaml:17:11", &["auth list is empty"]),
+            ("p.yaml:19:9", &["auth provider `nobody` is not defined"]),
+        ],
+    );
+}
+
+#[test]
+fn an_auth_provider_without_any_providers_defined_says_where_to_define_them() {
+    let routes = "routes:\n  - name: r\n    match: { prefix: / }\n    service: s\n    auth: jwt-main\nservices:\n  - name: s\n    url: http://10.0.0.1:80\n";
+    check(
+        &[("l.yaml", ONE_LISTENER), ("r.yaml", routes)],
+        &[("r.yaml:5:11", &["auth provider `jwt-main` is not defined", "define it under `auth: jwt:`", "`none`"])],
+    );
+}
+
+#[test]
+fn bad_jwks_documents_are_errors_before_envoy_sees_them() {
+    let text = r#"auth:
+  jwt:
+    - name: not-json
+      issuer: https://a.example.com
+      jwks: { inline: '{"keys": [' }
+    - name: no-keys
+      issuer: https://b.example.com
+      jwks: { inline: '{"keys": []}' }
+    - name: only-unknown-types
+      issuer: https://c.example.com
+      jwks: { inline: '{"keys": [{"kty": "XYZ"}]}' }
+    - name: broken-rsa
+      issuer: https://d.example.com
+      jwks: { inline: '{"keys": [{"kty": "RSA", "kid": "k1", "e": "AQAB"}]}' }
+"#;
+    check(
+        &[("auth.yaml", text)],
+        &[
+            ("auth.yaml:5:23", &["the inline JWKS is not valid JSON"]),
+            ("auth.yaml:8:23", &["the inline JWKS has no usable keys"]),
+            ("auth.yaml:11:23", &["has no usable keys"]),
+            ("auth.yaml:14:23", &["key 0 (RSA, kid `k1`) has no `n`"]),
+        ],
+    );
+}
+
+#[test]
+fn jwks_files_resolve_beside_their_policy_file_and_bad_ones_are_named() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let root = dir.path();
+    let text = "auth:\n  jwt:\n    - name: good\n      issuer: https://a.example.com\n      jwks: { file: keys/good.json }\n    - name: missing\n      issuer: https://b.example.com\n      jwks: { file: keys/none.json }\n    - name: garbage\n      issuer: https://c.example.com\n      jwks: { file: keys/garbage.json }\n";
+    write(root, "teams/auth.yaml", text);
+    write(root, "teams/keys/good.json", JWKS);
+    write(root, "teams/keys/garbage.json", "-----BEGIN PUBLIC KEY-----\n");
+    let diags = load_dir(root).expect_err("two bad providers").0;
+    let auth = Path::new("teams").join("auth.yaml").display().to_string();
+    assert_errors(
+        &diags,
+        &[
+            (&format!("{auth}:8:21"), &["cannot read JWKS file", "none.json"]),
+            (&format!("{auth}:11:21"), &["JWKS file", "garbage.json", "is not valid JSON"]),
+        ],
+    );
+    // Without the bad ones, it loads: `keys/good.json` is beside teams/auth.yaml.
+    write(root, "teams/auth.yaml", &text.lines().take(5).map(|l| format!("{l}\n")).collect::<String>());
+    let policy = load_dir(root).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(policy.read_files, vec![root.join("teams").join("keys/good.json")]);
+}
+
+#[test]
+fn provider_settings_are_checked() {
+    let text = r#"auth:
+  jwt:
+    - name: no-issuer
+      jwks: { inline: '{"keys":[]}' }
+    - name: empty-issuer
+      issuer: ""
+      jwks: { uri: "ftp://keys.example.com/jwks.json" }
+    - name: no-jwks
+      issuer: https://a.example.com
+    - name: two-sources
+      issuer: https://a.example.com
+      jwks: { file: a.json, uri: "https://a.example.com/jwks", cache: 5m }
+    - name: token-header
+      issuer: https://a.example.com
+      jwks: { uri: "https://a.example.com/jwks", cache: 0s }
+      claims_to_headers: { sub: Authorization }
+      clock_skew: soon
+    - name: bad-from
+      issuer: https://a.example.com
+      jwks: { uri: "https://a.example.com/jwks" }
+      from: { query: token, prefix: "Bearer " }
+"#;
+    check(
+        &[("auth.yaml", text)],
+        &[
+            ("auth.yaml:3:13", &["JWT provider `no-issuer` needs an `issuer`"]),
+            ("auth.yaml:4:23", &["the inline JWKS has no usable keys"]),
+            ("auth.yaml:6:15", &["issuer is empty"]),
+            ("auth.yaml:7:20", &["url scheme `ftp` is not supported"]),
+            ("auth.yaml:8:13", &["JWT provider `no-jwks` needs `jwks`"]),
+            ("auth.yaml:12:13", &["`jwks` needs exactly one of `file`, `inline` or `uri`"]),
+            ("auth.yaml:15:57", &["cache must be at least 1s"]),
+            ("auth.yaml:16:33", &["`Authorization` carries the token of provider `token-header`"]),
+            ("auth.yaml:17:19", &["`soon` is not a duration"]),
+            ("auth.yaml:21:37", &["`prefix` goes with `header`, not `query`"]),
         ],
     );
 }

@@ -26,8 +26,8 @@ fn version(state: &State) -> Option<String> {
 
 fn start(dir: &Path) -> Arc<State> {
     let state = State::new();
-    assert!(legate::watch::reload(dir, &state), "initial load");
-    tokio::spawn(legate::watch::run(dir.to_path_buf(), Arc::clone(&state)));
+    let read_files = legate::watch::reload(dir, &state).expect("initial load");
+    tokio::spawn(legate::watch::run(dir.to_path_buf(), Arc::clone(&state), read_files));
     state
 }
 
@@ -98,6 +98,24 @@ async fn configmap_symlink_swaps_are_seen() {
     until("the swap is published", || version(&state).as_ref() != Some(&v1)).await;
     let json = legate::render::view_json(state.current().expect("snapshot").all()).to_string();
     assert!(json.contains("\"prefix\":\"/swapped\""), "{json}");
+}
+
+#[tokio::test]
+async fn a_jwks_file_outside_the_folder_is_watched_too() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (policy, keys) = (dir.path().join("policy"), dir.path().join("keys"));
+    let jwks = |x: &str| format!(r#"{{"keys":[{{"kty":"oct","kid":"{x}","k":"c2VjcmV0"}}]}}"#);
+    common::write_atomic(&keys.join("jwks.json"), &jwks("one"));
+    let auth = "auth:\n  jwt:\n    - name: main\n      issuer: https://a.example.com\n      jwks: { file: ../keys/jwks.json }\ndefaults:\n  auth: main\n";
+    common::write_atomic(&policy.join("gateway.yaml"), &format!("{GOOD}{auth}"));
+    let state = start(&policy);
+    let v1 = version(&state).expect("published");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    common::write_atomic(&keys.join("jwks.json"), &jwks("two"));
+    until("the new keys are published", || version(&state).as_ref() != Some(&v1)).await;
+    let json = legate::render::view_json(state.current().expect("snapshot").all()).to_string();
+    assert!(json.contains(r#"\"kid\":\"two\""#), "{json}");
 }
 
 #[tokio::test]

@@ -4,25 +4,39 @@
 
 use super::locate::{Seg, YamlPath};
 
-const TOP: &[&str] = &["listeners", "services", "routes", "defaults"];
+const TOP: &[&str] = &["listeners", "services", "routes", "defaults", "auth"];
 const LISTENER: &[&str] = &["name", "port", "address", "hosts", "fleets"];
-const SERVICE: &[&str] = &["name", "url", "endpoints", "connect_timeout", "timeout", "load_balancing"];
-const ROUTE: &[&str] =
-    &["name", "listener", "match", "service", "split", "rewrite", "timeout", "request_headers", "response_headers"];
+const SERVICE: &[&str] = &["name", "url", "endpoints", "connect_timeout", "timeout", "load_balancing", "auth"];
+const ROUTE: &[&str] = &[
+    "name",
+    "listener",
+    "match",
+    "service",
+    "split",
+    "rewrite",
+    "timeout",
+    "request_headers",
+    "response_headers",
+    "auth",
+];
 const MATCH: &[&str] = &["prefix", "path", "regex", "methods", "headers", "query"];
 const VALUE_MATCH: &[&str] = &["exact", "present", "regex"];
 const SPLIT: &[&str] = &["service", "weight"];
 const REWRITE: &[&str] = &["prefix", "regex", "substitution", "host"];
 const HEADER_OPS: &[&str] = &["add", "remove"];
-const DEFAULTS: &[&str] = &["request_headers", "response_headers"];
+const DEFAULTS: &[&str] = &["request_headers", "response_headers", "auth"];
+const AUTH: &[&str] = &["jwt"];
+const JWT: &[&str] =
+    &["name", "issuer", "audiences", "jwks", "from", "claims_to_headers", "clock_skew", "forward_token"];
+const JWKS: &[&str] = &["file", "inline", "uri", "cache"];
+const TOKEN_FROM: &[&str] = &["header", "prefix", "query"];
 
 /// Keys in SPEC §2 that later issues implement.
-const PLANNED_TOP: &[&str] = &["auth", "rate_limits", "aggregations"];
+const PLANNED_TOP: &[&str] = &["rate_limits", "aggregations"];
 const PLANNED_LISTENER: &[&str] = &["tls", "http_redirect_port"];
-const PLANNED_SERVICE: &[&str] =
-    &["retries", "circuit_breaker", "outlier_detection", "health_check", "auth", "rate_limit"];
-const PLANNED_ROUTE: &[&str] = &["auth", "rate_limit", "cors"];
-const PLANNED_DEFAULTS: &[&str] = &["auth", "rate_limit", "access_log", "tracing"];
+const PLANNED_SERVICE: &[&str] = &["retries", "circuit_breaker", "outlier_detection", "health_check", "rate_limit"];
+const PLANNED_ROUTE: &[&str] = &["rate_limit", "cors"];
+const PLANNED_DEFAULTS: &[&str] = &["rate_limit", "access_log", "tracing"];
 
 /// What the mapping at `parent` is, for messages, with its allowed and planned keys.
 fn context(parent: &[Seg]) -> Option<(&'static str, &'static [&'static str], &'static [&'static str])> {
@@ -41,6 +55,10 @@ fn context(parent: &[Seg]) -> Option<(&'static str, &'static [&'static str], &'s
         [r, I(_), w] if k(r, "routes") && k(w, "rewrite") => ("a rewrite", REWRITE, &[]),
         [.., h] if k(h, "request_headers") || k(h, "response_headers") => ("a header change", HEADER_OPS, &[]),
         [d] if k(d, "defaults") => ("defaults", DEFAULTS, PLANNED_DEFAULTS),
+        [a] if k(a, "auth") => ("auth", AUTH, &[]),
+        [a, j, I(_)] if k(a, "auth") && k(j, "jwt") => ("a JWT provider", JWT, &[]),
+        [a, j, I(_), w] if k(a, "auth") && k(j, "jwt") && k(w, "jwks") => ("jwks", JWKS, &[]),
+        [a, j, I(_), f] if k(a, "auth") && k(j, "jwt") && k(f, "from") => ("from", TOKEN_FROM, &[]),
         _ => return None,
     })
 }
@@ -111,7 +129,7 @@ mod tests {
 
     #[test]
     fn planned_keys_are_named_as_such() {
-        let p = path(&[Seg::Key("routes".into()), Seg::Index(0), Seg::Key("auth".into())]);
+        let p = path(&[Seg::Key("routes".into()), Seg::Index(0), Seg::Key("cors".into())]);
         assert!(unknown_key_message(&p).contains("not supported by this version"));
     }
 }

@@ -13,6 +13,95 @@ pub struct Policy {
     pub services: BTreeMap<String, Service>,
     /// In match order: the first route that matches a request wins.
     pub routes: Vec<Route>,
+    /// JWT providers by name (`auth.jwt`).
+    pub jwt_providers: BTreeMap<String, JwtProvider>,
+    /// Files besides the policy files that the policy was built from (JWKS
+    /// files): a change to one of them is a change to the policy.
+    pub read_files: Vec<std::path::PathBuf>,
+}
+
+impl Policy {
+    /// Every header some provider's `claims_to_headers` sets, lowercased and
+    /// sorted: stripped from every incoming request so that only a verified
+    /// token can set them.
+    #[must_use]
+    pub fn identity_headers(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .jwt_providers
+            .values()
+            .flat_map(|p| p.claims_to_headers.values().map(|h| h.to_ascii_lowercase()))
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+}
+
+/// `auth.jwt[]`: who issues tokens and how to check them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JwtProvider {
+    /// Unique name, referred to by `auth:`.
+    pub name: String,
+    /// Required `iss` claim.
+    pub issuer: String,
+    /// Accepted `aud` values; empty accepts any.
+    pub audiences: Vec<String>,
+    /// Where the verification keys come from.
+    pub jwks: Jwks,
+    /// Where the token is in a request.
+    pub from: TokenSource,
+    /// Claim name → request header set from it for the upstream.
+    pub claims_to_headers: BTreeMap<String, String>,
+    /// Tolerance for `exp` and `nbf`.
+    pub clock_skew: Duration,
+    /// Pass the token on to the upstream.
+    pub forward_token: bool,
+}
+
+/// A provider's verification keys.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Jwks {
+    /// A JWKS document (from a file or inline), checked to have usable keys.
+    Local(String),
+    /// Fetched by Envoy from a URL.
+    Remote(RemoteJwks),
+}
+
+/// A JWKS Envoy fetches (and caches) itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteJwks {
+    /// The full URL.
+    pub uri: String,
+    /// Its host and port.
+    pub endpoint: Endpoint,
+    /// `https`.
+    pub tls: bool,
+    /// How long Envoy keeps the keys before fetching again.
+    pub cache: Duration,
+}
+
+/// Where a provider looks for the token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSource {
+    /// A request header, after a prefix such as `Bearer `.
+    Header {
+        /// Header name.
+        name: String,
+        /// What comes before the token in its value.
+        prefix: String,
+    },
+    /// A query parameter.
+    Query(String),
+}
+
+/// Who may use a route.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Auth {
+    /// Anyone (`auth: none`, or no `auth` anywhere).
+    #[default]
+    Public,
+    /// A valid token from any one of these providers.
+    AnyOf(Vec<String>),
 }
 
 /// Where Envoy listens.
@@ -47,6 +136,8 @@ pub struct Service {
     pub timeout: Option<Duration>,
     /// Load-balancing policy.
     pub load_balancing: LoadBalancing,
+    /// Default `auth` of routes to this service.
+    pub auth: Option<Auth>,
 }
 
 /// One upstream address.
@@ -110,6 +201,8 @@ pub struct Route {
     pub request_headers: HeaderOps,
     /// Response header changes.
     pub response_headers: HeaderOps,
+    /// Who may use it (route, else service, else defaults).
+    pub auth: Auth,
 }
 
 /// How a route matches the path.

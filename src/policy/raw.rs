@@ -18,6 +18,7 @@ pub(crate) struct PolicyFile {
     #[serde(default)]
     pub(crate) routes: Vec<Route>,
     pub(crate) defaults: Option<Defaults>,
+    pub(crate) auth: Option<AuthSection>,
 }
 
 /// `listeners[]`.
@@ -39,6 +40,7 @@ pub(crate) struct Service {
     pub(crate) connect_timeout: Option<String>,
     pub(crate) timeout: Option<String>,
     pub(crate) load_balancing: Option<String>,
+    pub(crate) auth: Option<AuthRef>,
 }
 
 /// `routes[]`.
@@ -54,6 +56,7 @@ pub(crate) struct Route {
     pub(crate) timeout: Option<String>,
     pub(crate) request_headers: Option<HeaderOps>,
     pub(crate) response_headers: Option<HeaderOps>,
+    pub(crate) auth: Option<AuthRef>,
 }
 
 /// `routes[].match`.
@@ -114,6 +117,71 @@ pub(crate) struct HeaderOps {
 pub(crate) struct Defaults {
     pub(crate) request_headers: Option<HeaderOps>,
     pub(crate) response_headers: Option<HeaderOps>,
+    pub(crate) auth: Option<AuthRef>,
+}
+
+/// The top-level `auth`.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct AuthSection {
+    #[serde(default)]
+    pub(crate) jwt: Vec<JwtProvider>,
+}
+
+/// `auth.jwt[]`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct JwtProvider {
+    pub(crate) name: String,
+    pub(crate) issuer: Option<String>,
+    pub(crate) audiences: Option<Vec<String>>,
+    pub(crate) jwks: Option<Jwks>,
+    pub(crate) from: Option<TokenFrom>,
+    pub(crate) claims_to_headers: Option<BTreeMap<String, String>>,
+    pub(crate) clock_skew: Option<String>,
+    pub(crate) forward_token: Option<bool>,
+}
+
+/// `auth.jwt[].jwks`: exactly one of file, inline, uri.
+#[derive(Debug, Deserialize)]
+pub(crate) struct Jwks {
+    pub(crate) file: Option<String>,
+    pub(crate) inline: Option<String>,
+    pub(crate) uri: Option<String>,
+    pub(crate) cache: Option<String>,
+}
+
+/// `auth.jwt[].from`: a header (with a prefix) or a query parameter.
+#[derive(Debug, Deserialize)]
+pub(crate) struct TokenFrom {
+    pub(crate) header: Option<String>,
+    pub(crate) prefix: Option<String>,
+    pub(crate) query: Option<String>,
+}
+
+/// `auth:` on defaults, a service or a route: one provider name (or `none`),
+/// or a list of names of which any one suffices.
+#[derive(Debug)]
+pub(crate) enum AuthRef {
+    One(String),
+    AnyOf(Vec<String>),
+}
+
+impl<'de> Deserialize<'de> for AuthRef {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> de::Visitor<'de> for V {
+            type Value = AuthRef;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a provider name, a list of provider names, or `none`")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<AuthRef, E> {
+                Ok(AuthRef::One(v.to_owned()))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<AuthRef, A::Error> {
+                Vec::<String>::deserialize(SeqAccessDeserializer::new(seq)).map(AuthRef::AnyOf)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 impl<'de> Deserialize<'de> for ValueMatch {

@@ -14,12 +14,14 @@ use super::{Diagnostic, Diagnostics};
 pub(crate) struct SourceFile {
     pub(crate) rel: String,
     pub(crate) text: String,
+    /// The folder it is in, against which file paths written in it resolve.
+    pub(crate) dir: PathBuf,
     index: OnceLock<LocationIndex>,
 }
 
 impl SourceFile {
-    fn new(rel: String, text: String) -> SourceFile {
-        SourceFile { rel, text, index: OnceLock::new() }
+    fn new(rel: String, text: String, dir: PathBuf) -> SourceFile {
+        SourceFile { rel, text, dir, index: OnceLock::new() }
     }
 
     /// Positions of every key and value, built on first use: only a folder
@@ -77,7 +79,10 @@ pub(crate) fn read_dir(dir: &Path) -> Result<Vec<SourceFile>, Diagnostics> {
     for path in paths {
         let rel = path.strip_prefix(dir).unwrap_or(&path).to_string_lossy().into_owned();
         match std::fs::read_to_string(&path) {
-            Ok(text) => files.push(SourceFile::new(rel, text)),
+            Ok(text) => {
+                let parent = path.parent().map(Path::to_path_buf).unwrap_or_default();
+                files.push(SourceFile::new(rel, text, parent));
+            }
             Err(e) => {
                 errors.push(Diagnostic { file: rel, line: 1, column: 1, message: format!("cannot read file: {e}") });
             }
@@ -110,10 +115,16 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     Ok(())
 }
 
-/// In-memory files, for tests and benchmarks.
+/// In-memory files, for tests and benchmarks; file paths written in them
+/// resolve against the current folder.
 pub(crate) fn from_texts(texts: &[(String, String)]) -> Vec<SourceFile> {
-    let mut files: Vec<SourceFile> =
-        texts.iter().map(|(rel, text)| SourceFile::new(rel.clone(), text.clone())).collect();
+    let mut files: Vec<SourceFile> = texts
+        .iter()
+        .map(|(rel, text)| {
+            let dir = Path::new(rel).parent().map(Path::to_path_buf).unwrap_or_default();
+            SourceFile::new(rel.clone(), text.clone(), dir)
+        })
+        .collect();
     files.sort_by(|a, b| a.rel.cmp(&b.rel));
     files
 }

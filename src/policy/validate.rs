@@ -6,10 +6,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::time::Duration;
 
+mod auth;
+
 use super::keys::did_you_mean;
 use super::model::{
-    Backend, Discovery, Endpoint, HeaderOps, Listener, LoadBalancing, PathMatch, PathRewrite, Policy, Route, Service,
-    ValueMatch, ValueRule,
+    Auth, Backend, Discovery, Endpoint, HeaderOps, Listener, LoadBalancing, PathMatch, PathRewrite, Policy, Route,
+    Service, ValueMatch, ValueRule,
 };
 use super::raw;
 use super::source::{Origin, Parsed, SourceFile};
@@ -48,9 +50,13 @@ pub(crate) fn validate(files: &[SourceFile], parsed: Parsed) -> Result<Policy, D
     let mut services = Vec::new();
     let mut routes = Vec::new();
     let mut defaults: Vec<(Origin, raw::Defaults)> = Vec::new();
+    let mut jwt = Vec::new();
     for (file, doc, pf) in parsed.docs {
         let root = Origin { file, doc, path: super::YamlPath::default() };
-        let raw::PolicyFile { listeners: l, services: s, routes: r, defaults: d } = pf;
+        let raw::PolicyFile { listeners: l, services: s, routes: r, defaults: d, auth: a } = pf;
+        if let Some(a) = a {
+            jwt.extend(a.jwt.into_iter().enumerate().map(|(i, x)| (root.key("auth").key("jwt").index(i), x)));
+        }
         listeners.extend(l.into_iter().enumerate().map(|(i, x)| (root.key("listeners").index(i), x)));
         services.extend(s.into_iter().enumerate().map(|(i, x)| (root.key("services").index(i), x)));
         routes.extend(r.into_iter().enumerate().map(|(i, x)| (root.key("routes").index(i), x)));
@@ -60,7 +66,8 @@ pub(crate) fn validate(files: &[SourceFile], parsed: Parsed) -> Result<Policy, D
     }
 
     let mut policy = Policy::default();
-    let defaults = check_defaults(&mut errs, defaults);
+    let providers = auth::check_providers(&mut errs, &jwt);
+    let defaults = check_defaults(&mut errs, defaults, &providers);
     for (o, l) in &listeners {
         if let Some(l) = check_listener(&mut errs, o, l) {
             insert_unique(&mut errs, &mut policy.listeners, o, l.name.clone(), l, "listener", &listeners);
@@ -68,7 +75,7 @@ pub(crate) fn validate(files: &[SourceFile], parsed: Parsed) -> Result<Policy, D
     }
     check_port_clashes(&mut errs, &listeners, &policy);
     for (o, s) in &services {
-        if let Some(s) = check_service(&mut errs, o, s) {
+        if let Some(s) = check_service(&mut errs, o, s, &providers) {
             insert_unique(&mut errs, &mut policy.services, o, s.name.clone(), s, "service", &services);
         }
     }
@@ -88,12 +95,14 @@ pub(crate) fn validate(files: &[SourceFile], parsed: Parsed) -> Result<Policy, D
             continue;
         }
         seen_routes.insert(&r.name, o);
-        if let Some(route) = check_route(&mut errs, o, r, &policy, &defined, &defaults) {
+        if let Some(route) = check_route(&mut errs, o, r, &policy, &defined, &defaults, &providers) {
             ordered.push((seq, route));
         }
     }
     ordered.sort_by(|(sa, a), (sb, b)| precedence(a).cmp(&precedence(b)).then(sa.cmp(sb)));
     policy.routes = ordered.into_iter().map(|(_, r)| r).collect();
+    policy.read_files = providers.read_files;
+    policy.jwt_providers = providers.valid;
 
     if errs.list.is_empty() {
         Ok(policy)
@@ -273,11 +282,24 @@ fn check_port_clashes(errs: &mut Errors<'_>, all: &[(Origin, raw::Listener)], po
     }
 }
 
-fn check_service(errs: &mut Errors<'_>, o: &Origin, s: &raw::Service) -> Option<Service> {
-    let raw::Service { name, url, endpoints, connect_timeout, timeout, load_balancing } = s;
+fn check_service(
+    errs: &mut Errors<'_>,
+    o: &Origin,
+    s: &raw::Service,
+    providers: &auth::Providers<'_>,
+) -> Option<Service> {
+    let raw::Service { name, url, endpoints, connect_timeout, timeout, load_balancing, auth } = s;
     let mut ok = check_name(errs, o, name, "service");
+    let auth = match auth {
+        None => None,
+        Some(a) => {
+            let resolved = auth::resolve(errs, &o.key("auth"), a, providers);
+            ok &= resolved.is_some();
+            resolved
+        }
+    };
     let (eps, tls) = match (url, endpoints) {
-        (Some(u), None) => parse_url(errs, &o.key("url"), u).map_or((Vec::new(), false), |(e, t)| (vec![e], t)),
+        (Some(u), None) => parse_url(errs, &o.key("url"), u, false).map_or((Vec::new(), false), |(e, t)| (vec![e], t)),
         (None, Some(list)) => {
             if list.is_empty() {
                 errs.at(&o.key("endpoints"), "endpoints is empty; list at least one host:port");
@@ -336,10 +358,13 @@ fn check_service(errs: &mut Errors<'_>, o: &Origin, s: &raw::Service) -> Option<
         connect_timeout: connect.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
         timeout,
         load_balancing: lb,
+        auth,
     })
 }
 
-fn parse_url(errs: &mut Errors<'_>, o: &Origin, text: &str) -> Option<(Endpoint, bool)> {
+/// A service URL (`allow_path` false: scheme, host and port only) or a
+/// URL to fetch from.
+fn parse_url(errs: &mut Errors<'_>, o: &Origin, text: &str, allow_path: bool) -> Option<(Endpoint, bool)> {
     let u = match url::Url::parse(text) {
         Ok(u) => u,
         Err(e) => {
@@ -355,7 +380,7 @@ fn parse_url(errs: &mut Errors<'_>, o: &Origin, text: &str) -> Option<(Endpoint,
             return None;
         }
     };
-    if !(u.path().is_empty() || u.path() == "/") || u.query().is_some() {
+    if !allow_path && (!(u.path().is_empty() || u.path() == "/") || u.query().is_some()) {
         errs.at(
             o,
             format!(
@@ -389,18 +414,26 @@ fn parse_endpoint(errs: &mut Errors<'_>, o: &Origin, text: &str) -> Option<Endpo
 struct DefaultOps {
     request: HeaderOps,
     response: HeaderOps,
+    auth: Auth,
 }
 
-fn check_defaults(errs: &mut Errors<'_>, all: Vec<(Origin, raw::Defaults)>) -> DefaultOps {
-    let mut out = DefaultOps { request: HeaderOps::default(), response: HeaderOps::default() };
+fn check_defaults(
+    errs: &mut Errors<'_>,
+    all: Vec<(Origin, raw::Defaults)>,
+    providers: &auth::Providers<'_>,
+) -> DefaultOps {
+    let mut out = DefaultOps { request: HeaderOps::default(), response: HeaderOps::default(), auth: Auth::Public };
     if let Some((second, _)) = all.get(1) {
         let msg = format!("`defaults` is given twice; the other is at {}", errs.place(&all[0].0));
         errs.at(second, msg);
     }
     if let Some((o, d)) = all.into_iter().next() {
-        let raw::Defaults { request_headers, response_headers } = d;
+        let raw::Defaults { request_headers, response_headers, auth } = d;
         out.request = header_ops(errs, &o.key("request_headers"), request_headers.as_ref(), true);
         out.response = header_ops(errs, &o.key("response_headers"), response_headers.as_ref(), false);
+        if let Some(a) = auth {
+            out.auth = auth::resolve(errs, &o.key("auth"), &a, providers).unwrap_or_default();
+        }
     }
     out
 }
@@ -474,8 +507,20 @@ fn check_route(
     policy: &Policy,
     defined: &Defined<'_>,
     defaults: &DefaultOps,
+    providers: &auth::Providers<'_>,
 ) -> Option<Route> {
-    let raw::Route { name, listener, matcher, service, split, rewrite, timeout, request_headers, response_headers } = r;
+    let raw::Route {
+        name,
+        listener,
+        matcher,
+        service,
+        split,
+        rewrite,
+        timeout,
+        request_headers,
+        response_headers,
+        auth: route_auth,
+    } = r;
     let before = errs.list.len();
     check_name(errs, o, name, "route");
 
@@ -628,6 +673,7 @@ fn check_route(
     };
     let req = header_ops(errs, &o.key("request_headers"), request_headers.as_ref(), true);
     let resp = header_ops(errs, &o.key("response_headers"), response_headers.as_ref(), false);
+    let auth = route_auth_of(errs, o, route_auth.as_ref(), backend.as_ref(), policy, defaults, providers);
 
     if errs.list.len() > before {
         return None;
@@ -645,5 +691,38 @@ fn check_route(
         timeout: route_timeout.or(service_timeout),
         request_headers: defaults.request.merged(&req),
         response_headers: defaults.response.merged(&resp),
+        auth: auth?,
     })
+}
+
+/// A route's `auth`, else its service's, else the defaults'. A split whose
+/// services disagree must say on the route.
+fn route_auth_of(
+    errs: &mut Errors<'_>,
+    o: &Origin,
+    own: Option<&raw::AuthRef>,
+    backend: Option<&Backend>,
+    policy: &Policy,
+    defaults: &DefaultOps,
+    providers: &auth::Providers<'_>,
+) -> Option<Auth> {
+    if let Some(a) = own {
+        return auth::resolve(errs, &o.key("auth"), a, providers);
+    }
+    let of = |s: &str| policy.services.get(s).and_then(|s| s.auth.clone());
+    let service_auth = match backend? {
+        Backend::Service(s) => of(s),
+        Backend::Split(targets) => {
+            let all: Vec<Option<Auth>> = targets.iter().map(|(s, _)| of(s)).collect();
+            if all.windows(2).any(|w| w[0] != w[1]) {
+                errs.at(
+                    &o.key("split"),
+                    "the services of this split have different `auth`; set `auth` on the route to say which applies",
+                );
+                return None;
+            }
+            all.into_iter().next().flatten()
+        }
+    };
+    Some(service_auth.unwrap_or_else(|| defaults.auth.clone()))
 }

@@ -15,18 +15,18 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::UpstreamTlsC
 use super::{ads, any, proto_duration};
 use crate::policy::{Discovery, LoadBalancing, Policy, Service};
 
-/// One cluster per service, named after it.
-pub(super) fn clusters(policy: &Policy) -> Vec<Cluster> {
-    policy.services.values().map(cluster).collect()
+/// One cluster per service, named after it, and one per remote JWKS host.
+pub(super) fn clusters(policy: &Policy, jwks: &[Service]) -> Vec<Cluster> {
+    policy.services.values().chain(jwks).map(cluster).collect()
 }
 
-/// Load assignments for the EDS clusters (services with IP endpoints).
-pub(super) fn load_assignments(policy: &Policy) -> Vec<ClusterLoadAssignment> {
-    policy.services.values().filter(|s| s.discovery == Discovery::Eds).map(load_assignment).collect()
+/// Load assignments for the EDS clusters (those with IP endpoints).
+pub(super) fn load_assignments(policy: &Policy, jwks: &[Service]) -> Vec<ClusterLoadAssignment> {
+    policy.services.values().chain(jwks).filter(|s| s.discovery == Discovery::Eds).map(load_assignment).collect()
 }
 
 fn cluster(s: &Service) -> Cluster {
-    let Service { name, endpoints: _, discovery, tls, connect_timeout, timeout: _, load_balancing } = s;
+    let Service { name, endpoints: _, discovery, tls, connect_timeout, timeout: _, load_balancing, auth: _ } = s;
     let (kind, eds, inline) = match discovery {
         Discovery::Eds => {
             (DiscoveryType::Eds, Some(EdsClusterConfig { eds_config: Some(ads()), service_name: String::new() }), None)

@@ -10,15 +10,15 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 };
 use envoy_types::pb::google::protobuf::BoolValue;
 
-use super::{ads, any, local_reply};
+use super::{ads, any, auth, local_reply};
 use crate::policy::{Listener, Policy};
 
 /// One Envoy listener per policy listener.
 pub(super) fn listeners(policy: &Policy) -> Vec<EnvoyListener> {
-    policy.listeners.values().map(listener).collect()
+    policy.listeners.values().map(|l| listener(policy, l)).collect()
 }
 
-fn listener(l: &Listener) -> EnvoyListener {
+fn listener(policy: &Policy, l: &Listener) -> EnvoyListener {
     let Listener { name, address, port, hosts: _, fleets: _ } = l;
     EnvoyListener {
         name: name.clone(),
@@ -34,7 +34,7 @@ fn listener(l: &Listener) -> EnvoyListener {
         filter_chains: vec![FilterChain {
             filters: vec![Filter {
                 name: "envoy.filters.network.http_connection_manager".into(),
-                config_type: Some(filter::ConfigType::TypedConfig(any(&hcm(name)))),
+                config_type: Some(filter::ConfigType::TypedConfig(any(&hcm(policy, name)))),
             }],
             ..Default::default()
         }],
@@ -42,18 +42,20 @@ fn listener(l: &Listener) -> EnvoyListener {
     }
 }
 
-fn hcm(listener: &str) -> HttpConnectionManager {
+fn hcm(policy: &Policy, listener: &str) -> HttpConnectionManager {
+    let mut http_filters = auth::http_filters(policy, listener);
+    http_filters.push(HttpFilter {
+        name: "envoy.filters.http.router".into(),
+        config_type: Some(http_filter::ConfigType::TypedConfig(any(&Router::default()))),
+        ..Default::default()
+    });
     HttpConnectionManager {
         stat_prefix: listener.to_owned(),
         route_specifier: Some(RouteSpecifier::Rds(Rds {
             config_source: Some(ads()),
             route_config_name: listener.to_owned(),
         })),
-        http_filters: vec![HttpFilter {
-            name: "envoy.filters.http.router".into(),
-            config_type: Some(http_filter::ConfigType::TypedConfig(any(&Router::default()))),
-            ..Default::default()
-        }],
+        http_filters,
         local_reply_config: Some(local_reply::config()),
         // An edge proxy: the peer address is the client, and paths are
         // normalized before routing so `/a/../admin` cannot dodge a route.

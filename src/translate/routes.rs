@@ -72,6 +72,7 @@ fn route(policy: &Policy, r: &Route) -> EnvoyRoute {
         timeout,
         request_headers,
         response_headers,
+        auth: _,
     } = r;
     let mut header_matchers: Vec<HeaderMatcher> = headers.iter().map(header_matcher).collect();
     if !methods.is_empty() {
@@ -165,6 +166,7 @@ fn route(policy: &Policy, r: &Route) -> EnvoyRoute {
         request_headers_to_remove: request_headers.remove.clone(),
         response_headers_to_add: header_adds(response_headers),
         response_headers_to_remove: response_headers.remove.clone(),
+        typed_per_filter_config: super::auth::per_route(r).into_iter().collect(),
         ..Default::default()
     }
 }

@@ -26,6 +26,8 @@ pub(crate) const LEGATE: &str = env!("CARGO_BIN_EXE_legate");
 /// How long Envoy and legate get to start, connect and converge.
 pub(crate) const STARTUP: Duration = Duration::from_secs(30);
 
+pub(crate) mod jwt;
+
 // ------------------------------------------------------------------ ports
 
 /// A loopback port that is free now and never handed out twice by this

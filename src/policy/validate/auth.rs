@@ -1,0 +1,256 @@
+//! `auth.jwt` providers, and `auth:` references on defaults, services and
+//! routes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::{check_name, did_you_mean, duration, header_name_ok, insert_unique, parse_url, Errors, Named};
+use crate::policy::jwks;
+use crate::policy::model::{Auth, Jwks, JwtProvider, RemoteJwks, TokenSource};
+use crate::policy::raw;
+use crate::policy::source::Origin;
+
+const DEFAULT_CLOCK_SKEW: Duration = Duration::from_secs(60);
+const DEFAULT_JWKS_CACHE: Duration = Duration::from_secs(300);
+
+/// The providers, with the names written (valid or not) and the files read.
+pub(super) struct Providers<'a> {
+    pub(super) valid: BTreeMap<String, JwtProvider>,
+    pub(super) defined: BTreeSet<&'a str>,
+    pub(super) read_files: Vec<PathBuf>,
+}
+
+impl Named for raw::JwtProvider {
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+pub(super) fn check_providers<'a>(errs: &mut Errors<'_>, all: &'a [(Origin, raw::JwtProvider)]) -> Providers<'a> {
+    let mut out = Providers {
+        valid: BTreeMap::new(),
+        defined: all.iter().map(|(_, p)| p.name.as_str()).collect(),
+        read_files: Vec::new(),
+    };
+    for (o, p) in all {
+        if let Some(p) = check_provider(errs, o, p, &mut out.read_files) {
+            insert_unique(errs, &mut out.valid, o, p.name.clone(), p, "JWT provider", all);
+        }
+    }
+    // A header that carries a token cannot also be set from a claim: every
+    // claim header is stripped from requests, which would strip the token.
+    let token_headers: Vec<(&str, &str)> = all
+        .iter()
+        .filter_map(|(_, p)| match &p.from {
+            None => Some(("Authorization", p.name.as_str())),
+            Some(raw::TokenFrom { header: Some(h), .. }) => Some((h.as_str(), p.name.as_str())),
+            Some(_) => None,
+        })
+        .collect();
+    for (o, p) in all {
+        for (claim, header) in p.claims_to_headers.iter().flatten() {
+            // Name the provider itself when it is one of those reading this header.
+            let owner = token_headers
+                .iter()
+                .filter(|(h, _)| h.eq_ignore_ascii_case(header))
+                .min_by_key(|(_, owner)| *owner != p.name);
+            if let Some((_, owner)) = owner {
+                errs.at(
+                    &o.key("claims_to_headers").key(claim),
+                    format!(
+                        "`{header}` carries the token of provider `{owner}`; claim headers are removed from every \
+                         request, so it cannot also be set from a claim"
+                    ),
+                );
+            }
+        }
+    }
+    out
+}
+
+fn check_provider(
+    errs: &mut Errors<'_>,
+    o: &Origin,
+    p: &raw::JwtProvider,
+    read_files: &mut Vec<PathBuf>,
+) -> Option<JwtProvider> {
+    let raw::JwtProvider { name, issuer, audiences, jwks, from, claims_to_headers, clock_skew, forward_token } = p;
+    let before = errs.list.len();
+    check_name(errs, o, name, "JWT provider");
+    match issuer.as_deref().map(str::trim) {
+        None => {
+            errs.at(&o.key("name"), format!("JWT provider `{name}` needs an `issuer` (the `iss` its tokens carry)"));
+        }
+        Some("") => errs.at(&o.key("issuer"), "issuer is empty; give the `iss` value its tokens carry"),
+        Some(_) => {}
+    }
+    for (i, a) in audiences.iter().flatten().enumerate() {
+        if a.trim().is_empty() {
+            errs.at(&o.key("audiences").index(i), "an audience is empty");
+        }
+    }
+    let jwks = match jwks {
+        None => {
+            errs.at(&o.key("name"), format!("JWT provider `{name}` needs `jwks` ({{ file | inline | uri }})"));
+            None
+        }
+        Some(j) => check_jwks(errs, &o.key("jwks"), j, read_files),
+    };
+    let from = match from {
+        None => Some(TokenSource::Header { name: "Authorization".into(), prefix: "Bearer ".into() }),
+        Some(raw::TokenFrom { header, prefix, query }) => {
+            let f = o.key("from");
+            match (header, prefix, query) {
+                (Some(h), _, None) if header_name_ok(h) => {
+                    Some(TokenSource::Header { name: h.clone(), prefix: prefix.clone().unwrap_or_default() })
+                }
+                (Some(h), _, None) => {
+                    errs.at(&f.key("header"), format!("`{h}` is not a valid header name"));
+                    None
+                }
+                (None, None, Some(q)) if !q.is_empty() => Some(TokenSource::Query(q.clone())),
+                (None, None, Some(_)) => {
+                    errs.at(&f.key("query"), "the query parameter name is empty");
+                    None
+                }
+                (None, Some(_), Some(_)) => {
+                    errs.at(&f.key("prefix"), "`prefix` goes with `header`, not `query`");
+                    None
+                }
+                _ => {
+                    errs.at(&f, "`from` needs exactly one of `header` (with an optional `prefix`) or `query`");
+                    None
+                }
+            }
+        }
+    };
+    let mut claims = BTreeMap::new();
+    for (claim, header) in claims_to_headers.iter().flatten() {
+        let at = o.key("claims_to_headers").key(claim);
+        let lower = header.to_ascii_lowercase();
+        if claim.is_empty() {
+            errs.at_key(&at, "a claim name is empty");
+        } else if !header_name_ok(header) {
+            errs.at(&at, format!("`{header}` is not a valid header name"));
+        } else if lower == "host" || lower == "content-length" || lower == "transfer-encoding" {
+            errs.at(&at, format!("`{header}` cannot be set from a claim"));
+        } else if let Some((other, _)) =
+            claims.iter().find(|(_, h): &(&String, &String)| h.eq_ignore_ascii_case(header))
+        {
+            errs.at(&at, format!("claims `{other}` and `{claim}` both set `{header}`"));
+        } else {
+            claims.insert(claim.clone(), header.clone());
+        }
+    }
+    let skew = duration(errs, &o.key("clock_skew"), clock_skew.as_ref()).map(|d| d.unwrap_or(DEFAULT_CLOCK_SKEW));
+    if errs.list.len() > before {
+        return None;
+    }
+    Some(JwtProvider {
+        name: name.clone(),
+        issuer: issuer.clone()?.trim().to_owned(),
+        audiences: audiences.clone().unwrap_or_default(),
+        jwks: jwks?,
+        from: from?,
+        claims_to_headers: claims,
+        clock_skew: skew?,
+        forward_token: forward_token.unwrap_or(false),
+    })
+}
+
+fn check_jwks(errs: &mut Errors<'_>, o: &Origin, j: &raw::Jwks, read_files: &mut Vec<PathBuf>) -> Option<Jwks> {
+    let raw::Jwks { file, inline, uri, cache } = j;
+    if cache.is_some() && uri.is_none() {
+        errs.at(&o.key("cache"), "`cache` applies to a `uri` JWKS only");
+    }
+    match (file, inline, uri) {
+        (Some(f), None, None) => {
+            let path = errs.files[o.file].dir.join(f);
+            read_files.push(path.clone());
+            let at = o.key("file");
+            match std::fs::read_to_string(&path) {
+                Err(e) => {
+                    errs.at(&at, format!("cannot read JWKS file `{}`: {e}", path.display()));
+                    None
+                }
+                Ok(text) => match jwks::check(&text) {
+                    Ok((compact, _)) => Some(Jwks::Local(compact)),
+                    Err(why) => {
+                        errs.at(&at, format!("JWKS file `{}` {why}", path.display()));
+                        None
+                    }
+                },
+            }
+        }
+        (None, Some(text), None) => match jwks::check(text) {
+            Ok((compact, _)) => Some(Jwks::Local(compact)),
+            Err(why) => {
+                errs.at(&o.key("inline"), format!("the inline JWKS {why}"));
+                None
+            }
+        },
+        (None, None, Some(u)) => {
+            let at = o.key("uri");
+            let (endpoint, tls) = parse_url(errs, &at, u, true)?;
+            let cache = duration(errs, &o.key("cache"), cache.as_ref())?.unwrap_or(DEFAULT_JWKS_CACHE);
+            if cache < Duration::from_secs(1) {
+                errs.at(&o.key("cache"), "cache must be at least 1s");
+                return None;
+            }
+            Some(Jwks::Remote(RemoteJwks { uri: u.clone(), endpoint, tls, cache }))
+        }
+        _ => {
+            errs.at(o, "`jwks` needs exactly one of `file`, `inline` or `uri`");
+            None
+        }
+    }
+}
+
+/// An `auth:` value at `o`: `none`, a provider, or a list of providers.
+/// `None` when it names something undefined (reported here) or a provider
+/// with errors of its own (reported there).
+pub(super) fn resolve(errs: &mut Errors<'_>, o: &Origin, r: &raw::AuthRef, providers: &Providers<'_>) -> Option<Auth> {
+    let known = |errs: &mut Errors<'_>, at: &Origin, name: &str| -> Option<String> {
+        if providers.valid.contains_key(name) {
+            return Some(name.to_owned());
+        }
+        if !providers.defined.contains(name) {
+            let names: Vec<&str> = providers.valid.keys().map(String::as_str).collect();
+            let hint = did_you_mean(name, &names).map(|b| format!("; did you mean `{b}`?")).unwrap_or_default();
+            let msg = if names.is_empty() {
+                format!("auth provider `{name}` is not defined (define it under `auth: jwt:`, or use `none`)")
+            } else {
+                format!("auth provider `{name}` is not defined{hint}")
+            };
+            errs.at(at, msg);
+        }
+        None
+    };
+    match r {
+        raw::AuthRef::One(n) if n == "none" => Some(Auth::Public),
+        raw::AuthRef::One(n) => known(errs, o, n).map(|n| Auth::AnyOf(vec![n])),
+        raw::AuthRef::AnyOf(list) => {
+            if list.is_empty() {
+                errs.at(o, "auth list is empty; name at least one provider, or write `none` for a public route");
+                return None;
+            }
+            let mut out = Vec::new();
+            let mut ok = true;
+            for (i, n) in list.iter().enumerate() {
+                let at = o.index(i);
+                if n == "none" {
+                    errs.at(&at, "`none` cannot be one of several providers; write `auth: none` on its own");
+                    ok = false;
+                } else if let Some(n) = known(errs, &at, n) {
+                    if !out.contains(&n) {
+                        out.push(n);
+                    }
+                } else {
+                    ok = false;
+                }
+            }
+            ok.then_some(Auth::AnyOf(out))
+        }
+    }
+}
