@@ -68,6 +68,7 @@ auth:
       issuer: https://partner.example.net
       jwks: { inline: '@PARTNER_JWKS' }
       claims_to_headers: { sub: X-Partner-Id }
+      clock_skew: 5s
     - name: byquery
       issuer: https://auth.example.com
       jwks: { file: keys/main.json }
@@ -174,6 +175,11 @@ fn valid_tokens_pass_with_their_claims_and_every_bad_one_is_a_json_401_or_403() 
         f(&mut c);
         c
     };
+    // A claim the token lacks sets no header.
+    let no_email = k.rsa.sign(&with(&|c| drop(c.as_object_mut().map(|o| o.remove("email")))));
+    let seen = upstream_headers(&get_as(&private, Some(&no_email), &[("x-user-email", "forged@example.com")]));
+    assert!(seen.get("x-user-email").is_none(), "{seen}");
+    assert_eq!(seen["x-user-id"], "alice");
     let t = jwt::now();
     let cases: Vec<(&str, Option<String>, u16, &str, &str)> = vec![
         ("missing", None, 401, "unauthorized", "missing"),
@@ -205,9 +211,13 @@ fn valid_tokens_pass_with_their_claims_and_every_bad_one_is_a_json_401_or_403() 
         assert_rejected(&r, *status, code, words, case);
     }
 
-    // Clock skew (60s by default): just expired still passes, long expired does not.
+    // Clock skew: 60s by default; 5s for the partner provider.
     let recent = k.rsa.sign(&with(&|c| c["exp"] = json!(t - 20)));
     assert_eq!(get_as(&private, Some(&recent), &[]).status, 200, "within the default 60s clock skew");
+    let mut partner = claims(PARTNER, "x", "acme");
+    partner["exp"] = json!(t - 20);
+    let r = get_as(&format!("{base}/either"), Some(&k.partner.sign(&partner)), &[]);
+    assert_rejected(&r, 401, "unauthorized", "expired", "expired 20s ago with a 5s clock skew");
 }
 
 #[test]

@@ -535,6 +535,7 @@ fn provider_settings_are_checked() {
       issuer: https://a.example.com
       jwks: { uri: "https://a.example.com/jwks" }
       from: { query: token, prefix: "Bearer " }
+      clock_skew: 0s
 "#;
     check(
         &[("auth.yaml", text)],
@@ -549,6 +550,7 @@ fn provider_settings_are_checked() {
             ("auth.yaml:16:33", &["`Authorization` carries the token of provider `token-header`"]),
             ("auth.yaml:17:19", &["`soon` is not a duration"]),
             ("auth.yaml:21:37", &["`prefix` goes with `header`, not `query`"]),
+            ("auth.yaml:22:19", &["clock_skew must be at least 1s"]),
         ],
     );
 }
