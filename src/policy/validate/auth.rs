@@ -5,7 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{check_name, did_you_mean, duration, header_name_ok, insert_unique, parse_url, Errors, Named};
+use super::services::parse_url;
+use super::{check_name, did_you_mean, duration, header_name_ok, insert_unique, Errors, Named};
 use crate::policy::jwks;
 use crate::policy::model::{Auth, Jwks, JwtProvider, RemoteJwks, TokenSource};
 use crate::policy::raw;

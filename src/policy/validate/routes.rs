@@ -1,0 +1,293 @@
+//! `routes`: matches, backends, rewrites, header changes and `auth`, and
+//! the precedence that orders them.
+
+use std::collections::BTreeMap;
+
+use super::auth;
+use super::{check_name, did_you_mean, duration, header_name_ok, header_ops, regex, DefaultOps, Errors};
+use crate::policy::model::{Auth, Backend, PathMatch, PathRewrite, Policy, Route, ValueMatch, ValueRule};
+use crate::policy::raw;
+use crate::policy::source::Origin;
+
+const METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"];
+
+/// Route precedence, most specific first, as Gateway API implementations
+/// order them: exact paths, then regexes, then longer prefixes; then routes
+/// with method, header and query conditions before those without.
+pub(super) fn precedence(
+    r: &Route,
+) -> (u8, std::cmp::Reverse<usize>, bool, std::cmp::Reverse<usize>, std::cmp::Reverse<usize>) {
+    let (kind, len) = match &r.path {
+        PathMatch::Exact(p) => (0, p.len()),
+        PathMatch::Regex(p) => (1, p.len()),
+        PathMatch::Prefix(p) => (2, p.len()),
+    };
+    use std::cmp::Reverse as R;
+    (kind, R(len), r.methods.is_empty(), R(r.headers.len()), R(r.query.len()))
+}
+
+fn value_matches(
+    errs: &mut Errors<'_>,
+    o: &Origin,
+    items: Option<&BTreeMap<String, raw::ValueMatch>>,
+    header: bool,
+) -> Vec<ValueMatch> {
+    let mut out = Vec::new();
+    for (name, m) in items.into_iter().flatten() {
+        let at = o.key(name);
+        if header && !header_name_ok(name) {
+            errs.at_key(&at, format!("`{name}` is not a valid header name"));
+            continue;
+        }
+        let rule = match m {
+            raw::ValueMatch::Exact(v) => Some(ValueRule::Exact(v.clone())),
+            raw::ValueMatch::Spec(raw::ValueMatchSpec { exact, present, regex: re }) => match (exact, present, re) {
+                (Some(v), None, None) => Some(ValueRule::Exact(v.clone())),
+                (None, Some(p), None) => Some(ValueRule::Present(*p)),
+                (None, None, Some(r)) => regex(errs, &at.key("regex"), r).then(|| ValueRule::Regex(r.clone())),
+                _ => {
+                    errs.at(&at, format!("`{name}` needs exactly one of exact, present or regex"));
+                    None
+                }
+            },
+        };
+        if let Some(rule) = rule {
+            let name = if header { name.to_ascii_lowercase() } else { name.clone() };
+            out.push(ValueMatch { name, rule });
+        }
+    }
+    out
+}
+
+/// Every listener and service name the files define, valid or not.
+pub(super) struct Defined<'a> {
+    pub(super) listeners: std::collections::BTreeSet<&'a str>,
+    pub(super) services: std::collections::BTreeSet<&'a str>,
+}
+
+pub(super) fn check_route(
+    errs: &mut Errors<'_>,
+    o: &Origin,
+    r: &raw::Route,
+    policy: &Policy,
+    defined: &Defined<'_>,
+    defaults: &DefaultOps,
+    providers: &auth::Providers<'_>,
+) -> Option<Route> {
+    let raw::Route {
+        name,
+        listener,
+        matcher,
+        service,
+        split,
+        rewrite,
+        timeout,
+        request_headers,
+        response_headers,
+        auth: route_auth,
+    } = r;
+    let before = errs.list.len();
+    check_name(errs, o, name, "route");
+
+    let listener = match listener {
+        Some(l) if policy.listeners.contains_key(l) => Some(l.clone()),
+        Some(l) if defined.listeners.contains(l.as_str()) => None, // reported at the listener
+        Some(l) => {
+            let names: Vec<&str> = policy.listeners.keys().map(String::as_str).collect();
+            let hint = did_you_mean(l, &names).map(|b| format!("; did you mean `{b}`?")).unwrap_or_default();
+            errs.at(&o.key("listener"), format!("route `{name}` names listener `{l}`, which is not defined{hint}"));
+            None
+        }
+        None if defined.listeners.len() == 1 => policy.listeners.keys().next().cloned(),
+        None if defined.listeners.is_empty() => {
+            errs.at(
+                &o.key("name"),
+                format!("route `{name}` has no listener to be served on; define one under `listeners`"),
+            );
+            None
+        }
+        None => {
+            let names: Vec<&str> = defined.listeners.iter().copied().collect();
+            errs.at(
+                &o.key("name"),
+                format!("route `{name}` must say which listener serves it (`listener:` one of {})", names.join(", ")),
+            );
+            None
+        }
+    };
+
+    let m = o.key("match");
+    let raw::Match { prefix, path, regex: re, methods, headers, query } = matcher;
+    let path_match = match (prefix, path, re) {
+        (Some(p), None, None) if p.starts_with('/') => Some(PathMatch::Prefix(p.clone())),
+        (None, Some(p), None) if p.starts_with('/') => Some(PathMatch::Exact(p.clone())),
+        (Some(p), None, None) | (None, Some(p), None) => {
+            let key = if prefix.is_some() { "prefix" } else { "path" };
+            errs.at(&m.key(key), format!("`{p}` must start with `/`"));
+            None
+        }
+        (None, None, Some(r)) => regex(errs, &m.key("regex"), r).then(|| PathMatch::Regex(r.clone())),
+        _ => {
+            errs.at(&m, "a match needs exactly one of prefix, path or regex");
+            None
+        }
+    };
+    let mut method_list = Vec::new();
+    for (i, meth) in methods.iter().flatten().enumerate() {
+        let up = meth.to_ascii_uppercase();
+        if METHODS.contains(&up.as_str()) {
+            if !method_list.contains(&up) {
+                method_list.push(up);
+            }
+        } else {
+            let hint = did_you_mean(&up, METHODS).map(|b| format!("; did you mean `{b}`?")).unwrap_or_default();
+            errs.at(&m.key("methods").index(i), format!("`{meth}` is not an HTTP method{hint}"));
+        }
+    }
+    let headers = value_matches(errs, &m.key("headers"), headers.as_ref(), true);
+    let query = value_matches(errs, &m.key("query"), query.as_ref(), false);
+
+    let known = |s: &str| policy.services.contains_key(s);
+    let dangling = |errs: &mut Errors<'_>, at: &Origin, s: &str| {
+        if defined.services.contains(s) {
+            return; // defined, with errors of its own
+        }
+        let names: Vec<&str> = policy.services.keys().map(String::as_str).collect();
+        let hint = did_you_mean(s, &names).map(|b| format!("; did you mean `{b}`?")).unwrap_or_default();
+        errs.at(at, format!("route `{name}` sends to service `{s}`, which is not defined{hint}"));
+    };
+    let backend = match (service, split) {
+        (Some(s), None) if known(s) => Some(Backend::Service(s.clone())),
+        (Some(s), None) => {
+            dangling(errs, &o.key("service"), s);
+            None
+        }
+        (None, Some(targets)) => {
+            let mut out = Vec::new();
+            for (i, t) in targets.iter().enumerate() {
+                let at = o.key("split").index(i);
+                if !known(&t.service) {
+                    dangling(errs, &at.key("service"), &t.service);
+                } else if out.iter().any(|(s, _)| s == &t.service) {
+                    errs.at(&at.key("service"), format!("service `{}` appears twice in the split", t.service));
+                } else {
+                    out.push((t.service.clone(), t.weight));
+                }
+            }
+            if targets.is_empty() {
+                errs.at(&o.key("split"), "split is empty; list services with weights");
+            } else if targets.iter().map(|t| u64::from(t.weight)).sum::<u64>() == 0 {
+                errs.at(&o.key("split"), "split weights add up to 0; give at least one a weight");
+            }
+            Some(Backend::Split(out))
+        }
+        (Some(_), Some(_)) => {
+            errs.at(&o.key("split"), "a route has either `service` or `split`, not both");
+            None
+        }
+        (None, None) => {
+            errs.at(&o.key("name"), format!("route `{name}` needs `service` or `split`"));
+            None
+        }
+    };
+
+    let (rewrite, host_rewrite) = match rewrite {
+        None => (None, None),
+        Some(raw::Rewrite { prefix, regex: re, substitution, host }) => {
+            let w = o.key("rewrite");
+            let path_rw = match (prefix, re, substitution) {
+                (None, None, None) => None,
+                (Some(p), None, None) => {
+                    if matches!(path_match, Some(PathMatch::Regex(_))) {
+                        errs.at(
+                            &w.key("prefix"),
+                            "rewrite.prefix needs a prefix or path match; with a regex match use rewrite.regex",
+                        );
+                    } else if !p.starts_with('/') {
+                        errs.at(&w.key("prefix"), format!("rewrite.prefix `{p}` must start with `/`"));
+                    }
+                    Some(PathRewrite::Prefix(p.clone()))
+                }
+                (None, Some(r), Some(s)) => regex(errs, &w.key("regex"), r)
+                    .then(|| PathRewrite::Regex { pattern: r.clone(), substitution: s.clone() }),
+                (None, Some(_), None) => {
+                    errs.at(&w.key("regex"), "rewrite.regex needs a `substitution`");
+                    None
+                }
+                (None, None, Some(_)) => {
+                    errs.at(&w.key("substitution"), "rewrite.substitution needs a `regex`");
+                    None
+                }
+                _ => {
+                    errs.at(&w, "a rewrite has either `prefix` or `regex`, not both");
+                    None
+                }
+            };
+            if host.as_deref() == Some("") {
+                errs.at(&w.key("host"), "rewrite.host is empty");
+            }
+            (path_rw, host.clone())
+        }
+    };
+
+    let route_timeout = duration(errs, &o.key("timeout"), timeout.as_ref()).flatten();
+    let service_timeout = match &backend {
+        Some(Backend::Service(s)) => policy.services.get(s).and_then(|s| s.timeout),
+        Some(Backend::Split(v)) => v.iter().filter_map(|(s, _)| policy.services.get(s).and_then(|s| s.timeout)).max(),
+        None => None,
+    };
+    let req = header_ops(errs, &o.key("request_headers"), request_headers.as_ref(), true);
+    let resp = header_ops(errs, &o.key("response_headers"), response_headers.as_ref(), false);
+    let auth = route_auth_of(errs, o, route_auth.as_ref(), backend.as_ref(), policy, defaults, providers);
+
+    if errs.list.len() > before {
+        return None;
+    }
+    Some(Route {
+        name: name.clone(),
+        listener: listener?,
+        path: path_match?,
+        methods: method_list,
+        headers,
+        query,
+        backend: backend?,
+        rewrite,
+        host_rewrite,
+        timeout: route_timeout.or(service_timeout),
+        request_headers: defaults.request.merged(&req),
+        response_headers: defaults.response.merged(&resp),
+        auth: auth?,
+    })
+}
+
+/// A route's `auth`, else its service's, else the defaults'. A split whose
+/// services disagree must say on the route.
+fn route_auth_of(
+    errs: &mut Errors<'_>,
+    o: &Origin,
+    own: Option<&raw::AuthRef>,
+    backend: Option<&Backend>,
+    policy: &Policy,
+    defaults: &DefaultOps,
+    providers: &auth::Providers<'_>,
+) -> Option<Auth> {
+    if let Some(a) = own {
+        return auth::resolve(errs, &o.key("auth"), a, providers);
+    }
+    let of = |s: &str| policy.services.get(s).and_then(|s| s.auth.clone());
+    let service_auth = match backend? {
+        Backend::Service(s) => of(s),
+        Backend::Split(targets) => {
+            let all: Vec<Option<Auth>> = targets.iter().map(|(s, _)| of(s)).collect();
+            if all.windows(2).any(|w| w[0] != w[1]) {
+                errs.at(
+                    &o.key("split"),
+                    "the services of this split have different `auth`; set `auth` on the route to say which applies",
+                );
+                return None;
+            }
+            all.into_iter().next().flatten()
+        }
+    };
+    Some(service_auth.unwrap_or_else(|| defaults.auth.clone()))
+}

@@ -1,0 +1,143 @@
+//! `services`: endpoints or a URL, discovery, timeouts, load balancing and
+//! default `auth`.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use super::auth;
+use super::{check_name, did_you_mean, duration, Errors};
+use crate::policy::model::{Discovery, Endpoint, LoadBalancing, Service};
+use crate::policy::raw;
+use crate::policy::source::Origin;
+
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const LB_POLICIES: &[&str] = &["round_robin", "least_request", "random", "ring_hash"];
+
+pub(super) fn check_service(
+    errs: &mut Errors<'_>,
+    o: &Origin,
+    s: &raw::Service,
+    providers: &auth::Providers<'_>,
+) -> Option<Service> {
+    let raw::Service { name, url, endpoints, connect_timeout, timeout, load_balancing, auth } = s;
+    let mut ok = check_name(errs, o, name, "service");
+    let auth = match auth {
+        None => None,
+        Some(a) => {
+            let resolved = auth::resolve(errs, &o.key("auth"), a, providers);
+            ok &= resolved.is_some();
+            resolved
+        }
+    };
+    let (eps, tls) = match (url, endpoints) {
+        (Some(u), None) => parse_url(errs, &o.key("url"), u, false).map_or((Vec::new(), false), |(e, t)| (vec![e], t)),
+        (None, Some(list)) => {
+            if list.is_empty() {
+                errs.at(&o.key("endpoints"), "endpoints is empty; list at least one host:port");
+            }
+            let eps: Vec<_> = list
+                .iter()
+                .enumerate()
+                .filter_map(|(i, e)| parse_endpoint(errs, &o.key("endpoints").index(i), e))
+                .collect();
+            (eps, false)
+        }
+        (Some(_), Some(_)) => {
+            errs.at(&o.key("endpoints"), "a service has either `url` or `endpoints`, not both");
+            (Vec::new(), false)
+        }
+        (None, None) => {
+            errs.at(&o.key("name"), format!("service `{name}` needs `url` or `endpoints`"));
+            (Vec::new(), false)
+        }
+    };
+    ok &= !eps.is_empty();
+    let connect = duration(errs, &o.key("connect_timeout"), connect_timeout.as_ref());
+    let timeout = duration(errs, &o.key("timeout"), timeout.as_ref());
+    let lb = match load_balancing.as_deref() {
+        None | Some("round_robin") => Some(LoadBalancing::RoundRobin),
+        Some("least_request") => Some(LoadBalancing::LeastRequest),
+        Some("random") => Some(LoadBalancing::Random),
+        Some("ring_hash") => Some(LoadBalancing::RingHash),
+        Some(other) => {
+            let hint = did_you_mean(other, LB_POLICIES).map(|b| format!("; did you mean `{b}`?")).unwrap_or_default();
+            errs.at(
+                &o.key("load_balancing"),
+                format!("unknown load_balancing `{other}` (one of {}){hint}", LB_POLICIES.join(", ")),
+            );
+            None
+        }
+    };
+    let (Some(connect), Some(timeout), Some(lb)) = (connect, timeout, lb) else { return None };
+    if connect == Some(Duration::ZERO) {
+        errs.at(&o.key("connect_timeout"), "connect_timeout must be more than 0");
+        return None;
+    }
+    let is_ip = |h: &str| h.trim_matches(['[', ']']).parse::<IpAddr>().is_ok();
+    let discovery = if eps.iter().all(|e| is_ip(&e.host)) {
+        Discovery::Eds
+    } else if url.is_some() {
+        Discovery::LogicalDns
+    } else {
+        Discovery::StrictDns
+    };
+    ok.then(|| Service {
+        name: name.clone(),
+        endpoints: eps,
+        discovery,
+        tls,
+        connect_timeout: connect.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
+        timeout,
+        load_balancing: lb,
+        auth,
+    })
+}
+
+/// A service URL (`allow_path` false: scheme, host and port only) or a
+/// URL to fetch from.
+pub(super) fn parse_url(errs: &mut Errors<'_>, o: &Origin, text: &str, allow_path: bool) -> Option<(Endpoint, bool)> {
+    let u = match url::Url::parse(text) {
+        Ok(u) => u,
+        Err(e) => {
+            errs.at(o, format!("`{text}` is not a URL ({e}); write it like http://orders:3000"));
+            return None;
+        }
+    };
+    let tls = match u.scheme() {
+        "http" => false,
+        "https" => true,
+        other => {
+            errs.at(o, format!("url scheme `{other}` is not supported; use http or https"));
+            return None;
+        }
+    };
+    if !allow_path && (!(u.path().is_empty() || u.path() == "/") || u.query().is_some()) {
+        errs.at(
+            o,
+            format!(
+                "url `{text}` has a path; a service is only scheme://host:port (use a route `rewrite` to change paths)"
+            ),
+        );
+        return None;
+    }
+    let Some(host) = u.host_str() else {
+        errs.at(o, format!("url `{text}` has no host"));
+        return None;
+    };
+    let port = u.port_or_known_default().unwrap_or(80);
+    Some((Endpoint { host: host.trim_matches(['[', ']']).to_owned(), port }, tls))
+}
+
+fn parse_endpoint(errs: &mut Errors<'_>, o: &Origin, text: &str) -> Option<Endpoint> {
+    let parsed = text.rsplit_once(':').and_then(|(h, p)| {
+        let host = h.trim_matches(['[', ']']);
+        let port: u16 = p.parse().ok().filter(|p| *p > 0)?;
+        let valid_host = host.parse::<IpAddr>().is_ok()
+            || (!host.is_empty() && host.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'));
+        valid_host.then(|| Endpoint { host: host.to_owned(), port })
+    });
+    if parsed.is_none() {
+        errs.at(o, format!("endpoint `{text}` is not host:port (like 10.0.0.5:3000 or orders:3000)"));
+    }
+    parsed
+}
