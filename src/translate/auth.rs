@@ -16,8 +16,8 @@ use envoy_types::pb::envoy::config::core::v3::{data_source, http_uri, DataSource
 use envoy_types::pb::envoy::extensions::filters::http::header_mutation::v3::{HeaderMutation, Mutations};
 use envoy_types::pb::envoy::extensions::filters::http::jwt_authn::v3::{
     jwt_provider::JwksSourceSpecifier, jwt_requirement::RequiresType, per_route_config::RequirementSpecifier,
-    JwksAsyncFetch, JwtAuthentication, JwtClaimToHeader, JwtHeader, JwtProvider as EnvoyProvider, JwtRequirement,
-    JwtRequirementOrList, PerRouteConfig, RemoteJwks,
+    JwksAsyncFetch, JwtAuthentication, JwtCacheConfig, JwtClaimToHeader, JwtHeader, JwtProvider as EnvoyProvider,
+    JwtRequirement, JwtRequirementOrList, PerRouteConfig, RemoteJwks,
 };
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{http_filter, HttpFilter};
 use envoy_types::pb::google::protobuf::Any;
@@ -28,6 +28,8 @@ use crate::policy::{Auth, Discovery, Jwks, JwtProvider, LoadBalancing, Policy, R
 /// The `jwt_authn` filter's name, also its key in a route's `typed_per_filter_config`.
 pub(super) const JWT_FILTER: &str = "envoy.filters.http.jwt_authn";
 const STRIP_FILTER: &str = "envoy.filters.http.header_mutation";
+/// Verified tokens each Envoy worker remembers per provider.
+const JWT_CACHE_SIZE: u32 = 1000;
 /// How long Envoy waits for a JWKS host.
 const JWKS_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -171,6 +173,10 @@ fn provider(p: &JwtProvider) -> EnvoyProvider {
         clock_skew_seconds: u32::try_from(clock_skew.as_secs() + u64::from(clock_skew.subsec_nanos() > 0))
             .unwrap_or(u32::MAX),
         jwks_source_specifier: Some(source),
+        // Verified tokens are remembered (per worker, until they expire), so
+        // a client's repeated requests skip the signature check. The cache
+        // goes with the filter config: a key rotation starts a new one.
+        jwt_cache_config: Some(JwtCacheConfig { jwt_cache_size: JWT_CACHE_SIZE, ..Default::default() }),
         ..Default::default()
     }
 }
