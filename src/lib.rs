@@ -10,6 +10,7 @@ pub mod descriptors;
 pub mod echo;
 pub mod metrics;
 pub mod policy;
+pub mod ratelimit;
 pub mod render;
 pub mod serve;
 pub mod snapshot;

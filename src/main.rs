@@ -41,6 +41,10 @@ enum Command {
         admin_addr: SocketAddr,
         #[arg(long, value_enum, default_value = "text")]
         log_format: LogFormat,
+        /// Redis for global rate-limit counters shared by legate replicas
+        /// (e.g. redis://127.0.0.1:6379); without it they count in memory.
+        #[arg(long)]
+        redis_url: Option<String>,
     },
     /// Check DIR; print every error as FILE:LINE:COL: message.
     Validate {
@@ -118,9 +122,9 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Serve { config, xds_addr, admin_addr, log_format } => {
+        Command::Serve { config, xds_addr, admin_addr, log_format, redis_url } => {
             init_logs(log_format);
-            let opts = legate::serve::ServeOptions { config_dir: config, xds_addr, admin_addr };
+            let opts = legate::serve::ServeOptions { config_dir: config, xds_addr, admin_addr, redis_url };
             runtime()?.block_on(legate::serve::serve(opts, legate::serve::shutdown_signal()))?;
         }
         Command::Validate { config } => match legate::policy::load_dir(&config) {

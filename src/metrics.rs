@@ -8,10 +8,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-/// `{result="ok"|"error"}`
+/// `{result="ok"|"error"|...}`
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
-    /// `ok` or `error`.
+    /// `ok`, `error`, ...
     pub result: &'static str,
 }
 
@@ -38,6 +38,8 @@ pub struct Metrics {
     pub push_to_ack: Histogram,
     /// Protocol errors that ended a stream.
     pub stream_errors: Counter,
+    /// Global rate-limit decisions, by result.
+    pub rate_limit_decisions: Family<ResultLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -49,12 +51,21 @@ impl Default for Metrics {
         let nacks = Family::<TypeLabel, Counter>::default();
         let push_to_ack = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
         let stream_errors = Counter::default();
+        let rate_limit_decisions = Family::<ResultLabel, Counter>::default();
         registry.register("connected_proxies", "Envoy proxies with an open ADS stream", connected_proxies.clone());
         registry.register("config_reloads", "Policy reloads by result", config_reloads.clone());
         registry.register("pushes", "xDS responses sent, by type", pushes.clone());
         registry.register("nacks", "xDS responses rejected by a proxy, by type", nacks.clone());
         registry.register("push_to_ack_seconds", "Time from an xDS push to its ACK", push_to_ack.clone());
         registry.register("stream_errors", "ADS streams ended for breaking the protocol", stream_errors.clone());
+        registry.register(
+            "rate_limit_decisions",
+            "Global rate-limit decisions: ok, over_limit, or error (counters unreachable)",
+            rate_limit_decisions.clone(),
+        );
+        for result in ["ok", "over_limit", "error"] {
+            let _ = rate_limit_decisions.get_or_create(&ResultLabel { result });
+        }
         // Every series exists from the start, at 0, so dashboards and alerts see it.
         for result in ["ok", "error"] {
             let _ = config_reloads.get_or_create(&ResultLabel { result });
@@ -63,7 +74,16 @@ impl Default for Metrics {
             let _ = pushes.get_or_create(&TypeLabel { r#type: kind.short() });
             let _ = nacks.get_or_create(&TypeLabel { r#type: kind.short() });
         }
-        Metrics { registry, connected_proxies, config_reloads, pushes, nacks, push_to_ack, stream_errors }
+        Metrics {
+            registry,
+            connected_proxies,
+            config_reloads,
+            pushes,
+            nacks,
+            push_to_ack,
+            stream_errors,
+            rate_limit_decisions,
+        }
     }
 }
 
@@ -74,6 +94,11 @@ impl Metrics {
         let mut out = String::new();
         let _ = encode(&mut out, &self.registry);
         out
+    }
+
+    /// Count a global rate-limit decision (`ok`, `over_limit`, `error`).
+    pub fn rate_limit_decision(&self, result: &'static str) {
+        self.rate_limit_decisions.get_or_create(&ResultLabel { result }).inc();
     }
 
     /// Count a reload.

@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tracing::info;
 
+use crate::ratelimit::{self, Counters};
 use crate::state::State;
 use crate::xds::Ads;
 use crate::{admin, watch};
@@ -24,6 +25,8 @@ pub struct ServeOptions {
     pub xds_addr: SocketAddr,
     /// Admin HTTP address.
     pub admin_addr: SocketAddr,
+    /// Redis for global rate-limit counters; `None` counts in memory.
+    pub redis_url: Option<String>,
 }
 
 /// Run until `shutdown` resolves.
@@ -35,6 +38,10 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let state = State::new();
+    let counters = match &opts.redis_url {
+        Some(url) => Counters::redis(url).await?,
+        None => Counters::memory(),
+    };
     let dir = opts.config_dir.clone();
     let read_files = {
         let state = Arc::clone(&state);
@@ -53,6 +60,7 @@ pub async fn serve(
     let grpc = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
         .add_service(Ads::new(Arc::clone(&state)).into_service())
+        .add_service(ratelimit::Service::new(Arc::new(counters), Arc::clone(&state)).into_service())
         .serve_with_incoming_shutdown(TcpListenerStream::new(xds), shutdown);
     tokio::select! {
         r = grpc => r.context("xDS server failed")?,

@@ -8,6 +8,7 @@ mod auth;
 mod clusters;
 mod listeners;
 mod local_reply;
+mod ratelimit;
 mod routes;
 
 use std::collections::BTreeMap;

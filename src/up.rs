@@ -83,7 +83,12 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
     }
 
     let serve_task = tokio::spawn(serve(
-        ServeOptions { config_dir: opts.config_dir.clone(), xds_addr: opts.xds_addr, admin_addr: opts.admin_addr },
+        ServeOptions {
+            config_dir: opts.config_dir.clone(),
+            xds_addr: opts.xds_addr,
+            admin_addr: opts.admin_addr,
+            redis_url: None,
+        },
         stop(),
     ));
 

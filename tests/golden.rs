@@ -87,6 +87,7 @@ golden_cases!(
     precedence,
     multi_file,
     jwt,
+    rate_limits,
 );
 
 #[test]

@@ -145,7 +145,7 @@ fn an_unknown_key_with_no_close_match_lists_the_allowed_keys() {
 
 #[test]
 fn spec_keys_not_implemented_yet_are_rejected_not_ignored() {
-    let text = "listeners:\n  - name: public\n    port: 10000\n    tls: { cert: a.crt, key: a.key }\nservices:\n  - name: s\n    url: http://10.0.0.1:80\n    retries: { attempts: 2 }\nroutes:\n  - name: r\n    match: { prefix: / }\n    service: s\n    cors: { origins: [x] }\n    rate_limit: per-client\ndefaults:\n  access_log: off\nrate_limits: []\n";
+    let text = "listeners:\n  - name: public\n    port: 10000\n    tls: { cert: a.crt, key: a.key }\nservices:\n  - name: s\n    url: http://10.0.0.1:80\n    retries: { attempts: 2 }\nroutes:\n  - name: r\n    match: { prefix: / }\n    service: s\n    cors: { origins: [x] }\n    timeout: 1s\ndefaults:\n  access_log: off\naggregations: []\n";
     let not_yet: &[&str] = &["is part of the policy format but not supported by this version of legate yet"];
     check(
         &[("planned.yaml", text)],
@@ -153,9 +153,8 @@ fn spec_keys_not_implemented_yet_are_rejected_not_ignored() {
             ("planned.yaml:4:5", &["`tls`", not_yet[0]]),
             ("planned.yaml:8:5", &["`retries`", not_yet[0]]),
             ("planned.yaml:13:5", &["`cors`", not_yet[0], "nothing was applied"]),
-            ("planned.yaml:14:5", &["`rate_limit`", not_yet[0]]),
             ("planned.yaml:16:3", &["`access_log`", not_yet[0]]),
-            ("planned.yaml:17:1", &["`rate_limits`", not_yet[0]]),
+            ("planned.yaml:17:1", &["`aggregations`", not_yet[0]]),
         ],
     );
 }
@@ -551,6 +550,60 @@ fn provider_settings_are_checked() {
             ("auth.yaml:17:19", &["`soon` is not a duration"]),
             ("auth.yaml:21:37", &["`prefix` goes with `header`, not `query`"]),
             ("auth.yaml:22:19", &["clock_skew must be at least 1s"]),
+        ],
+    );
+}
+
+// ---- rate limits ---------------------------------------------------------------
+
+#[test]
+fn rate_limit_settings_are_checked() {
+    let text = r#"rate_limits:
+  - name: windows
+    limits: { minit: 10, hour: 0, day: -5 }
+  - name: upside-down
+    limits: { second: 100, minute: 50, hour: 60 }
+  - name: keys
+    limits: { minute: 1 }
+    key: clientip
+  - name: key-spec
+    limits: { minute: 1 }
+    key: { header: X-Key, claim: sub }
+  - name: scope
+    limits: { minute: 1 }
+    scope: fleet
+  - name: closed-local
+    limits: { minute: 1 }
+    fail_closed: true
+  - name: no-limits
+"#;
+    check(
+        &[("limits.yaml", text)],
+        &[
+            ("limits.yaml:3:15", &["unknown window `minit`", "did you mean `minute`?"]),
+            ("limits.yaml:3:32", &["a limit must be a positive number of requests, not 0"]),
+            ("limits.yaml:3:40", &["not -5"]),
+            ("limits.yaml:5:23", &["`second: 100` allows more than `minute: 50`"]),
+            ("limits.yaml:8:10", &["unknown key `clientip`", "did you mean `client_ip`?"]),
+            ("limits.yaml:11:10", &["exactly one of `header` or `claim`"]),
+            ("limits.yaml:14:12", &["unknown scope `fleet` (local or global)"]),
+            ("limits.yaml:17:18", &["fail_closed applies to `scope: global` only"]),
+            ("limits.yaml:18:11", &["rate limit `no-limits` needs `limits`"]),
+        ],
+    );
+}
+
+#[test]
+fn rate_limit_references_are_checked_where_they_are_used() {
+    let limits = "rate_limits:\n  - name: per-client\n    limits: { minute: 100 }\n  - name: per-user\n    limits: { minute: 10 }\n    key: { claim: sub }\n";
+    let rest = "services:\n  - name: t\n    url: http://10.0.0.1:80\n    rate_limit: per-clinet\n  - name: s\n    url: http://10.0.0.1:80\nroutes:\n  - name: r\n    match: { prefix: / }\n    service: s\n    rate_limit: [per-client, none]\n  - name: u\n    match: { prefix: /u }\n    service: s\n    rate_limit: per-user\ndefaults:\n  rate_limit: []\n";
+    check(
+        &[("limits.yaml", limits), ("l.yaml", ONE_LISTENER), ("p.yaml", rest)],
+        &[
+            ("p.yaml:4:17", &["rate limit `per-clinet` is not defined", "did you mean `per-client`?"]),
+            ("p.yaml:11:30", &["`none` cannot be one of several rate limits"]),
+            ("p.yaml:15:17", &["counts by the JWT claim `sub`", "route `u` is public"]),
+            ("p.yaml:17:15", &["rate_limit list is empty"]),
         ],
     );
 }

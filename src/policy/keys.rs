@@ -4,9 +4,10 @@
 
 use super::locate::{Seg, YamlPath};
 
-const TOP: &[&str] = &["listeners", "services", "routes", "defaults", "auth"];
+const TOP: &[&str] = &["listeners", "services", "routes", "defaults", "auth", "rate_limits"];
 const LISTENER: &[&str] = &["name", "port", "address", "hosts", "fleets"];
-const SERVICE: &[&str] = &["name", "url", "endpoints", "connect_timeout", "timeout", "load_balancing", "auth"];
+const SERVICE: &[&str] =
+    &["name", "url", "endpoints", "connect_timeout", "timeout", "load_balancing", "auth", "rate_limit"];
 const ROUTE: &[&str] = &[
     "name",
     "listener",
@@ -18,13 +19,16 @@ const ROUTE: &[&str] = &[
     "request_headers",
     "response_headers",
     "auth",
+    "rate_limit",
 ];
 const MATCH: &[&str] = &["prefix", "path", "regex", "methods", "headers", "query"];
 const VALUE_MATCH: &[&str] = &["exact", "present", "regex"];
 const SPLIT: &[&str] = &["service", "weight"];
 const REWRITE: &[&str] = &["prefix", "regex", "substitution", "host"];
 const HEADER_OPS: &[&str] = &["add", "remove"];
-const DEFAULTS: &[&str] = &["request_headers", "response_headers", "auth"];
+const DEFAULTS: &[&str] = &["request_headers", "response_headers", "auth", "rate_limit"];
+const RATE_LIMIT: &[&str] = &["name", "limits", "key", "scope", "headers", "shadow", "fail_closed"];
+const RATE_KEY: &[&str] = &["header", "claim"];
 const AUTH: &[&str] = &["jwt"];
 const JWT: &[&str] =
     &["name", "issuer", "audiences", "jwks", "from", "claims_to_headers", "clock_skew", "forward_token"];
@@ -32,11 +36,11 @@ const JWKS: &[&str] = &["file", "inline", "uri", "cache"];
 const TOKEN_FROM: &[&str] = &["header", "prefix", "query"];
 
 /// Keys in SPEC §2 that later issues implement.
-const PLANNED_TOP: &[&str] = &["rate_limits", "aggregations"];
+const PLANNED_TOP: &[&str] = &["aggregations"];
 const PLANNED_LISTENER: &[&str] = &["tls", "http_redirect_port"];
-const PLANNED_SERVICE: &[&str] = &["retries", "circuit_breaker", "outlier_detection", "health_check", "rate_limit"];
-const PLANNED_ROUTE: &[&str] = &["rate_limit", "cors"];
-const PLANNED_DEFAULTS: &[&str] = &["rate_limit", "access_log", "tracing"];
+const PLANNED_SERVICE: &[&str] = &["retries", "circuit_breaker", "outlier_detection", "health_check"];
+const PLANNED_ROUTE: &[&str] = &["cors"];
+const PLANNED_DEFAULTS: &[&str] = &["access_log", "tracing"];
 
 /// What the mapping at `parent` is, for messages, with its allowed and planned keys.
 fn context(parent: &[Seg]) -> Option<(&'static str, &'static [&'static str], &'static [&'static str])> {
@@ -56,6 +60,8 @@ fn context(parent: &[Seg]) -> Option<(&'static str, &'static [&'static str], &'s
         [.., h] if k(h, "request_headers") || k(h, "response_headers") => ("a header change", HEADER_OPS, &[]),
         [d] if k(d, "defaults") => ("defaults", DEFAULTS, PLANNED_DEFAULTS),
         [a] if k(a, "auth") => ("auth", AUTH, &[]),
+        [r, I(_)] if k(r, "rate_limits") => ("a rate limit", RATE_LIMIT, &[]),
+        [r, I(_), kk] if k(r, "rate_limits") && k(kk, "key") => ("a rate-limit key", RATE_KEY, &[]),
         [a, j, I(_)] if k(a, "auth") && k(j, "jwt") => ("a JWT provider", JWT, &[]),
         [a, j, I(_), w] if k(a, "auth") && k(j, "jwt") && k(w, "jwks") => ("jwks", JWKS, &[]),
         [a, j, I(_), f] if k(a, "auth") && k(j, "jwt") && k(f, "from") => ("from", TOKEN_FROM, &[]),

@@ -15,6 +15,8 @@ pub struct Policy {
     pub routes: Vec<Route>,
     /// JWT providers by name (`auth.jwt`).
     pub jwt_providers: BTreeMap<String, JwtProvider>,
+    /// Rate-limit policies by name (`rate_limits`).
+    pub rate_limits: BTreeMap<String, RateLimit>,
     /// Files besides the policy files that the policy was built from (JWKS
     /// files): a change to one of them is a change to the policy.
     pub read_files: Vec<std::path::PathBuf>,
@@ -138,6 +140,8 @@ pub struct Service {
     pub load_balancing: LoadBalancing,
     /// Default `auth` of routes to this service.
     pub auth: Option<Auth>,
+    /// Default `rate_limit` of routes to this service.
+    pub rate_limit: Option<Vec<String>>,
 }
 
 /// One upstream address.
@@ -203,6 +207,96 @@ pub struct Route {
     pub response_headers: HeaderOps,
     /// Who may use it (route, else service, else defaults).
     pub auth: Auth,
+    /// The rate-limit policies that apply, all of them (route, else service,
+    /// else defaults); empty for none.
+    pub rate_limits: Vec<String>,
+}
+
+/// `rate_limits[]`: how many requests per window, counted per what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Unique name, referred to by `rate_limit:`.
+    pub name: String,
+    /// Each window with its limit, shortest window first; all are enforced.
+    pub limits: Vec<(Window, u64)>,
+    /// What is counted separately.
+    pub key: RateKey,
+    /// Each Envoy alone, or one count across the fleet.
+    pub scope: Scope,
+    /// Send x-ratelimit-* headers (and Retry-After on 429).
+    pub headers: bool,
+    /// Count and report, never reject.
+    pub shadow: bool,
+    /// Global only: reject when the rate-limit service can't be reached.
+    pub fail_closed: bool,
+}
+
+/// A rate-limit window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Window {
+    /// One second.
+    Second,
+    /// One minute.
+    Minute,
+    /// One hour.
+    Hour,
+    /// One day.
+    Day,
+}
+
+impl Window {
+    /// Every window, shortest first.
+    pub const ALL: [Window; 4] = [Window::Second, Window::Minute, Window::Hour, Window::Day];
+
+    /// Its name in policy files.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Window::Second => "second",
+            Window::Minute => "minute",
+            Window::Hour => "hour",
+            Window::Day => "day",
+        }
+    }
+
+    /// Its length in seconds.
+    #[must_use]
+    pub fn seconds(self) -> u64 {
+        match self {
+            Window::Second => 1,
+            Window::Minute => 60,
+            Window::Hour => 3600,
+            Window::Day => 86_400,
+        }
+    }
+
+    /// The window of this name.
+    #[must_use]
+    pub fn from_name(name: &str) -> Option<Window> {
+        Window::ALL.into_iter().find(|w| w.name() == name)
+    }
+}
+
+/// What a rate limit counts separately.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RateKey {
+    /// The client's address.
+    ClientIp,
+    /// A request header's value (requests without it: by client address).
+    Header(String),
+    /// A claim of the verified JWT.
+    Claim(String),
+    /// One counter for the whole route.
+    Route,
+}
+
+/// Where a rate limit is counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// By each Envoy alone.
+    Local,
+    /// By legate's rate-limit service, once for the fleet.
+    Global,
 }
 
 /// How a route matches the path.

@@ -19,6 +19,8 @@ pub(crate) struct PolicyFile {
     pub(crate) routes: Vec<Route>,
     pub(crate) defaults: Option<Defaults>,
     pub(crate) auth: Option<AuthSection>,
+    #[serde(default)]
+    pub(crate) rate_limits: Vec<RateLimit>,
 }
 
 /// `listeners[]`.
@@ -40,7 +42,8 @@ pub(crate) struct Service {
     pub(crate) connect_timeout: Option<String>,
     pub(crate) timeout: Option<String>,
     pub(crate) load_balancing: Option<String>,
-    pub(crate) auth: Option<AuthRef>,
+    pub(crate) auth: Option<NameRef>,
+    pub(crate) rate_limit: Option<NameRef>,
 }
 
 /// `routes[]`.
@@ -56,7 +59,8 @@ pub(crate) struct Route {
     pub(crate) timeout: Option<String>,
     pub(crate) request_headers: Option<HeaderOps>,
     pub(crate) response_headers: Option<HeaderOps>,
-    pub(crate) auth: Option<AuthRef>,
+    pub(crate) auth: Option<NameRef>,
+    pub(crate) rate_limit: Option<NameRef>,
 }
 
 /// `routes[].match`.
@@ -117,7 +121,55 @@ pub(crate) struct HeaderOps {
 pub(crate) struct Defaults {
     pub(crate) request_headers: Option<HeaderOps>,
     pub(crate) response_headers: Option<HeaderOps>,
-    pub(crate) auth: Option<AuthRef>,
+    pub(crate) auth: Option<NameRef>,
+    pub(crate) rate_limit: Option<NameRef>,
+}
+
+/// `rate_limits[]`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct RateLimit {
+    pub(crate) name: String,
+    /// Window name → requests allowed in it; numbers stay signed so that a
+    /// negative one gets our message rather than serde's.
+    pub(crate) limits: Option<BTreeMap<String, i64>>,
+    pub(crate) key: Option<RateKey>,
+    pub(crate) scope: Option<String>,
+    pub(crate) headers: Option<bool>,
+    pub(crate) shadow: Option<bool>,
+    pub(crate) fail_closed: Option<bool>,
+}
+
+/// `rate_limits[].key`: `client_ip`, `route`, `{ header: NAME }` or `{ claim: NAME }`.
+#[derive(Debug)]
+pub(crate) enum RateKey {
+    Named(String),
+    Spec(RateKeySpec),
+}
+
+/// The long form of a rate-limit key.
+#[derive(Debug, Deserialize)]
+pub(crate) struct RateKeySpec {
+    pub(crate) header: Option<String>,
+    pub(crate) claim: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for RateKey {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> de::Visitor<'de> for V {
+            type Value = RateKey;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("client_ip, route, { header: NAME } or { claim: NAME }")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RateKey, E> {
+                Ok(RateKey::Named(v.to_owned()))
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<RateKey, A::Error> {
+                RateKeySpec::deserialize(MapAccessDeserializer::new(map)).map(RateKey::Spec)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// The top-level `auth`.
@@ -157,27 +209,27 @@ pub(crate) struct TokenFrom {
     pub(crate) query: Option<String>,
 }
 
-/// `auth:` on defaults, a service or a route: one provider name (or `none`),
-/// or a list of names of which any one suffices.
+/// `auth:` or `rate_limit:` on defaults, a service or a route: one name (or
+/// `none`), or a list of names.
 #[derive(Debug)]
-pub(crate) enum AuthRef {
+pub(crate) enum NameRef {
     One(String),
     AnyOf(Vec<String>),
 }
 
-impl<'de> Deserialize<'de> for AuthRef {
+impl<'de> Deserialize<'de> for NameRef {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
         impl<'de> de::Visitor<'de> for V {
-            type Value = AuthRef;
+            type Value = NameRef;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a provider name, a list of provider names, or `none`")
+                f.write_str("a name, a list of names, or `none`")
             }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<AuthRef, E> {
-                Ok(AuthRef::One(v.to_owned()))
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<NameRef, E> {
+                Ok(NameRef::One(v.to_owned()))
             }
-            fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<AuthRef, A::Error> {
-                Vec::<String>::deserialize(SeqAccessDeserializer::new(seq)).map(AuthRef::AnyOf)
+            fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<NameRef, A::Error> {
+                Vec::<String>::deserialize(SeqAccessDeserializer::new(seq)).map(NameRef::AnyOf)
             }
         }
         d.deserialize_any(V)

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 mod auth;
 mod listeners;
+mod ratelimits;
 mod routes;
 mod services;
 
@@ -51,9 +52,11 @@ pub(crate) fn validate(files: &[SourceFile], parsed: Parsed) -> Result<Policy, D
     let mut routes = Vec::new();
     let mut defaults: Vec<(Origin, raw::Defaults)> = Vec::new();
     let mut jwt = Vec::new();
+    let mut rate_limits = Vec::new();
     for (file, doc, pf) in parsed.docs {
         let root = Origin { file, doc, path: super::YamlPath::default() };
-        let raw::PolicyFile { listeners: l, services: s, routes: r, defaults: d, auth: a } = pf;
+        let raw::PolicyFile { listeners: l, services: s, routes: r, defaults: d, auth: a, rate_limits: rl } = pf;
+        rate_limits.extend(rl.into_iter().enumerate().map(|(i, x)| (root.key("rate_limits").index(i), x)));
         if let Some(a) = a {
             jwt.extend(a.jwt.into_iter().enumerate().map(|(i, x)| (root.key("auth").key("jwt").index(i), x)));
         }
@@ -67,7 +70,9 @@ pub(crate) fn validate(files: &[SourceFile], parsed: Parsed) -> Result<Policy, D
 
     let mut policy = Policy::default();
     let providers = auth::check_providers(&mut errs, &jwt);
-    let defaults = check_defaults(&mut errs, defaults, &providers);
+    let limits = ratelimits::check_rate_limits(&mut errs, &rate_limits);
+    let refs = Refs { providers: &providers, limits: &limits };
+    let defaults = check_defaults(&mut errs, defaults, &refs);
     for (o, l) in &listeners {
         if let Some(l) = check_listener(&mut errs, o, l) {
             insert_unique(&mut errs, &mut policy.listeners, o, l.name.clone(), l, "listener", &listeners);
@@ -75,7 +80,7 @@ pub(crate) fn validate(files: &[SourceFile], parsed: Parsed) -> Result<Policy, D
     }
     check_port_clashes(&mut errs, &listeners, &policy);
     for (o, s) in &services {
-        if let Some(s) = check_service(&mut errs, o, s, &providers) {
+        if let Some(s) = check_service(&mut errs, o, s, &refs) {
             insert_unique(&mut errs, &mut policy.services, o, s.name.clone(), s, "service", &services);
         }
     }
@@ -95,7 +100,7 @@ pub(crate) fn validate(files: &[SourceFile], parsed: Parsed) -> Result<Policy, D
             continue;
         }
         seen_routes.insert(&r.name, o);
-        if let Some(route) = check_route(&mut errs, o, r, &policy, &defined, &defaults, &providers) {
+        if let Some(route) = check_route(&mut errs, o, r, &policy, &defined, &defaults, &refs) {
             ordered.push((seq, route));
         }
     }
@@ -103,6 +108,7 @@ pub(crate) fn validate(files: &[SourceFile], parsed: Parsed) -> Result<Policy, D
     policy.routes = ordered.into_iter().map(|(_, r)| r).collect();
     policy.read_files = providers.read_files;
     policy.jwt_providers = providers.valid;
+    policy.rate_limits = limits.valid;
 
     if errs.list.is_empty() {
         Ok(policy)
@@ -198,28 +204,39 @@ fn regex(errs: &mut Errors<'_>, o: &Origin, pattern: &str) -> bool {
     }
 }
 
+/// What `auth:` and `rate_limit:` can name.
+struct Refs<'r, 'a> {
+    providers: &'r auth::Providers<'a>,
+    limits: &'r ratelimits::RateLimits<'a>,
+}
+
 struct DefaultOps {
     request: HeaderOps,
     response: HeaderOps,
     auth: Auth,
+    rate_limits: Vec<String>,
 }
 
-fn check_defaults(
-    errs: &mut Errors<'_>,
-    all: Vec<(Origin, raw::Defaults)>,
-    providers: &auth::Providers<'_>,
-) -> DefaultOps {
-    let mut out = DefaultOps { request: HeaderOps::default(), response: HeaderOps::default(), auth: Auth::Public };
+fn check_defaults(errs: &mut Errors<'_>, all: Vec<(Origin, raw::Defaults)>, refs: &Refs<'_, '_>) -> DefaultOps {
+    let mut out = DefaultOps {
+        request: HeaderOps::default(),
+        response: HeaderOps::default(),
+        auth: Auth::Public,
+        rate_limits: Vec::new(),
+    };
     if let Some((second, _)) = all.get(1) {
         let msg = format!("`defaults` is given twice; the other is at {}", errs.place(&all[0].0));
         errs.at(second, msg);
     }
     if let Some((o, d)) = all.into_iter().next() {
-        let raw::Defaults { request_headers, response_headers, auth } = d;
+        let raw::Defaults { request_headers, response_headers, auth, rate_limit } = d;
         out.request = header_ops(errs, &o.key("request_headers"), request_headers.as_ref(), true);
         out.response = header_ops(errs, &o.key("response_headers"), response_headers.as_ref(), false);
         if let Some(a) = auth {
-            out.auth = auth::resolve(errs, &o.key("auth"), &a, providers).unwrap_or_default();
+            out.auth = auth::resolve(errs, &o.key("auth"), &a, refs.providers).unwrap_or_default();
+        }
+        if let Some(r) = rate_limit {
+            out.rate_limits = ratelimits::resolve(errs, &o.key("rate_limit"), &r, refs.limits).unwrap_or_default();
         }
     }
     out

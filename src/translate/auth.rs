@@ -27,6 +27,9 @@ use crate::policy::{Auth, Discovery, Jwks, JwtProvider, LoadBalancing, Policy, R
 
 /// The `jwt_authn` filter's name, also its key in a route's `typed_per_filter_config`.
 pub(super) const JWT_FILTER: &str = "envoy.filters.http.jwt_authn";
+/// Where in jwt_authn's dynamic metadata a verified token's payload goes
+/// (for rate limits keyed by a claim).
+pub(super) const JWT_PAYLOAD: &str = "jwt_payload";
 const STRIP_FILTER: &str = "envoy.filters.http.header_mutation";
 /// Verified tokens each Envoy worker remembers per provider.
 const JWT_CACHE_SIZE: u32 = 1000;
@@ -100,6 +103,7 @@ pub(super) fn jwks_services(policy: &Policy) -> Vec<Service> {
             timeout: None,
             load_balancing: LoadBalancing::RoundRobin,
             auth: None,
+            rate_limit: None,
         });
     }
     out.into_values().collect()
@@ -173,6 +177,7 @@ fn provider(p: &JwtProvider) -> EnvoyProvider {
         clock_skew_seconds: u32::try_from(clock_skew.as_secs() + u64::from(clock_skew.subsec_nanos() > 0))
             .unwrap_or(u32::MAX),
         jwks_source_specifier: Some(source),
+        payload_in_metadata: JWT_PAYLOAD.into(),
         // Verified tokens are remembered (per worker, until they expire), so
         // a client's repeated requests skip the signature check. The cache
         // goes with the filter config: a key rotation starts a new one.

@@ -26,7 +26,17 @@ pub(super) fn load_assignments(policy: &Policy, jwks: &[Service]) -> Vec<Cluster
 }
 
 fn cluster(s: &Service) -> Cluster {
-    let Service { name, endpoints: _, discovery, tls, connect_timeout, timeout: _, load_balancing, auth: _ } = s;
+    let Service {
+        name,
+        endpoints: _,
+        discovery,
+        tls,
+        connect_timeout,
+        timeout: _,
+        load_balancing,
+        auth: _,
+        rate_limit: _,
+    } = s;
     let (kind, eds, inline) = match discovery {
         Discovery::Eds => {
             (DiscoveryType::Eds, Some(EdsClusterConfig { eds_config: Some(ads()), service_name: String::new() }), None)

@@ -10,7 +10,7 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 };
 use envoy_types::pb::google::protobuf::BoolValue;
 
-use super::{ads, any, auth, local_reply};
+use super::{ads, any, auth, local_reply, ratelimit};
 use crate::policy::{Listener, Policy};
 
 /// One Envoy listener per policy listener.
@@ -43,7 +43,10 @@ fn listener(policy: &Policy, l: &Listener) -> EnvoyListener {
 }
 
 fn hcm(policy: &Policy, listener: &str) -> HttpConnectionManager {
+    // Order matters: identity headers stripped, then the token verified (its
+    // claims are rate-limit keys), then the limits, then routing.
     let mut http_filters = auth::http_filters(policy, listener);
+    http_filters.extend(ratelimit::http_filters(policy, listener));
     http_filters.push(HttpFilter {
         name: "envoy.filters.http.router".into(),
         config_type: Some(http_filter::ConfigType::TypedConfig(any(&Router::default()))),

@@ -73,6 +73,7 @@ fn route(policy: &Policy, r: &Route) -> EnvoyRoute {
         request_headers,
         response_headers,
         auth: _,
+        rate_limits: _,
     } = r;
     let mut header_matchers: Vec<HeaderMatcher> = headers.iter().map(header_matcher).collect();
     if !methods.is_empty() {
@@ -149,6 +150,7 @@ fn route(policy: &Policy, r: &Route) -> EnvoyRoute {
             regex_rewrite,
             host_rewrite_specifier: host_rewrite.clone().map(route_action::HostRewriteSpecifier::HostRewriteLiteral),
             timeout: timeout.map(proto_duration),
+            rate_limits: super::ratelimit::route_rate_limits(policy, r),
             // ring_hash balances on a hash of the client address.
             hash_policy: if ring_hash {
                 vec![HashPolicy {
@@ -166,7 +168,10 @@ fn route(policy: &Policy, r: &Route) -> EnvoyRoute {
         request_headers_to_remove: request_headers.remove.clone(),
         response_headers_to_add: header_adds(response_headers),
         response_headers_to_remove: response_headers.remove.clone(),
-        typed_per_filter_config: super::auth::per_route(r).into_iter().collect(),
+        typed_per_filter_config: super::auth::per_route(r)
+            .into_iter()
+            .chain(super::ratelimit::per_route(policy, r))
+            .collect(),
         ..Default::default()
     }
 }

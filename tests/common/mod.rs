@@ -189,6 +189,67 @@ pub(crate) fn request(method: &str, url: &str, headers: &[(&str, &str)]) -> Resu
     Ok(Resp { status, headers, body })
 }
 
+/// Send a request from a chosen loopback address (`127.0.0.2`, ...), as a
+/// distinct client would, on a connection of its own.
+///
+/// # Errors
+/// When no HTTP answer came back.
+pub(crate) fn request_from(source: &str, method: &str, url: &str, headers: &[(&str, &str)]) -> Result<Resp, String> {
+    use std::io::Write as _;
+    let url = url::Url::parse(url).map_err(|e| format!("{url}: {e}"))?;
+    let target: SocketAddr = format!("{}:{}", url.host_str().unwrap_or_default(), url.port().unwrap_or(80))
+        .parse()
+        .map_err(|e| format!("{url}: {e}"))?;
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).map_err(|e| e.to_string())?;
+    let local: SocketAddr = format!("{source}:0").parse().map_err(|e| format!("{source}: {e}"))?;
+    socket.bind(&local.into()).map_err(|e| format!("bind {source}: {e}"))?;
+    socket.connect_timeout(&target.into(), Duration::from_secs(2)).map_err(|e| format!("connect {target}: {e}"))?;
+    let mut stream: TcpStream = socket.into();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
+    let path = match url.query() {
+        Some(q) => format!("{}?{q}", url.path()),
+        None => url.path().to_owned(),
+    };
+    let mut head = format!("{method} {path} HTTP/1.1\r\nhost: {target}\r\nconnection: close\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).map_err(|e| format!("{method} {url}: {e}"))?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).map_err(|e| format!("{method} {url}: reading: {e}"))?;
+    parse_response(&String::from_utf8_lossy(&raw)).ok_or_else(|| format!("{method} {url}: not an HTTP answer"))
+}
+
+/// A whole `connection: close` HTTP/1.1 answer (body by content-length,
+/// chunked, or to the end).
+fn parse_response(text: &str) -> Option<Resp> {
+    let (head, rest) = text.split_once("\r\n\r\n")?;
+    let mut lines = head.lines();
+    let status = lines.next()?.split_whitespace().nth(1)?.parse().ok()?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let chunked = headers.iter().any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
+    let body = if chunked {
+        let mut out = String::new();
+        let mut rest = rest;
+        while let Some((size, after)) = rest.split_once("\r\n") {
+            let n = usize::from_str_radix(size.trim(), 16).ok()?;
+            if n == 0 {
+                break;
+            }
+            out.push_str(after.get(..n)?);
+            rest = after.get(n + 2..)?;
+        }
+        out
+    } else {
+        rest.to_owned()
+    };
+    Some(Resp { status, headers, body })
+}
+
 /// `GET url`.
 ///
 /// # Errors
@@ -337,6 +398,8 @@ pub(crate) struct Gateway {
     pub(crate) admin_port: u16,
     served: bool,
     envoy: Option<PathBuf>,
+    /// Extra arguments for every `legate serve` (e.g. `--redis-url`).
+    pub(crate) serve_args: Vec<String>,
 }
 
 impl Default for Gateway {
@@ -365,6 +428,7 @@ impl Gateway {
             admin_port: free_port(),
             served: false,
             envoy: None,
+            serve_args: Vec::new(),
         }
     }
 
@@ -402,14 +466,56 @@ impl Gateway {
     /// Start `legate serve` and wait only until its admin API answers (the
     /// folder may be invalid).
     pub(crate) fn serve_unready(&mut self) {
-        let (xds, admin) = (format!("127.0.0.1:{}", self.xds_port), format!("127.0.0.1:{}", self.admin_port));
+        self.start_legate("legate", self.xds_port, self.admin_port);
+        self.served = true;
+    }
+
+    /// Start another `legate serve` (a replica, named `name`) on the same
+    /// folder and wait until it is ready; returns its xDS and admin ports.
+    pub(crate) fn replica(&mut self, name: &str) -> (u16, u16) {
+        let (xds, admin) = (free_port(), free_port());
+        self.start_legate(name, xds, admin);
+        let url = format!("http://127.0.0.1:{admin}/readyz");
+        self.wait(&format!("{name} /readyz"), STARTUP, || get(&url).ok().filter(|r| r.status == 200));
+        (xds, admin)
+    }
+
+    fn start_legate(&mut self, name: &str, xds_port: u16, admin_port: u16) {
+        let (xds, admin) = (format!("127.0.0.1:{xds_port}"), format!("127.0.0.1:{admin_port}"));
         let config = self.config.clone();
         let mut cmd = Command::new(LEGATE);
         cmd.args(["serve", "--config"]).arg(&config).args(["--xds-addr", &xds, "--admin-addr", &admin]);
-        self.procs.borrow_mut().spawn("legate", &self.logs, &mut cmd);
-        self.served = true;
+        cmd.args(&self.serve_args);
+        self.procs.borrow_mut().spawn(name, &self.logs, &mut cmd);
         let url = format!("http://{admin}/healthz");
-        self.wait("legate /healthz", STARTUP, || get(&url).ok().filter(|r| r.status == 200));
+        self.wait(&format!("{name} /healthz"), STARTUP, || get(&url).ok().filter(|r| r.status == 200));
+    }
+
+    /// Start a Redis server (Debian's `redis-server`, or `$REDIS_SERVER_BIN`)
+    /// on a free port, without persistence; returns its port.
+    ///
+    /// # Panics
+    /// When redis-server is not installed (saying how to install it).
+    pub(crate) fn redis(&mut self, name: &str) -> u16 {
+        let bin =
+            std::env::var("REDIS_SERVER_BIN").ok().filter(|b| !b.is_empty()).unwrap_or_else(|| "redis-server".into());
+        let found = Command::new(&bin).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status();
+        assert!(
+            found.is_ok_and(|s| s.success()),
+            "redis-server is needed for this test: install it with `apt-get install redis-server` \
+             (scripts/test does), or set REDIS_SERVER_BIN"
+        );
+        let port = free_port();
+        let mut cmd = Command::new(bin);
+        cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]);
+        self.procs.borrow_mut().spawn(name, &self.logs, &mut cmd);
+        self.wait(&format!("{name} on port {port}"), Duration::from_secs(10), || listening(port).then_some(()));
+        port
+    }
+
+    /// Stop the child called `name` (such as a Redis or a replica).
+    pub(crate) fn stop(&self, name: &str) {
+        self.procs.borrow_mut().stop(name);
     }
 
     /// Stop `legate serve` and start it again on the same folder and ports.
@@ -425,12 +531,18 @@ impl Gateway {
     /// # Panics
     /// When Envoy is not installed, or doesn't become ready.
     pub(crate) fn envoy(&mut self, node_id: &str, cluster: &str) -> Envoy {
+        let xds = self.xds_port;
+        self.envoy_via(node_id, cluster, &[xds])
+    }
+
+    /// Like [`Gateway::envoy`], connected to the legates on `xds_ports`.
+    pub(crate) fn envoy_via(&mut self, node_id: &str, cluster: &str, xds_ports: &[u16]) -> Envoy {
         assert!(self.served, "start legate (Gateway::serve) before Envoy");
         let bin = self.envoy.get_or_insert_with(envoy_bin).clone();
         let admin_port = free_port();
         let out = Command::new(LEGATE)
             .args(["bootstrap", "--node-id", node_id, "--node-cluster", cluster])
-            .args(["--xds-addr", &format!("127.0.0.1:{}", self.xds_port)])
+            .args(xds_ports.iter().flat_map(|p| ["--xds-addr".to_owned(), format!("127.0.0.1:{p}")]))
             .args(["--admin-port", &admin_port.to_string()])
             .output()
             .expect("run legate bootstrap");

@@ -215,7 +215,7 @@ fn check_jwks(errs: &mut Errors<'_>, o: &Origin, j: &raw::Jwks, read_files: &mut
 /// An `auth:` value at `o`: `none`, a provider, or a list of providers.
 /// `None` when it names something undefined (reported here) or a provider
 /// with errors of its own (reported there).
-pub(super) fn resolve(errs: &mut Errors<'_>, o: &Origin, r: &raw::AuthRef, providers: &Providers<'_>) -> Option<Auth> {
+pub(super) fn resolve(errs: &mut Errors<'_>, o: &Origin, r: &raw::NameRef, providers: &Providers<'_>) -> Option<Auth> {
     let known = |errs: &mut Errors<'_>, at: &Origin, name: &str| -> Option<String> {
         if providers.valid.contains_key(name) {
             return Some(name.to_owned());
@@ -233,9 +233,9 @@ pub(super) fn resolve(errs: &mut Errors<'_>, o: &Origin, r: &raw::AuthRef, provi
         None
     };
     match r {
-        raw::AuthRef::One(n) if n == "none" => Some(Auth::Public),
-        raw::AuthRef::One(n) => known(errs, o, n).map(|n| Auth::AnyOf(vec![n])),
-        raw::AuthRef::AnyOf(list) => {
+        raw::NameRef::One(n) if n == "none" => Some(Auth::Public),
+        raw::NameRef::One(n) => known(errs, o, n).map(|n| Auth::AnyOf(vec![n])),
+        raw::NameRef::AnyOf(list) => {
             if list.is_empty() {
                 errs.at(o, "auth list is empty; name at least one provider, or write `none` for a public route");
                 return None;

@@ -3,9 +3,11 @@
 
 use std::collections::BTreeMap;
 
-use super::auth;
+use super::{auth, ratelimits, Refs};
 use super::{check_name, did_you_mean, duration, header_name_ok, header_ops, regex, DefaultOps, Errors};
-use crate::policy::model::{Auth, Backend, PathMatch, PathRewrite, Policy, Route, ValueMatch, ValueRule};
+use crate::policy::model::{
+    Auth, Backend, PathMatch, PathRewrite, Policy, RateKey, RateLimit, Route, ValueMatch, ValueRule,
+};
 use crate::policy::raw;
 use crate::policy::source::Origin;
 
@@ -72,7 +74,7 @@ pub(super) fn check_route(
     policy: &Policy,
     defined: &Defined<'_>,
     defaults: &DefaultOps,
-    providers: &auth::Providers<'_>,
+    refs: &Refs<'_, '_>,
 ) -> Option<Route> {
     let raw::Route {
         name,
@@ -85,6 +87,7 @@ pub(super) fn check_route(
         request_headers,
         response_headers,
         auth: route_auth,
+        rate_limit: route_limits,
     } = r;
     let before = errs.list.len();
     check_name(errs, o, name, "route");
@@ -238,7 +241,22 @@ pub(super) fn check_route(
     };
     let req = header_ops(errs, &o.key("request_headers"), request_headers.as_ref(), true);
     let resp = header_ops(errs, &o.key("response_headers"), response_headers.as_ref(), false);
-    let auth = route_auth_of(errs, o, route_auth.as_ref(), backend.as_ref(), policy, defaults, providers);
+    let own_auth = route_auth.as_ref().map(|a| auth::resolve(errs, &o.key("auth"), a, refs.providers));
+    let service = |name: &str| policy.services.get(name);
+    let auth = inherit(errs, o, "auth", own_auth, backend.as_ref(), |s| service(s)?.auth.clone(), &defaults.auth);
+    let own_limits = route_limits.as_ref().map(|r| ratelimits::resolve(errs, &o.key("rate_limit"), r, refs.limits));
+    let rate_limits = inherit(
+        errs,
+        o,
+        "rate_limit",
+        own_limits,
+        backend.as_ref(),
+        |s| service(s)?.rate_limit.clone(),
+        &defaults.rate_limits,
+    );
+    if let (Some(auth), Some(names)) = (&auth, &rate_limits) {
+        check_route_limits(errs, o, name, auth, names, refs);
+    }
 
     if errs.list.len() > before {
         return None;
@@ -257,37 +275,65 @@ pub(super) fn check_route(
         request_headers: defaults.request.merged(&req),
         response_headers: defaults.response.merged(&resp),
         auth: auth?,
+        rate_limits: rate_limits?,
     })
 }
 
-/// A route's `auth`, else its service's, else the defaults'. A split whose
-/// services disagree must say on the route.
-fn route_auth_of(
+/// Limits that cannot work on this route: counting by a claim on a public
+/// route, which has no verified token.
+fn check_route_limits(
     errs: &mut Errors<'_>,
     o: &Origin,
-    own: Option<&raw::AuthRef>,
-    backend: Option<&Backend>,
-    policy: &Policy,
-    defaults: &DefaultOps,
-    providers: &auth::Providers<'_>,
-) -> Option<Auth> {
-    if let Some(a) = own {
-        return auth::resolve(errs, &o.key("auth"), a, providers);
+    route: &str,
+    auth: &Auth,
+    names: &[String],
+    refs: &Refs<'_, '_>,
+) {
+    let at = o.key("rate_limit");
+    let limits: Vec<&RateLimit> = names.iter().filter_map(|n| refs.limits.valid.get(n)).collect();
+    for l in &limits {
+        if let (RateKey::Claim(c), Auth::Public) = (&l.key, auth) {
+            errs.at(
+                &at,
+                format!(
+                    "rate limit `{}` counts by the JWT claim `{c}`, but route `{route}` is public, so it has no verified \
+                     token; give the route `auth`, or count by another key",
+                    l.name
+                ),
+            );
+        }
     }
-    let of = |s: &str| policy.services.get(s).and_then(|s| s.auth.clone());
-    let service_auth = match backend? {
+}
+
+/// A setting (`auth`, `rate_limit`) of a route: its own (`own`, already
+/// resolved: `Some(None)` when it named something undefined), else its
+/// service's (`of`), else the defaults'. A split whose services disagree
+/// must say on the route.
+fn inherit<T: Clone + PartialEq>(
+    errs: &mut Errors<'_>,
+    o: &Origin,
+    key: &str,
+    own: Option<Option<T>>,
+    backend: Option<&Backend>,
+    of: impl Fn(&str) -> Option<T>,
+    default: &T,
+) -> Option<T> {
+    if let Some(own) = own {
+        return own;
+    }
+    let from_service = match backend? {
         Backend::Service(s) => of(s),
         Backend::Split(targets) => {
-            let all: Vec<Option<Auth>> = targets.iter().map(|(s, _)| of(s)).collect();
+            let all: Vec<Option<T>> = targets.iter().map(|(s, _)| of(s)).collect();
             if all.windows(2).any(|w| w[0] != w[1]) {
                 errs.at(
                     &o.key("split"),
-                    "the services of this split have different `auth`; set `auth` on the route to say which applies",
+                    format!("the services of this split have different `{key}`; set `{key}` on the route to say which applies"),
                 );
                 return None;
             }
             all.into_iter().next().flatten()
         }
     };
-    Some(service_auth.unwrap_or_else(|| defaults.auth.clone()))
+    Some(from_service.unwrap_or_else(|| default.clone()))
 }

@@ -4,8 +4,8 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use super::auth;
-use super::{check_name, did_you_mean, duration, Errors};
+use super::{auth, ratelimits};
+use super::{check_name, did_you_mean, duration, Errors, Refs};
 use crate::policy::model::{Discovery, Endpoint, LoadBalancing, Service};
 use crate::policy::raw;
 use crate::policy::source::Origin;
@@ -17,14 +17,22 @@ pub(super) fn check_service(
     errs: &mut Errors<'_>,
     o: &Origin,
     s: &raw::Service,
-    providers: &auth::Providers<'_>,
+    refs: &Refs<'_, '_>,
 ) -> Option<Service> {
-    let raw::Service { name, url, endpoints, connect_timeout, timeout, load_balancing, auth } = s;
+    let raw::Service { name, url, endpoints, connect_timeout, timeout, load_balancing, auth, rate_limit } = s;
     let mut ok = check_name(errs, o, name, "service");
     let auth = match auth {
         None => None,
         Some(a) => {
-            let resolved = auth::resolve(errs, &o.key("auth"), a, providers);
+            let resolved = auth::resolve(errs, &o.key("auth"), a, refs.providers);
+            ok &= resolved.is_some();
+            resolved
+        }
+    };
+    let rate_limit = match rate_limit {
+        None => None,
+        Some(r) => {
+            let resolved = ratelimits::resolve(errs, &o.key("rate_limit"), r, refs.limits);
             ok &= resolved.is_some();
             resolved
         }
@@ -90,6 +98,7 @@ pub(super) fn check_service(
         timeout,
         load_balancing: lb,
         auth,
+        rate_limit,
     })
 }
 
