@@ -156,3 +156,148 @@ fn local_limits_count_per_key_and_every_window() {
     // rate_limit: none opts out of the defaults.
     assert_eq!(statuses(6, || from("127.0.0.2", &format!("{base}/free"), &[])), [200; 6]);
 }
+
+const GLOBAL: &str = r#"
+listeners:
+  - name: public
+    port: @LISTEN
+    address: 127.0.0.1
+services:
+  - name: alpha
+    url: http://127.0.0.1:@ALPHA
+routes:
+  - { name: shared, match: { prefix: /shared }, service: alpha, rate_limit: fleet }
+  - { name: shadow, match: { prefix: /shadow }, service: alpha, rate_limit: fleet-dry-run }
+  - { name: closed, match: { prefix: /closed }, service: alpha, rate_limit: fleet-closed }
+rate_limits:
+  - name: fleet
+    limits: { minute: 5, hour: 100 }
+    key: route
+    scope: global
+    headers: true
+  - name: fleet-dry-run
+    limits: { minute: 1 }
+    key: route
+    scope: global
+    shadow: true
+  - name: fleet-closed
+    limits: { minute: 1000 }
+    scope: global
+    fail_closed: true
+"#;
+
+/// Requests Envoy `e` has answered on the `public` listener.
+fn served(e: &common::Envoy) -> u64 {
+    let text = e.admin("/stats?filter=^http%5C.public%5C.downstream_rq_total$").body;
+    text.lines().find_map(|l| l.strip_prefix("http.public.downstream_rq_total: ")?.trim().parse().ok()).unwrap_or(0)
+}
+
+/// Send requests on fresh connections until both Envoys (sharing the port)
+/// have answered some; the statuses, in order.
+fn spread(url: &str, n: usize, envoys: [&common::Envoy; 2]) -> Vec<Resp> {
+    let before = envoys.map(served);
+    let out: Vec<Resp> = (0..n).map(|_| from("127.0.0.1", url, &[])).collect();
+    let after = envoys.map(served);
+    assert!(after[0] > before[0] && after[1] > before[1], "both Envoys should answer: {before:?} -> {after:?}");
+    out
+}
+
+fn start_global(gw: &mut Gateway) -> (String, u16) {
+    let (alpha, listen) = (gw.echo("alpha"), free_port());
+    gw.write("gateway.yaml", &GLOBAL.replace("@LISTEN", &listen.to_string()).replace("@ALPHA", &alpha.to_string()));
+    (format!("http://127.0.0.1:{listen}"), listen)
+}
+
+fn wait_served(gw: &Gateway, url: &str) {
+    gw.wait("Envoy to serve", PUSH, || request_from("127.0.0.1", "GET", url, &[]).ok().filter(|r| r.status == 200));
+}
+
+#[test]
+fn two_envoys_share_one_global_limit() {
+    let mut gw = Gateway::new();
+    let (base, _) = start_global(&mut gw);
+    gw.serve();
+    // Both Envoys get the same listener and port; the kernel spreads new
+    // connections between them (SO_REUSEPORT).
+    let (e1, e2) = (gw.envoy("e1", "edge"), gw.envoy("e2", "edge"));
+    wait_served(&gw, &format!("{base}/closed"));
+
+    let answers = spread(&format!("{base}/shared"), 12, [&e1, &e2]);
+    let codes: Vec<u16> = answers.iter().map(|r| r.status).collect();
+    assert_eq!(codes.iter().filter(|c| **c == 200).count(), 5, "exactly 5 in total pass: {codes:?}");
+    assert_eq!(&codes[..5], [200; 5], "{codes:?}");
+    let first = &answers[0];
+    assert_eq!(first.header("x-ratelimit-limit"), Some("5"), "{:?}", first.headers);
+    assert_eq!(first.header("x-ratelimit-remaining"), Some("4"), "{:?}", first.headers);
+    let refused = &answers[5];
+    assert_limited(refused, "6th request across the fleet");
+    assert_eq!(refused.header("x-ratelimit-remaining"), Some("0"), "{:?}", refused.headers);
+    let retry: u64 = refused.header("retry-after").and_then(|v| v.parse().ok()).unwrap_or(0);
+    assert!((1..=60).contains(&retry), "Retry-After {:?}", refused.header("retry-after"));
+
+    // Shadow: counted, reported to the upstream, never refused.
+    let shadow = spread(&format!("{base}/shadow"), 6, [&e1, &e2]);
+    assert!(shadow.iter().all(|r| r.status == 200), "{:?}", shadow.iter().map(|r| r.status).collect::<Vec<_>>());
+    let flagged = shadow.iter().filter(|r| r.json()["headers"]["x-ratelimit-shadow"] == "fleet-dry-run").count();
+    assert_eq!(flagged, 5, "every request over the dry-run limit is marked for the upstream");
+    assert!(gw.metric("legate_rate_limit_decisions_total{result=\"over_limit\"}").unwrap_or(0.0) >= 7.0);
+}
+
+#[test]
+fn legate_replicas_sharing_redis_share_one_limit_and_survive_redis_stopping() {
+    let mut gw = Gateway::new();
+    let redis = gw.redis("redis");
+    gw.serve_args = vec!["--redis-url".into(), format!("redis://127.0.0.1:{redis}")];
+    let (base, _) = start_global(&mut gw);
+    gw.serve();
+    let (xds2, admin2) = gw.replica("legate-2");
+    let e1 = gw.envoy("e1", "edge");
+    let e2 = gw.envoy_via("e2", "edge", &[xds2]);
+    wait_served(&gw, &format!("{base}/closed"));
+
+    let codes: Vec<u16> = spread(&format!("{base}/shared"), 12, [&e1, &e2]).iter().map(|r| r.status).collect();
+    assert_eq!(codes.iter().filter(|c| **c == 200).count(), 5, "exactly 5 pass across both replicas: {codes:?}");
+    let decided = |admin: u16| {
+        let text = common::must_get(&format!("http://127.0.0.1:{admin}/metrics")).body;
+        text.lines()
+            .filter(|l| l.starts_with("legate_rate_limit_decisions_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    assert!(decided(gw.admin_port) > 0.0 && decided(admin2) > 0.0, "both replicas decided");
+
+    // Redis goes away: the default fails open, fail_closed answers 503, and
+    // legate keeps running.
+    gw.stop("redis");
+    let open = spread(&format!("{base}/shared"), 6, [&e1, &e2]);
+    assert!(open.iter().all(|r| r.status == 200), "fail open: {:?}", open.iter().map(|r| r.status).collect::<Vec<_>>());
+    let closed = from("127.0.0.1", &format!("{base}/closed"), &[]);
+    assert_eq!(closed.status, 503, "fail_closed: {}", closed.body);
+    assert_eq!(closed.json()["error"], "service_unavailable", "{}", closed.body);
+    for admin in [gw.admin_port, admin2] {
+        assert_eq!(common::must_get(&format!("http://127.0.0.1:{admin}/healthz")).status, 200);
+    }
+    assert!(gw.metric("legate_rate_limit_decisions_total{result=\"error\"}").unwrap_or(0.0) > 0.0);
+}
+
+#[test]
+fn serve_refuses_to_start_without_its_redis() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("gateway.yaml"), "listeners: [{ name: l, port: 10000 }]\n").expect("write");
+    let dead = free_port();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_legate"))
+        .args(["serve", "--config"])
+        .arg(dir.path())
+        .args([
+            "--xds-addr",
+            &format!("127.0.0.1:{}", free_port()),
+            "--admin-addr",
+            &format!("127.0.0.1:{}", free_port()),
+        ])
+        .args(["--redis-url", &format!("redis://127.0.0.1:{dead}")])
+        .output()
+        .expect("run legate serve");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains(&format!("cannot reach Redis at redis://127.0.0.1:{dead}")), "{stderr}");
+}
