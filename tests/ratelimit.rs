@@ -169,7 +169,13 @@ routes:
   - { name: shared, match: { prefix: /shared }, service: alpha, rate_limit: fleet }
   - { name: shadow, match: { prefix: /shadow }, service: alpha, rate_limit: fleet-dry-run }
   - { name: closed, match: { prefix: /closed }, service: alpha, rate_limit: fleet-closed }
+  - { name: hourly, match: { prefix: /hourly }, service: alpha, rate_limit: fleet-hour }
 rate_limits:
+  - name: fleet-hour
+    limits: { minute: 3, hour: 5 }
+    key: route
+    scope: global
+    headers: true
   - name: fleet
     limits: { minute: 5, hour: 100 }
     key: route
@@ -241,6 +247,39 @@ fn two_envoys_share_one_global_limit() {
     let flagged = shadow.iter().filter(|r| r.json()["headers"]["x-ratelimit-shadow"] == "fleet-dry-run").count();
     assert_eq!(flagged, 5, "every request over the dry-run limit is marked for the upstream");
     assert!(gw.metric("legate_rate_limit_decisions_total{result=\"over_limit\"}").unwrap_or(0.0) >= 7.0);
+}
+
+/// Seconds since the epoch.
+fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs()
+}
+
+#[test]
+fn minute_and_hour_windows_are_both_enforced_globally() {
+    let mut gw = Gateway::new();
+    let (base, _) = start_global(&mut gw);
+    gw.serve();
+    gw.envoy("e1", "edge");
+    wait_served(&gw, &format!("{base}/closed"));
+    let url = format!("{base}/hourly");
+    // Global windows follow the clock: make the first three requests fall in
+    // one minute, and the next in a later minute of the same hour.
+    while now() % 60 > 50 || now() % 3600 >= 3540 {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let first = now() / 60;
+    assert_eq!(statuses(4, || from("127.0.0.1", &url, &[])), [200, 200, 200, 429], "3 a minute");
+    while now() / 60 == first {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let r = from("127.0.0.1", &url, &[]);
+    // The refused 4th counted in the hour too: this is its 5th and last.
+    assert_eq!(r.status, 200, "a new minute: the 5th of the hour passes: {}", r.body);
+    let r = from("127.0.0.1", &url, &[]);
+    assert_limited(&r, "6th of the hour");
+    assert_eq!(r.header("x-ratelimit-limit"), Some("5"), "the hour's limit is the one reached: {:?}", r.headers);
+    let retry: u64 = r.header("retry-after").and_then(|v| v.parse().ok()).unwrap_or(0);
+    assert!(retry > 60, "Retry-After points to the end of the hour: {retry}");
 }
 
 #[test]
