@@ -1,10 +1,14 @@
 //! `legate echo`: a small upstream for demos and tests. Answers every
 //! request with JSON `{service, method, path, query, headers, body}`;
 //! `GET /status/NNN` answers with that status and `GET /delay/MS` waits first
-//! (also as the last two segments of a longer path).
+//! (also as the last two segments of a longer path). For resilience tests it
+//! can also answer every request with one status (`--status`), or fail its
+//! first requests (`--fail-first N`).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -15,36 +19,57 @@ use axum::response::{IntoResponse, Json, Response};
 use serde_json::json;
 use tokio::net::TcpListener;
 
-/// Serve on `listener` as `name` until `shutdown` resolves.
+/// How an echo upstream answers.
+#[derive(Debug, Clone, Default)]
+pub struct EchoOptions {
+    /// The `service` it names in every answer.
+    pub name: String,
+    /// Answer every request with this status (the body is still the echo).
+    pub status: Option<u16>,
+    /// Answer the first this many requests with 503.
+    pub fail_first: u64,
+}
+
+/// Serve on `listener` until `shutdown` resolves.
 ///
 /// # Errors
 /// When serving fails.
 pub async fn serve_on(
     listener: TcpListener,
-    name: String,
+    opts: EchoOptions,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let app = axum::Router::new().fallback(move |req: Request| answer(name.clone(), req));
+    let opts = Arc::new(opts);
+    let seen = Arc::new(AtomicU64::new(0));
+    let app = axum::Router::new().fallback(move |req: Request| {
+        let n = seen.fetch_add(1, Ordering::SeqCst);
+        answer(Arc::clone(&opts), n, req)
+    });
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await.context("echo server failed")
 }
 
-/// Bind `addr` and serve as `name`.
+/// Bind `addr` and serve.
 ///
 /// # Errors
 /// When the address cannot be bound.
 pub async fn serve(
     addr: SocketAddr,
-    name: String,
+    opts: EchoOptions,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
-    serve_on(listener, name, shutdown).await
+    serve_on(listener, opts, shutdown).await
 }
 
-async fn answer(service: String, req: Request) -> Response {
+/// The answer to the `n`th request (from 0).
+async fn answer(opts: Arc<EchoOptions>, n: u64, req: Request) -> Response {
+    let service = opts.name.clone();
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_owned();
-    let mut status = StatusCode::OK;
+    let mut status = opts.status.and_then(|c| StatusCode::from_u16(c).ok()).unwrap_or(StatusCode::OK);
+    if n < opts.fail_first {
+        status = StatusCode::SERVICE_UNAVAILABLE;
+    }
     // `/status/NNN` and `/delay/MS` also work behind a route prefix that is
     // not rewritten away (`/api/orders/status/503`).
     let mut segs = path.trim_end_matches('/').rsplit('/');

@@ -94,6 +94,12 @@ enum Command {
         listen: SocketAddr,
         #[arg(long, default_value = "echo")]
         name: String,
+        /// Answer every request with this status (for resilience tests).
+        #[arg(long)]
+        status: Option<u16>,
+        /// Answer the first N requests with 503 (for retry tests).
+        #[arg(long, default_value_t = 0)]
+        fail_first: u64,
     },
 }
 
@@ -168,9 +174,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let opts = legate::up::UpOptions { config_dir: config, demo, xds_addr, admin_addr, envoy_admin_port };
             runtime()?.block_on(legate::up::up(opts))?;
         }
-        Command::Echo { listen, name } => {
+        Command::Echo { listen, name, status, fail_first } => {
             init_logs(LogFormat::Text);
-            runtime()?.block_on(legate::echo::serve(listen, name, legate::serve::shutdown_signal()))?;
+            let opts = legate::echo::EchoOptions { name, status, fail_first };
+            runtime()?.block_on(legate::echo::serve(listen, opts, legate::serve::shutdown_signal()))?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -9,6 +9,7 @@ mod clusters;
 mod listeners;
 mod local_reply;
 mod ratelimit;
+mod resilience;
 mod routes;
 
 use std::collections::BTreeMap;

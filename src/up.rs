@@ -73,7 +73,8 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
             match TcpListener::bind(addr).await {
                 Ok(l) => {
                     info!(service = %name, %addr, "demo echo upstream");
-                    tokio::spawn(crate::echo::serve_on(l, name, stop()));
+                    let opts = crate::echo::EchoOptions { name, ..Default::default() };
+                    tokio::spawn(crate::echo::serve_on(l, opts, stop()));
                 }
                 Err(e) => {
                     warn!(service = %name, %addr, error = %e, "cannot start demo upstream (something else listens there?)");

@@ -88,6 +88,7 @@ golden_cases!(
     multi_file,
     jwt,
     rate_limits,
+    resilience,
 );
 
 #[test]

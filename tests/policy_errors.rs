@@ -151,7 +151,6 @@ fn spec_keys_not_implemented_yet_are_rejected_not_ignored() {
         &[("planned.yaml", text)],
         &[
             ("planned.yaml:4:5", &["`tls`", not_yet[0]]),
-            ("planned.yaml:8:5", &["`retries`", not_yet[0]]),
             ("planned.yaml:13:5", &["`cors`", not_yet[0], "nothing was applied"]),
             ("planned.yaml:16:3", &["`access_log`", not_yet[0]]),
             ("planned.yaml:17:1", &["`aggregations`", not_yet[0]]),
@@ -604,6 +603,63 @@ fn rate_limit_references_are_checked_where_they_are_used() {
             ("p.yaml:11:30", &["`none` cannot be one of several rate limits"]),
             ("p.yaml:15:17", &["counts by the JWT claim `sub`", "route `u` is public"]),
             ("p.yaml:17:15", &["rate_limit list is empty"]),
+        ],
+    );
+}
+
+// ---- resilience ------------------------------------------------------------------
+
+#[test]
+fn resilience_settings_are_checked() {
+    let text = r#"services:
+  - name: a
+    url: http://10.0.0.1:80
+    retries: { attempts: 0, on: [5xx, timeout], per_try_timeout: 0s }
+  - name: b
+    url: http://10.0.0.1:80
+    outlier_detection: { consecutive_5xx: -1, max_ejection_percent: 150 }
+    circuit_breaker: { max_requests: 0 }
+  - name: c
+    url: http://10.0.0.1:80
+    health_check: { interval: 1s, timeout: 2s }
+    hash_key: { header: X-User }
+  - name: d
+    url: http://10.0.0.1:80
+    timeout: 1s
+    retries: { attempts: 3, per_try_timeout: 2s, methods: [GET, FETCH] }
+"#;
+    let routes = "routes:\n  - name: r\n    match: { prefix: / }\n    service: d\n";
+    check(
+        &[("l.yaml", ONE_LISTENER), ("r.yaml", routes), ("s.yaml", text)],
+        &[
+            ("s.yaml:4:26", &["attempts must be a whole number from 1 up, not 0"]),
+            ("s.yaml:4:39", &["unknown retry condition `timeout`"]),
+            ("s.yaml:4:66", &["per_try_timeout must be more than 0"]),
+            ("s.yaml:7:43", &["consecutive_5xx must be a whole number from 1 up, not -1"]),
+            ("s.yaml:7:69", &["max_ejection_percent is a percentage (0-100), not 150"]),
+            ("s.yaml:8:38", &["max_requests must be a whole number from 1 up, not 0"]),
+            ("s.yaml:11:19", &["health_check needs a `path`"]),
+            ("s.yaml:11:44", &["the health check timeout is longer than its interval"]),
+            ("s.yaml:12:15", &["hash_key goes with `load_balancing: ring_hash`"]),
+            ("s.yaml:16:65", &["`FETCH` is not an HTTP method"]),
+        ],
+    );
+    // Once the service is valid, its route's timeout is checked against the
+    // retries' per-try timeout.
+    let fixed = text.replace(", FETCH]", "]");
+    check(
+        &[("l.yaml", ONE_LISTENER), ("r.yaml", routes), ("s.yaml", &fixed)],
+        &[
+            ("r.yaml:2:11", &["route `r` times out after 1s", "per_try_timeout 2s"]),
+            ("s.yaml:4:26", &["attempts must be"]),
+            ("s.yaml:4:39", &["unknown retry condition"]),
+            ("s.yaml:4:66", &["per_try_timeout must be more than 0"]),
+            ("s.yaml:7:43", &["consecutive_5xx"]),
+            ("s.yaml:7:69", &["max_ejection_percent"]),
+            ("s.yaml:8:38", &["max_requests"]),
+            ("s.yaml:11:19", &["health_check needs a `path`"]),
+            ("s.yaml:11:44", &["longer than its interval"]),
+            ("s.yaml:12:15", &["hash_key goes with"]),
         ],
     );
 }

@@ -6,8 +6,26 @@ use super::locate::{Seg, YamlPath};
 
 const TOP: &[&str] = &["listeners", "services", "routes", "defaults", "auth", "rate_limits"];
 const LISTENER: &[&str] = &["name", "port", "address", "hosts", "fleets"];
-const SERVICE: &[&str] =
-    &["name", "url", "endpoints", "connect_timeout", "timeout", "load_balancing", "auth", "rate_limit"];
+const SERVICE: &[&str] = &[
+    "name",
+    "url",
+    "endpoints",
+    "connect_timeout",
+    "timeout",
+    "load_balancing",
+    "hash_key",
+    "retries",
+    "circuit_breaker",
+    "outlier_detection",
+    "health_check",
+    "auth",
+    "rate_limit",
+];
+const RETRIES: &[&str] = &["attempts", "on", "per_try_timeout", "methods"];
+const CIRCUIT_BREAKER: &[&str] = &["max_connections", "max_pending_requests", "max_requests", "max_retries"];
+const OUTLIER: &[&str] = &["consecutive_5xx", "interval", "base_ejection_time", "max_ejection_percent"];
+const HEALTH_CHECK: &[&str] = &["path", "interval", "timeout", "unhealthy_threshold", "healthy_threshold"];
+const HASH_KEY: &[&str] = &["header"];
 const ROUTE: &[&str] = &[
     "name",
     "listener",
@@ -38,7 +56,6 @@ const TOKEN_FROM: &[&str] = &["header", "prefix", "query"];
 /// Keys in SPEC §2 that later issues implement.
 const PLANNED_TOP: &[&str] = &["aggregations"];
 const PLANNED_LISTENER: &[&str] = &["tls", "http_redirect_port"];
-const PLANNED_SERVICE: &[&str] = &["retries", "circuit_breaker", "outlier_detection", "health_check"];
 const PLANNED_ROUTE: &[&str] = &["cors"];
 const PLANNED_DEFAULTS: &[&str] = &["access_log", "tracing"];
 
@@ -49,7 +66,15 @@ fn context(parent: &[Seg]) -> Option<(&'static str, &'static [&'static str], &'s
     Some(match parent {
         [] => ("the top level", TOP, PLANNED_TOP),
         [l, I(_)] if k(l, "listeners") => ("a listener", LISTENER, PLANNED_LISTENER),
-        [s, I(_)] if k(s, "services") => ("a service", SERVICE, PLANNED_SERVICE),
+        [s, I(_)] if k(s, "services") => ("a service", SERVICE, &[]),
+        [s, I(_), x] if k(s, "services") => match x {
+            K(x) if x == "retries" => ("retries", RETRIES, &[]),
+            K(x) if x == "circuit_breaker" => ("circuit_breaker", CIRCUIT_BREAKER, &[]),
+            K(x) if x == "outlier_detection" => ("outlier_detection", OUTLIER, &[]),
+            K(x) if x == "health_check" => ("health_check", HEALTH_CHECK, &[]),
+            K(x) if x == "hash_key" => ("hash_key", HASH_KEY, &[]),
+            _ => return None,
+        },
         [r, I(_)] if k(r, "routes") => ("a route", ROUTE, PLANNED_ROUTE),
         [r, I(_), m] if k(r, "routes") && k(m, "match") => ("a route match", MATCH, &[]),
         [r, I(_), m, h, K(_)] if k(r, "routes") && k(m, "match") && (k(h, "headers") || k(h, "query")) => {

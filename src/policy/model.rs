@@ -138,6 +138,16 @@ pub struct Service {
     pub timeout: Option<Duration>,
     /// Load-balancing policy.
     pub load_balancing: LoadBalancing,
+    /// What `ring_hash` hashes.
+    pub hash_key: HashKey,
+    /// Retries of requests to it.
+    pub retries: Option<Retries>,
+    /// Envoy's circuit-breaker thresholds; `None` leaves Envoy's defaults.
+    pub circuit_breaker: Option<CircuitBreaker>,
+    /// Passive health: eject hosts that keep failing.
+    pub outlier_detection: Option<OutlierDetection>,
+    /// Active health checks.
+    pub health_check: Option<HealthCheck>,
     /// Default `auth` of routes to this service.
     pub auth: Option<Auth>,
     /// Default `rate_limit` of routes to this service.
@@ -162,6 +172,70 @@ pub enum Discovery {
     StrictDns,
     /// One DNS name, connect to the first answer.
     LogicalDns,
+}
+
+/// What `ring_hash` load balancing hashes to pick an endpoint.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum HashKey {
+    /// The client's address (the default).
+    #[default]
+    ClientIp,
+    /// A request header's value.
+    Header(String),
+}
+
+/// `retries`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retries {
+    /// Retries after the first try.
+    pub attempts: u32,
+    /// Envoy `retry_on` conditions.
+    pub on: Vec<String>,
+    /// Timeout of each try.
+    pub per_try_timeout: Option<Duration>,
+    /// Methods that are retried.
+    pub methods: Vec<String>,
+}
+
+/// `circuit_breaker`: each `None` keeps Envoy's default (1024).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CircuitBreaker {
+    /// Connections to the service, all Envoy workers together.
+    pub max_connections: Option<u32>,
+    /// Requests waiting for a connection.
+    pub max_pending_requests: Option<u32>,
+    /// Requests in flight.
+    pub max_requests: Option<u32>,
+    /// Retries in flight.
+    pub max_retries: Option<u32>,
+}
+
+/// `outlier_detection`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutlierDetection {
+    /// 5xx answers in a row that eject a host.
+    pub consecutive_5xx: u32,
+    /// How often ejections are reviewed.
+    pub interval: Duration,
+    /// How long a first ejection lasts (longer for repeat offenders).
+    pub base_ejection_time: Duration,
+    /// At most this share of hosts is ejected at once.
+    pub max_ejection_percent: u32,
+}
+
+/// `health_check`: active HTTP checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// The path to GET; 200 is healthy.
+    pub path: String,
+    /// Time between checks.
+    pub interval: Duration,
+    /// Time a check may take.
+    pub timeout: Duration,
+    /// Failures in a row that make a host unhealthy.
+    pub unhealthy_threshold: u32,
+    /// Successes in a row that make it healthy again.
+    pub healthy_threshold: u32,
 }
 
 /// `load_balancing`.
@@ -207,6 +281,8 @@ pub struct Route {
     pub response_headers: HeaderOps,
     /// Who may use it (route, else service, else defaults).
     pub auth: Auth,
+    /// Retries (from its service).
+    pub retries: Option<Retries>,
     /// The rate-limit policies that apply, all of them (route, else service,
     /// else defaults); empty for none.
     pub rate_limits: Vec<String>,

@@ -42,8 +42,50 @@ pub(crate) struct Service {
     pub(crate) connect_timeout: Option<String>,
     pub(crate) timeout: Option<String>,
     pub(crate) load_balancing: Option<String>,
+    pub(crate) hash_key: Option<RateKey>,
+    pub(crate) retries: Option<Retries>,
+    pub(crate) circuit_breaker: Option<CircuitBreaker>,
+    pub(crate) outlier_detection: Option<OutlierDetection>,
+    pub(crate) health_check: Option<HealthCheck>,
     pub(crate) auth: Option<NameRef>,
     pub(crate) rate_limit: Option<NameRef>,
+}
+
+/// `services[].retries`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct Retries {
+    pub(crate) attempts: Option<i64>,
+    pub(crate) on: Option<Vec<String>>,
+    pub(crate) per_try_timeout: Option<String>,
+    pub(crate) methods: Option<Vec<String>>,
+}
+
+/// `services[].circuit_breaker`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct CircuitBreaker {
+    pub(crate) max_connections: Option<i64>,
+    pub(crate) max_pending_requests: Option<i64>,
+    pub(crate) max_requests: Option<i64>,
+    pub(crate) max_retries: Option<i64>,
+}
+
+/// `services[].outlier_detection`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct OutlierDetection {
+    pub(crate) consecutive_5xx: Option<i64>,
+    pub(crate) interval: Option<String>,
+    pub(crate) base_ejection_time: Option<String>,
+    pub(crate) max_ejection_percent: Option<i64>,
+}
+
+/// `services[].health_check`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct HealthCheck {
+    pub(crate) path: Option<String>,
+    pub(crate) interval: Option<String>,
+    pub(crate) timeout: Option<String>,
+    pub(crate) unhealthy_threshold: Option<i64>,
+    pub(crate) healthy_threshold: Option<i64>,
 }
 
 /// `routes[]`.

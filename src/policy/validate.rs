@@ -9,6 +9,7 @@ use std::time::Duration;
 mod auth;
 mod listeners;
 mod ratelimits;
+mod resilience;
 mod routes;
 mod services;
 

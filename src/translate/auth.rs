@@ -23,7 +23,7 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 use envoy_types::pb::google::protobuf::Any;
 
 use super::{any, proto_duration};
-use crate::policy::{Auth, Discovery, Jwks, JwtProvider, LoadBalancing, Policy, Route, Service, TokenSource};
+use crate::policy::{Auth, Discovery, HashKey, Jwks, JwtProvider, LoadBalancing, Policy, Route, Service, TokenSource};
 
 /// The `jwt_authn` filter's name, also its key in a route's `typed_per_filter_config`.
 pub(super) const JWT_FILTER: &str = "envoy.filters.http.jwt_authn";
@@ -102,6 +102,11 @@ pub(super) fn jwks_services(policy: &Policy) -> Vec<Service> {
             connect_timeout: JWKS_FETCH_TIMEOUT,
             timeout: None,
             load_balancing: LoadBalancing::RoundRobin,
+            hash_key: HashKey::ClientIp,
+            retries: None,
+            circuit_breaker: None,
+            outlier_detection: None,
+            health_check: None,
             auth: None,
             rate_limit: None,
         });

@@ -12,7 +12,7 @@ use envoy_types::pb::envoy::config::endpoint::v3::{
 };
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::UpstreamTlsContext;
 
-use super::{ads, any, proto_duration};
+use super::{ads, any, proto_duration, resilience};
 use crate::policy::{Discovery, LoadBalancing, Policy, Service};
 
 /// One cluster per service, named after it, and one per remote JWKS host.
@@ -34,6 +34,11 @@ fn cluster(s: &Service) -> Cluster {
         connect_timeout,
         timeout: _,
         load_balancing,
+        hash_key: _,
+        retries: _,
+        circuit_breaker,
+        outlier_detection,
+        health_check,
         auth: _,
         rate_limit: _,
     } = s;
@@ -60,6 +65,9 @@ fn cluster(s: &Service) -> Cluster {
         connect_timeout: Some(proto_duration(*connect_timeout)),
         lb_policy: lb.into(),
         dns_lookup_family: if *discovery == Discovery::Eds { 0 } else { DnsLookupFamily::V4Preferred.into() },
+        circuit_breakers: circuit_breaker.as_ref().map(resilience::circuit_breakers),
+        outlier_detection: outlier_detection.as_ref().map(resilience::outlier_detection),
+        health_checks: health_check.iter().map(resilience::health_check).collect(),
         transport_socket: tls.then(|| TransportSocket {
             name: "envoy.transport_sockets.tls".into(),
             config_type: Some(transport_socket::ConfigType::TypedConfig(any(&UpstreamTlsContext {

@@ -9,7 +9,7 @@ use envoy_types::pb::envoy::config::route::v3::{
     header_matcher::HeaderMatchSpecifier,
     query_parameter_matcher::QueryParameterMatchSpecifier,
     route,
-    route_action::{self, hash_policy, HashPolicy},
+    route_action::{self, HashPolicy},
     route_match::PathSpecifier,
     weighted_cluster::ClusterWeight,
     HeaderMatcher, QueryParameterMatcher, Route as EnvoyRoute, RouteAction, RouteConfiguration, RouteMatch,
@@ -74,6 +74,7 @@ fn route(policy: &Policy, r: &Route) -> EnvoyRoute {
         response_headers,
         auth: _,
         rate_limits: _,
+        retries,
     } = r;
     let mut header_matchers: Vec<HeaderMatcher> = headers.iter().map(header_matcher).collect();
     if !methods.is_empty() {
@@ -105,12 +106,19 @@ fn route(policy: &Policy, r: &Route) -> EnvoyRoute {
             ..Default::default()
         }),
     };
-    let ring_hash = match backend {
-        Backend::Service(s) => policy.services.get(s).is_some_and(|s| s.load_balancing == LoadBalancing::RingHash),
-        Backend::Split(t) => {
-            t.iter().any(|(s, _)| policy.services.get(s).is_some_and(|s| s.load_balancing == LoadBalancing::RingHash))
-        }
+    // ring_hash balances on a hash of each service's key (client address or
+    // a header); Envoy takes the first hash policy that yields a value.
+    let targets: Vec<&str> = match backend {
+        Backend::Service(s) => vec![s.as_str()],
+        Backend::Split(t) => t.iter().map(|(s, _)| s.as_str()).collect(),
     };
+    let mut hash_policy: Vec<HashPolicy> = Vec::new();
+    for s in targets.iter().filter_map(|s| policy.services.get(*s)) {
+        let h = super::resilience::hash_policy(s);
+        if s.load_balancing == LoadBalancing::RingHash && !hash_policy.contains(&h) {
+            hash_policy.push(h);
+        }
+    }
     let (prefix_rewrite, regex_rewrite) = match rewrite {
         None => (String::new(), None),
         // Envoy's prefix_rewrite keeps what follows the matched prefix as is,
@@ -151,17 +159,8 @@ fn route(policy: &Policy, r: &Route) -> EnvoyRoute {
             host_rewrite_specifier: host_rewrite.clone().map(route_action::HostRewriteSpecifier::HostRewriteLiteral),
             timeout: timeout.map(proto_duration),
             rate_limits: super::ratelimit::route_rate_limits(policy, r),
-            // ring_hash balances on a hash of the client address.
-            hash_policy: if ring_hash {
-                vec![HashPolicy {
-                    policy_specifier: Some(hash_policy::PolicySpecifier::ConnectionProperties(
-                        hash_policy::ConnectionProperties { source_ip: true },
-                    )),
-                    ..Default::default()
-                }]
-            } else {
-                Vec::new()
-            },
+            hash_policy,
+            retry_policy: retries.as_ref().map(super::resilience::retry_policy),
             ..Default::default()
         })),
         request_headers_to_add: header_adds(request_headers),

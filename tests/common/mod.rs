@@ -445,15 +445,27 @@ impl Gateway {
     /// Start a `legate echo` upstream answering as `name`; returns its port
     /// once it accepts connections.
     pub(crate) fn echo(&mut self, name: &str) -> u16 {
+        self.echo_with(name, &[])
+    }
+
+    /// Like [`Gateway::echo`], with more `legate echo` flags (`--status 500`,
+    /// `--fail-first 1`).
+    pub(crate) fn echo_with(&mut self, name: &str, args: &[&str]) -> u16 {
         let port = free_port();
+        self.echo_at(name, port, args);
+        port
+    }
+
+    /// Start (or restart) the echo upstream `name` on `port`; its process is
+    /// called `echo-NAME` (for [`Gateway::stop`]).
+    pub(crate) fn echo_at(&mut self, name: &str, port: u16, args: &[&str]) {
         let listen = format!("127.0.0.1:{port}");
         let mut cmd = Command::new(LEGATE);
-        cmd.args(["echo", "--listen", &listen, "--name", name]);
+        cmd.args(["echo", "--listen", &listen, "--name", name]).args(args);
         self.procs.borrow_mut().spawn(&format!("echo-{name}"), &self.logs, &mut cmd);
         self.wait(&format!("echo upstream {name} on {listen}"), Duration::from_secs(10), || {
             listening(port).then_some(())
         });
-        port
     }
 
     /// Start `legate serve` on the policy folder and wait until `/readyz` is 200.

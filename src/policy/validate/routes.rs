@@ -257,6 +257,21 @@ pub(super) fn check_route(
     if let (Some(auth), Some(names)) = (&auth, &rate_limits) {
         check_route_limits(errs, o, name, auth, names, refs);
     }
+    let retries = inherit(errs, o, "retries", None, backend.as_ref(), |s| service(s).map(|s| s.retries.clone()), &None);
+    let effective_timeout = route_timeout.or(service_timeout);
+    if let (Some(Some(r)), Some(t)) = (&retries, effective_timeout) {
+        if r.per_try_timeout.is_some_and(|p| p > t) {
+            errs.at(
+                &o.key("name"),
+                format!(
+                    "route `{name}` times out after {}, before one try of its service's retries may end \
+                     (per_try_timeout {}); make per_try_timeout shorter than the timeout",
+                    humantime::format_duration(t),
+                    humantime::format_duration(r.per_try_timeout.unwrap_or_default())
+                ),
+            );
+        }
+    }
 
     if errs.list.len() > before {
         return None;
@@ -276,6 +291,7 @@ pub(super) fn check_route(
         response_headers: defaults.response.merged(&resp),
         auth: auth?,
         rate_limits: rate_limits?,
+        retries: retries?,
     })
 }
 

@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use super::{auth, ratelimits};
+use super::{auth, ratelimits, resilience};
 use super::{check_name, did_you_mean, duration, Errors, Refs};
 use crate::policy::model::{Discovery, Endpoint, LoadBalancing, Service};
 use crate::policy::raw;
@@ -19,8 +19,32 @@ pub(super) fn check_service(
     s: &raw::Service,
     refs: &Refs<'_, '_>,
 ) -> Option<Service> {
-    let raw::Service { name, url, endpoints, connect_timeout, timeout, load_balancing, auth, rate_limit } = s;
+    let raw::Service {
+        name,
+        url,
+        endpoints,
+        connect_timeout,
+        timeout,
+        load_balancing,
+        hash_key,
+        retries,
+        circuit_breaker,
+        outlier_detection,
+        health_check,
+        auth,
+        rate_limit,
+    } = s;
     let mut ok = check_name(errs, o, name, "service");
+    let retries = resilience::retries(errs, &o.key("retries"), retries.as_ref());
+    let circuit_breaker = resilience::circuit_breaker(errs, &o.key("circuit_breaker"), circuit_breaker.as_ref());
+    let outlier_detection =
+        resilience::outlier_detection(errs, &o.key("outlier_detection"), outlier_detection.as_ref());
+    let health_check = resilience::health_check(errs, &o.key("health_check"), health_check.as_ref());
+    let hash = resilience::hash_key(errs, &o.key("hash_key"), hash_key.as_ref());
+    if hash_key.is_some() && load_balancing.as_deref() != Some("ring_hash") {
+        errs.at(&o.key("hash_key"), "hash_key goes with `load_balancing: ring_hash`");
+        ok = false;
+    }
     let auth = match auth {
         None => None,
         Some(a) => {
@@ -77,6 +101,11 @@ pub(super) fn check_service(
         }
     };
     let (Some(connect), Some(timeout), Some(lb)) = (connect, timeout, lb) else { return None };
+    let (Some(retries), Some(circuit_breaker), Some(outlier_detection), Some(health_check), Some(hash_key)) =
+        (retries, circuit_breaker, outlier_detection, health_check, hash)
+    else {
+        return None;
+    };
     if connect == Some(Duration::ZERO) {
         errs.at(&o.key("connect_timeout"), "connect_timeout must be more than 0");
         return None;
@@ -97,6 +126,11 @@ pub(super) fn check_service(
         connect_timeout: connect.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
         timeout,
         load_balancing: lb,
+        hash_key,
+        retries,
+        circuit_breaker,
+        outlier_detection,
+        health_check,
         auth,
         rate_limit,
     })
