@@ -26,6 +26,10 @@
 //! cores, so plain decisions/s is bounded by the client too; decisions per
 //! service CPU-second is what one core of legate would serve.
 
+/// The allocator the `legate` binary uses (src/main.rs), so the figures are its.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
