@@ -205,6 +205,74 @@ fn regex(errs: &mut Errors<'_>, o: &Origin, pattern: &str) -> bool {
     }
 }
 
+/// How to speak of what a `NameRef` names, for its messages.
+struct RefWords {
+    /// `auth provider`
+    noun: &'static str,
+    /// `providers`
+    plural: &'static str,
+    /// `auth`
+    key: &'static str,
+    /// where they are defined: `` `auth: jwt:` ``
+    home: &'static str,
+}
+
+/// Resolve an `auth:` / `rate_limit:` value at `o`: `Some(None)` for `none`,
+/// `Some(Some(names))` for a name or a list, `None` when it names something
+/// undefined (reported here) or something with errors of its own (reported
+/// there).
+fn resolve_names(
+    errs: &mut Errors<'_>,
+    o: &Origin,
+    r: &raw::NameRef,
+    valid: &[&str],
+    defined: &std::collections::BTreeSet<&str>,
+    words: &RefWords,
+) -> Option<Option<Vec<String>>> {
+    let RefWords { noun, plural, key, home } = words;
+    let known = |errs: &mut Errors<'_>, at: &Origin, name: &str| -> Option<String> {
+        if valid.contains(&name) {
+            return Some(name.to_owned());
+        }
+        if !defined.contains(name) {
+            let msg = if valid.is_empty() {
+                format!("{noun} `{name}` is not defined (define it under {home}, or use `none`)")
+            } else {
+                let hint = did_you_mean(name, valid).map(|b| format!("; did you mean `{b}`?")).unwrap_or_default();
+                format!("{noun} `{name}` is not defined{hint}")
+            };
+            errs.at(at, msg);
+        }
+        None
+    };
+    match r {
+        raw::NameRef::One(n) if n == "none" => Some(None),
+        raw::NameRef::One(n) => known(errs, o, n).map(|n| Some(vec![n])),
+        raw::NameRef::AnyOf(list) => {
+            if list.is_empty() {
+                errs.at(o, format!("{key} list is empty; name at least one, or write `none`"));
+                return None;
+            }
+            let mut out = Vec::new();
+            let mut ok = true;
+            for (i, n) in list.iter().enumerate() {
+                let at = o.index(i);
+                if n == "none" {
+                    errs.at(&at, format!("`none` cannot be one of several {plural}; write `{key}: none` on its own"));
+                    ok = false;
+                } else if let Some(n) = known(errs, &at, n) {
+                    if !out.contains(&n) {
+                        out.push(n);
+                    }
+                } else {
+                    ok = false;
+                }
+            }
+            ok.then_some(Some(out))
+        }
+    }
+}
+
 /// What `auth:` and `rate_limit:` can name.
 struct Refs<'r, 'a> {
     providers: &'r auth::Providers<'a>,

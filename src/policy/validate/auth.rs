@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::services::parse_url;
-use super::{check_name, did_you_mean, duration, header_name_ok, insert_unique, Errors, Named};
+use super::{check_name, duration, header_name_ok, insert_unique, resolve_names, Errors, Named, RefWords};
 use crate::policy::jwks;
 use crate::policy::model::{Auth, Jwks, JwtProvider, RemoteJwks, TokenSource};
 use crate::policy::raw;
@@ -212,50 +212,14 @@ fn check_jwks(errs: &mut Errors<'_>, o: &Origin, j: &raw::Jwks, read_files: &mut
     }
 }
 
-/// An `auth:` value at `o`: `none`, a provider, or a list of providers.
-/// `None` when it names something undefined (reported here) or a provider
-/// with errors of its own (reported there).
+/// An `auth:` value at `o`: `none`, a provider, or a list of which any one
+/// suffices. `None` when it names something undefined (reported) or a
+/// provider with errors of its own.
 pub(super) fn resolve(errs: &mut Errors<'_>, o: &Origin, r: &raw::NameRef, providers: &Providers<'_>) -> Option<Auth> {
-    let known = |errs: &mut Errors<'_>, at: &Origin, name: &str| -> Option<String> {
-        if providers.valid.contains_key(name) {
-            return Some(name.to_owned());
-        }
-        if !providers.defined.contains(name) {
-            let names: Vec<&str> = providers.valid.keys().map(String::as_str).collect();
-            let hint = did_you_mean(name, &names).map(|b| format!("; did you mean `{b}`?")).unwrap_or_default();
-            let msg = if names.is_empty() {
-                format!("auth provider `{name}` is not defined (define it under `auth: jwt:`, or use `none`)")
-            } else {
-                format!("auth provider `{name}` is not defined{hint}")
-            };
-            errs.at(at, msg);
-        }
-        None
-    };
-    match r {
-        raw::NameRef::One(n) if n == "none" => Some(Auth::Public),
-        raw::NameRef::One(n) => known(errs, o, n).map(|n| Auth::AnyOf(vec![n])),
-        raw::NameRef::AnyOf(list) => {
-            if list.is_empty() {
-                errs.at(o, "auth list is empty; name at least one provider, or write `none` for a public route");
-                return None;
-            }
-            let mut out = Vec::new();
-            let mut ok = true;
-            for (i, n) in list.iter().enumerate() {
-                let at = o.index(i);
-                if n == "none" {
-                    errs.at(&at, "`none` cannot be one of several providers; write `auth: none` on its own");
-                    ok = false;
-                } else if let Some(n) = known(errs, &at, n) {
-                    if !out.contains(&n) {
-                        out.push(n);
-                    }
-                } else {
-                    ok = false;
-                }
-            }
-            ok.then_some(Auth::AnyOf(out))
-        }
-    }
+    let valid: Vec<&str> = providers.valid.keys().map(String::as_str).collect();
+    let words = RefWords { noun: "auth provider", plural: "providers", key: "auth", home: "`auth: jwt:`" };
+    Some(match resolve_names(errs, o, r, &valid, &providers.defined, &words)? {
+        None => Auth::Public,
+        Some(names) => Auth::AnyOf(names),
+    })
 }

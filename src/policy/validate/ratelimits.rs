@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{check_name, did_you_mean, header_name_ok, insert_unique, Errors, Named};
+use super::{check_name, did_you_mean, header_name_ok, insert_unique, resolve_names, Errors, Named, RefWords};
 use crate::policy::model::{RateKey, RateLimit, Scope, Window};
 use crate::policy::raw;
 use crate::policy::source::Origin;
@@ -142,53 +142,15 @@ fn check_rate_limit(errs: &mut Errors<'_>, o: &Origin, r: &raw::RateLimit) -> Op
 }
 
 /// A `rate_limit:` value at `o`: `none` (empty), a policy, or a list that
-/// all apply. `None` when it names something undefined (reported here) or a
-/// policy with errors of its own (reported there).
+/// all apply. `None` when it names something undefined (reported) or a
+/// policy with errors of its own.
 pub(super) fn resolve(
     errs: &mut Errors<'_>,
     o: &Origin,
     r: &raw::NameRef,
     limits: &RateLimits<'_>,
 ) -> Option<Vec<String>> {
-    let known = |errs: &mut Errors<'_>, at: &Origin, name: &str| -> Option<String> {
-        if limits.valid.contains_key(name) {
-            return Some(name.to_owned());
-        }
-        if !limits.defined.contains(name) {
-            let names: Vec<&str> = limits.valid.keys().map(String::as_str).collect();
-            let msg = if names.is_empty() {
-                format!("rate limit `{name}` is not defined (define it under `rate_limits`, or use `none`)")
-            } else {
-                format!("rate limit `{name}` is not defined{}", hint(name, &names))
-            };
-            errs.at(at, msg);
-        }
-        None
-    };
-    match r {
-        raw::NameRef::One(n) if n == "none" => Some(Vec::new()),
-        raw::NameRef::One(n) => known(errs, o, n).map(|n| vec![n]),
-        raw::NameRef::AnyOf(list) => {
-            if list.is_empty() {
-                errs.at(o, "rate_limit list is empty; name at least one, or write `none`");
-                return None;
-            }
-            let mut out = Vec::new();
-            let mut ok = true;
-            for (i, n) in list.iter().enumerate() {
-                let at = o.index(i);
-                if n == "none" {
-                    errs.at(&at, "`none` cannot be one of several rate limits; write `rate_limit: none` on its own");
-                    ok = false;
-                } else if let Some(n) = known(errs, &at, n) {
-                    if !out.contains(&n) {
-                        out.push(n);
-                    }
-                } else {
-                    ok = false;
-                }
-            }
-            ok.then_some(out)
-        }
-    }
+    let valid: Vec<&str> = limits.valid.keys().map(String::as_str).collect();
+    let words = RefWords { noun: "rate limit", plural: "rate limits", key: "rate_limit", home: "`rate_limits`" };
+    Some(resolve_names(errs, o, r, &valid, &limits.defined, &words)?.unwrap_or_default())
 }
