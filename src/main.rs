@@ -139,6 +139,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Validate { config } => match legate::policy::load_dir(&config) {
             Ok(p) => {
+                for w in &p.warnings {
+                    eprintln!("{}:{}:{}: warning: {}", w.file, w.line, w.column, w.message);
+                }
                 println!(
                     "{}: valid ({} listeners, {} services, {} routes)",
                     config.display(),

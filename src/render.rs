@@ -13,7 +13,15 @@ use crate::snapshot::{Kind, View};
 pub fn view_json(view: &View) -> Value {
     let mut out = Map::new();
     for kind in Kind::ALL {
-        let list = view.resources(kind).values().map(|r| any_json(&r.any.type_url, &r.any.value)).collect();
+        let list = view
+            .resources(kind)
+            .values()
+            .map(|r| {
+                let mut v = any_json(&r.any.type_url, &r.any.value);
+                redact(&mut v);
+                v
+            })
+            .collect();
         out.insert(kind.plural().to_owned(), Value::Array(list));
     }
     Value::Object(out)
@@ -41,6 +49,17 @@ pub fn any_json(type_url: &str, bytes: &[u8]) -> Value {
         }
     }
     Value::Object(obj)
+}
+
+/// What replaces a private key in anything legate shows (SPEC §4: secrets
+/// never appear in an answer or a log).
+pub const REDACTED: &str = "[redacted]";
+
+/// Blank out the private key of a rendered SDS secret.
+fn redact(v: &mut Value) {
+    if let Some(key) = v.get_mut("tls_certificate").and_then(|t| t.get_mut("private_key")) {
+        *key = serde_json::json!({ "inline_string": REDACTED });
+    }
 }
 
 /// `render --format yaml`.

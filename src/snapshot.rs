@@ -19,6 +19,7 @@ use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::envoy::config::listener::v3::Listener;
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
 use envoy_types::pb::google::protobuf::Any;
 
 /// The four resource types legate serves, in make-before-break push order.
@@ -32,11 +33,13 @@ pub enum Kind {
     Listener,
     /// RDS
     Route,
+    /// SDS (TLS certificates and keys)
+    Secret,
 }
 
 impl Kind {
     /// Every kind, in push order.
-    pub const ALL: [Kind; 4] = [Kind::Cluster, Kind::Endpoint, Kind::Listener, Kind::Route];
+    pub const ALL: [Kind; 5] = [Kind::Cluster, Kind::Endpoint, Kind::Secret, Kind::Listener, Kind::Route];
 
     /// The xDS type URL.
     #[must_use]
@@ -46,6 +49,7 @@ impl Kind {
             Kind::Endpoint => "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment",
             Kind::Listener => "type.googleapis.com/envoy.config.listener.v3.Listener",
             Kind::Route => "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
+            Kind::Secret => "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret",
         }
     }
 
@@ -55,7 +59,7 @@ impl Kind {
         Kind::ALL.into_iter().find(|k| k.type_url() == url)
     }
 
-    /// Short name for metrics and logs: `cds`, `eds`, `lds`, `rds`.
+    /// Short name for metrics and logs: `cds`, `eds`, `lds`, `rds`, `sds`.
     #[must_use]
     pub fn short(self) -> &'static str {
         match self {
@@ -63,6 +67,7 @@ impl Kind {
             Kind::Endpoint => "eds",
             Kind::Listener => "lds",
             Kind::Route => "rds",
+            Kind::Secret => "sds",
         }
     }
 
@@ -74,10 +79,11 @@ impl Kind {
             Kind::Endpoint => "endpoints",
             Kind::Listener => "listeners",
             Kind::Route => "routes",
+            Kind::Secret => "secrets",
         }
     }
 
-    /// LDS and CDS are wildcard types; RDS and EDS are requested by name.
+    /// LDS and CDS are wildcard types; RDS, EDS and SDS are requested by name.
     #[must_use]
     pub fn is_wildcard(self) -> bool {
         matches!(self, Kind::Cluster | Kind::Listener)
@@ -123,12 +129,15 @@ pub type Resources = BTreeMap<String, Arc<Resource>>;
 /// What one node is served: resources of each kind with their versions.
 #[derive(Debug, Default, PartialEq)]
 pub struct View {
-    resources: [Resources; 4],
-    versions: [String; 4],
+    resources: [Resources; KINDS],
+    versions: [String; KINDS],
 }
 
+/// How many kinds there are.
+const KINDS: usize = Kind::ALL.len();
+
 impl View {
-    fn new(resources: [Resources; 4]) -> View {
+    fn new(resources: [Resources; KINDS]) -> View {
         let versions = resources.each_ref().map(version_of);
         View { resources, versions }
     }
@@ -165,20 +174,24 @@ impl Snapshot {
         endpoints: &[ClusterLoadAssignment],
         listeners: &[Listener],
         routes: &[RouteConfiguration],
+        secrets: &[Secret],
         fleets: BTreeMap<String, Vec<String>>,
     ) -> Snapshot {
-        let mut r: [Resources; 4] = Default::default();
+        let mut r: [Resources; KINDS] = Default::default();
         for c in clusters {
-            r[0].insert(c.name.clone(), Resource::new(c.name.clone(), c));
+            r[Kind::Cluster.index()].insert(c.name.clone(), Resource::new(c.name.clone(), c));
         }
         for e in endpoints {
-            r[1].insert(e.cluster_name.clone(), Resource::new(e.cluster_name.clone(), e));
+            r[Kind::Endpoint.index()].insert(e.cluster_name.clone(), Resource::new(e.cluster_name.clone(), e));
         }
         for l in listeners {
-            r[2].insert(l.name.clone(), Resource::new(l.name.clone(), l));
+            r[Kind::Listener.index()].insert(l.name.clone(), Resource::new(l.name.clone(), l));
         }
         for rc in routes {
-            r[3].insert(rc.name.clone(), Resource::new(rc.name.clone(), rc));
+            r[Kind::Route.index()].insert(rc.name.clone(), Resource::new(rc.name.clone(), rc));
+        }
+        for s in secrets {
+            r[Kind::Secret.index()].insert(s.name.clone(), Resource::new(s.name.clone(), s));
         }
         let all = View::new(r);
         let mut h = Sha256::new();

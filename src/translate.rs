@@ -11,6 +11,7 @@ mod local_reply;
 mod ratelimit;
 mod resilience;
 mod routes;
+mod tls;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -30,9 +31,18 @@ pub fn translate(policy: &Policy) -> Snapshot {
     let endpoints = clusters::load_assignments(policy, &jwks);
     let listeners = listeners::listeners(policy);
     let routes = routes::route_configurations(policy);
-    let fleets: BTreeMap<String, Vec<String>> =
-        policy.listeners.values().filter_map(|l| l.fleets.clone().map(|f| (l.name.clone(), f))).collect();
-    Snapshot::build(&clusters, &endpoints, &listeners, &routes, fleets)
+    // A redirect listener goes to the same fleets as its TLS listener.
+    let fleets: BTreeMap<String, Vec<String>> = policy
+        .listeners
+        .values()
+        .filter_map(|l| Some((l, l.fleets.clone()?)))
+        .flat_map(|(l, f)| {
+            let redirect = l.http_redirect_port.map(|_| (tls::redirect_name(l), f.clone()));
+            std::iter::once((l.name.clone(), f)).chain(redirect)
+        })
+        .collect();
+    let secrets = tls::secrets(policy);
+    Snapshot::build(&clusters, &endpoints, &listeners, &routes, &secrets, fleets)
 }
 
 /// "Over ADS, v3": how every dynamic resource refers to its source.

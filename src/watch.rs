@@ -40,8 +40,13 @@ pub fn load(dir: &Path) -> Result<Snapshot, Diagnostics> {
 /// the files besides the policy files that it read.
 pub fn reload(dir: &Path, state: &State) -> Option<Vec<PathBuf>> {
     let t0 = Instant::now();
-    match policy::load_dir(dir).map(|p| (translate(&p), p.read_files)) {
-        Ok((snapshot, read_files)) => {
+    match policy::load_dir(dir) {
+        Ok(p) => {
+            for w in &p.warnings {
+                warn!(file = %w.file, line = w.line, column = w.column, "{}", w.message);
+            }
+            let snapshot = translate(&p);
+            let read_files = p.read_files;
             let version = snapshot.version().to_owned();
             let (clusters, listeners) = (
                 snapshot.all().resources(crate::snapshot::Kind::Cluster).len(),

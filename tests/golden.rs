@@ -89,6 +89,7 @@ golden_cases!(
     jwt,
     rate_limits,
     resilience,
+    tls,
 );
 
 #[test]

@@ -145,12 +145,11 @@ fn an_unknown_key_with_no_close_match_lists_the_allowed_keys() {
 
 #[test]
 fn spec_keys_not_implemented_yet_are_rejected_not_ignored() {
-    let text = "listeners:\n  - name: public\n    port: 10000\n    tls: { cert: a.crt, key: a.key }\nservices:\n  - name: s\n    url: http://10.0.0.1:80\n    retries: { attempts: 2 }\nroutes:\n  - name: r\n    match: { prefix: / }\n    service: s\n    cors: { origins: [x] }\n    timeout: 1s\ndefaults:\n  access_log: off\naggregations: []\n";
+    let text = "listeners:\n  - name: public\n    port: 10000\n    hosts: [\"*\"]\nservices:\n  - name: s\n    url: http://10.0.0.1:80\n    retries: { attempts: 2 }\nroutes:\n  - name: r\n    match: { prefix: / }\n    service: s\n    cors: { origins: [x] }\n    timeout: 1s\ndefaults:\n  access_log: off\naggregations: []\n";
     let not_yet: &[&str] = &["is part of the policy format but not supported by this version of legate yet"];
     check(
         &[("planned.yaml", text)],
         &[
-            ("planned.yaml:4:5", &["`tls`", not_yet[0]]),
             ("planned.yaml:13:5", &["`cors`", not_yet[0], "nothing was applied"]),
             ("planned.yaml:16:3", &["`access_log`", not_yet[0]]),
             ("planned.yaml:17:1", &["`aggregations`", not_yet[0]]),
@@ -662,6 +661,91 @@ fn resilience_settings_are_checked() {
             ("s.yaml:12:15", &["hash_key goes with"]),
         ],
     );
+}
+
+// ---- TLS ---------------------------------------------------------------------------
+
+/// A certificate for `name` and its key, as PEM, valid until `not_after`.
+fn certificate(name: &str, not_after: (i32, u8, u8)) -> (String, String) {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut params = rcgen::CertificateParams::new(vec![name.to_owned()]).expect("params");
+    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    params.not_after = rcgen::date_time_ymd(not_after.0, not_after.1, not_after.2);
+    let cert = params.self_signed(&key).expect("certificate");
+    (cert.pem(), key.serialize_pem())
+}
+
+#[test]
+fn tls_files_are_read_parsed_and_matched() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let root = dir.path();
+    let (good_cert, good_key) = certificate("good.test", (2099, 1, 1));
+    let (_, other_key) = certificate("other.test", (2099, 1, 1));
+    write(root, "certs/good.crt", &good_cert);
+    write(root, "certs/good.key", &good_key);
+    write(root, "certs/other.key", &other_key);
+    write(root, "certs/not-pem.crt", "this is not a certificate\n");
+    let text = r#"listeners:
+  - name: mismatch
+    port: 10001
+    tls: { cert: certs/good.crt, key: certs/other.key }
+  - name: garbage
+    port: 10002
+    tls: { cert: certs/not-pem.crt, key: certs/good.key }
+  - name: missing
+    port: 10003
+    tls: { cert: certs/good.crt, key: certs/none.key }
+  - name: settings
+    port: 10004
+    tls: { cert: certs/good.crt, key: certs/good.key, min_version: "1.1", alpn: [h3] }
+  - name: no-tls
+    port: 10005
+    http_redirect_port: 10006
+  - name: clash
+    port: 10007
+    tls: { cert: certs/good.crt, key: certs/good.key }
+    http_redirect_port: 10008
+  - name: valid
+    port: 10008
+"#;
+    write(root, "listeners.yaml", text);
+    let diags = load_dir(root).expect_err("bad TLS").0;
+    assert_errors(
+        &diags,
+        &[
+            ("listeners.yaml:4:39", &["the key in", "other.key", "does not belong to the certificate in", "good.crt"]),
+            ("listeners.yaml:7:18", &["not-pem.crt", "holds no PEM certificate"]),
+            ("listeners.yaml:10:39", &["cannot read the key file", "none.key"]),
+            ("listeners.yaml:13:68", &["min_version `1.1` is not supported"]),
+            ("listeners.yaml:13:82", &["ALPN protocol `h3` is not supported"]),
+            ("listeners.yaml:16:25", &["http_redirect_port redirects to https, so the listener needs `tls`"]),
+            ("listeners.yaml:22:11", &["port 10008 is already used by listener `clash`"]),
+        ],
+    );
+    // No message holds key material.
+    let key_line = good_key.lines().nth(1).expect("a key line");
+    assert!(diags.iter().all(|d| !d.message.contains(key_line) && !d.message.contains("PRIVATE KEY")), "{diags:?}");
+}
+
+#[test]
+fn an_expired_certificate_is_a_warning_not_an_error() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (cert, key) = certificate("old.test", (2021, 1, 1));
+    write(dir.path(), "old.crt", &cert);
+    write(dir.path(), "old.key", &key);
+    write(
+        dir.path(),
+        "gateway.yaml",
+        "listeners:\n  - name: web\n    port: 10443\n    tls: { cert: old.crt, key: old.key }\n",
+    );
+    let policy = load_dir(dir.path()).unwrap_or_else(|e| panic!("an expired certificate still loads:\n{e}"));
+    let w = policy.warnings.first().expect("a warning");
+    assert_eq!((w.file.as_str(), w.line, w.column), ("gateway.yaml", 4, 18), "{w}");
+    assert!(w.message.contains("expired on"), "{w}");
+    let out = validate(dir.path());
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("gateway.yaml:4:18: warning: the certificate in"), "{stderr}");
 }
 
 // ---- many errors at once ------------------------------------------------------

@@ -188,6 +188,11 @@ fn names(resp: &DiscoveryResponse) -> Vec<String> {
                 Kind::Endpoint => ClusterLoadAssignment::decode(bytes).expect("a ClusterLoadAssignment").cluster_name,
                 Kind::Listener => Listener::decode(bytes).expect("a Listener").name,
                 Kind::Route => RouteConfiguration::decode(bytes).expect("a RouteConfiguration").name,
+                Kind::Secret => {
+                    envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret::decode(bytes)
+                        .expect("a Secret")
+                        .name
+                }
             }
         })
         .collect()
@@ -595,11 +600,11 @@ async fn protocol_violations_end_only_that_stream_with_invalid_argument() {
 async fn types_legate_does_not_serve_are_ignored() {
     let (addr, _state) = serve(BASE).await;
     let mut ads = Ads::open(addr).await;
-    let sds = DiscoveryRequest {
-        type_url: "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret".into(),
-        ..hello("envoy-1", "default", CDS, &["cert"])
+    let ecds = DiscoveryRequest {
+        type_url: "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig".into(),
+        ..hello("envoy-1", "default", CDS, &["filter"])
     };
-    ads.send(sds).await;
+    ads.send(ecds).await;
     ads.quiet().await;
     ads.send(request(CDS, &[], "", "")).await;
     assert_eq!(names(&ads.recv_kind(CDS).await), ["a", "b"]);

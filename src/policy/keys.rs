@@ -5,7 +5,9 @@
 use super::locate::{Seg, YamlPath};
 
 const TOP: &[&str] = &["listeners", "services", "routes", "defaults", "auth", "rate_limits"];
-const LISTENER: &[&str] = &["name", "port", "address", "hosts", "fleets"];
+const LISTENER: &[&str] = &["name", "port", "address", "hosts", "fleets", "tls", "http_redirect_port"];
+const TLS: &[&str] = &["cert", "key", "certificates", "min_version", "alpn"];
+const TLS_CERT: &[&str] = &["cert", "key", "hosts"];
 const SERVICE: &[&str] = &[
     "name",
     "url",
@@ -55,7 +57,6 @@ const TOKEN_FROM: &[&str] = &["header", "prefix", "query"];
 
 /// Keys in SPEC §2 that later issues implement.
 const PLANNED_TOP: &[&str] = &["aggregations"];
-const PLANNED_LISTENER: &[&str] = &["tls", "http_redirect_port"];
 const PLANNED_ROUTE: &[&str] = &["cors"];
 const PLANNED_DEFAULTS: &[&str] = &["access_log", "tracing"];
 
@@ -65,7 +66,11 @@ fn context(parent: &[Seg]) -> Option<(&'static str, &'static [&'static str], &'s
     let k = |s: &Seg, want: &str| matches!(s, K(x) if x == want);
     Some(match parent {
         [] => ("the top level", TOP, PLANNED_TOP),
-        [l, I(_)] if k(l, "listeners") => ("a listener", LISTENER, PLANNED_LISTENER),
+        [l, I(_)] if k(l, "listeners") => ("a listener", LISTENER, &[]),
+        [l, I(_), t] if k(l, "listeners") && k(t, "tls") => ("tls", TLS, &[]),
+        [l, I(_), t, c, I(_)] if k(l, "listeners") && k(t, "tls") && k(c, "certificates") => {
+            ("a certificate", TLS_CERT, &[])
+        }
         [s, I(_)] if k(s, "services") => ("a service", SERVICE, &[]),
         [s, I(_), x] if k(s, "services") => match x {
             K(x) if x == "retries" => ("retries", RETRIES, &[]),

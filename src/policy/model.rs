@@ -18,8 +18,12 @@ pub struct Policy {
     /// Rate-limit policies by name (`rate_limits`).
     pub rate_limits: BTreeMap<String, RateLimit>,
     /// Files besides the policy files that the policy was built from (JWKS
-    /// files): a change to one of them is a change to the policy.
+    /// files, certificates and keys): a change to one of them is a change to
+    /// the policy.
     pub read_files: Vec<std::path::PathBuf>,
+    /// Problems that do not stop the policy from loading (an expired
+    /// certificate, say), with where they are.
+    pub warnings: Vec<super::Diagnostic>,
 }
 
 impl Policy {
@@ -119,6 +123,54 @@ pub struct Listener {
     pub hosts: Vec<String>,
     /// Only Envoys whose node.cluster is listed get this listener; `None` is all.
     pub fleets: Option<Vec<String>>,
+    /// TLS termination.
+    pub tls: Option<ListenerTls>,
+    /// A plain-HTTP port that redirects to this (TLS) listener.
+    pub http_redirect_port: Option<u16>,
+}
+
+/// A listener's TLS: its certificates and protocol settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerTls {
+    /// Chosen by SNI; the one without `hosts` (if any) for every other name.
+    pub certificates: Vec<Certificate>,
+    /// The oldest TLS version accepted.
+    pub min_version: TlsVersion,
+    /// ALPN protocols offered, in order.
+    pub alpn: Vec<String>,
+}
+
+/// `tls.min_version`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsVersion {
+    /// TLS 1.2 (the default).
+    V1_2,
+    /// TLS 1.3.
+    V1_3,
+}
+
+/// A certificate chain and its private key, as PEM.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Certificate {
+    /// The SDS secret name it is served under.
+    pub secret: String,
+    /// SNI names it is served for; empty for every name.
+    pub hosts: Vec<String>,
+    /// PEM certificate chain.
+    pub cert_pem: String,
+    /// PEM private key. Never printed: `Debug` redacts it.
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for Certificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Certificate")
+            .field("secret", &self.secret)
+            .field("hosts", &self.hosts)
+            .field("cert_pem", &format_args!("<{} bytes>", self.cert_pem.len()))
+            .field("key_pem", &format_args!("[redacted]"))
+            .finish()
+    }
 }
 
 /// An upstream service; becomes an Envoy cluster.

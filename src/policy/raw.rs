@@ -31,6 +31,27 @@ pub(crate) struct Listener {
     pub(crate) address: Option<String>,
     pub(crate) hosts: Option<Vec<String>>,
     pub(crate) fleets: Option<Vec<String>>,
+    pub(crate) tls: Option<ListenerTls>,
+    pub(crate) http_redirect_port: Option<u16>,
+}
+
+/// `listeners[].tls`: one certificate (`cert`, `key`) or several chosen by
+/// SNI (`certificates`), with protocol settings.
+#[derive(Debug, Deserialize)]
+pub(crate) struct ListenerTls {
+    pub(crate) cert: Option<String>,
+    pub(crate) key: Option<String>,
+    pub(crate) certificates: Option<Vec<TlsCertificate>>,
+    pub(crate) min_version: Option<String>,
+    pub(crate) alpn: Option<Vec<String>>,
+}
+
+/// `listeners[].tls.certificates[]`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct TlsCertificate {
+    pub(crate) cert: Option<String>,
+    pub(crate) key: Option<String>,
+    pub(crate) hosts: Option<Vec<String>>,
 }
 
 /// `services[]`.

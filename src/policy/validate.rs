@@ -12,6 +12,7 @@ mod ratelimits;
 mod resilience;
 mod routes;
 mod services;
+mod tls;
 
 use super::keys::did_you_mean;
 use super::model::{Auth, HeaderOps, Policy};
@@ -23,12 +24,21 @@ use listeners::{check_listener, check_port_clashes};
 use routes::{check_route, precedence, Defined};
 use services::check_service;
 
+/// What validation collects besides the model: errors, warnings, and the
+/// other files it read.
 struct Errors<'a> {
     files: &'a [SourceFile],
     list: Vec<Diagnostic>,
+    warnings: Vec<Diagnostic>,
+    read_files: Vec<std::path::PathBuf>,
 }
 
 impl Errors<'_> {
+    /// A problem that does not stop the policy from loading.
+    fn warn(&mut self, o: &Origin, message: impl Into<String>) {
+        let file = &self.files[o.file];
+        self.warnings.push(file.diagnostic(file.index().value(o.doc, &o.path), message));
+    }
     fn at(&mut self, o: &Origin, message: impl Into<String>) {
         let file = &self.files[o.file];
         self.list.push(file.diagnostic(file.index().value(o.doc, &o.path), message));
@@ -47,7 +57,7 @@ impl Errors<'_> {
 
 /// Validate the parsed files as one policy.
 pub(crate) fn validate(files: &[SourceFile], parsed: Parsed) -> Result<Policy, Diagnostics> {
-    let mut errs = Errors { files, list: parsed.errors };
+    let mut errs = Errors { files, list: parsed.errors, warnings: Vec::new(), read_files: Vec::new() };
     let mut listeners = Vec::new();
     let mut services = Vec::new();
     let mut routes = Vec::new();
@@ -107,7 +117,8 @@ pub(crate) fn validate(files: &[SourceFile], parsed: Parsed) -> Result<Policy, D
     }
     ordered.sort_by(|(sa, a), (sb, b)| precedence(a).cmp(&precedence(b)).then(sa.cmp(sb)));
     policy.routes = ordered.into_iter().map(|(_, r)| r).collect();
-    policy.read_files = providers.read_files;
+    policy.read_files = providers.read_files.into_iter().chain(std::mem::take(&mut errs.read_files)).collect();
+    policy.warnings = std::mem::take(&mut errs.warnings);
     policy.jwt_providers = providers.valid;
     policy.rate_limits = limits.valid;
 

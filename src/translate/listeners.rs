@@ -10,34 +10,87 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 };
 use envoy_types::pb::google::protobuf::BoolValue;
 
-use super::{ads, any, auth, local_reply, ratelimit};
+use super::{ads, any, auth, local_reply, ratelimit, tls};
 use crate::policy::{Listener, Policy};
 
-/// One Envoy listener per policy listener.
+/// One Envoy listener per policy listener, and one more for each
+/// `http_redirect_port`.
 pub(super) fn listeners(policy: &Policy) -> Vec<EnvoyListener> {
-    policy.listeners.values().map(|l| listener(policy, l)).collect()
+    policy.listeners.values().flat_map(|l| std::iter::once(listener(policy, l)).chain(redirect_listener(l))).collect()
+}
+
+fn socket_address(address: &str, port: u16) -> Option<Address> {
+    Some(Address {
+        address: Some(address::Address::SocketAddress(SocketAddress {
+            address: address.to_owned(),
+            port_specifier: Some(PortSpecifier::PortValue(u32::from(port))),
+            // `::` means every address, IPv4 included (Envoy binds it IPv6-only otherwise).
+            ipv4_compat: address.parse::<std::net::Ipv6Addr>().is_ok_and(|a| a.is_unspecified()),
+            ..Default::default()
+        })),
+    })
+}
+
+fn hcm_filter(config: &HttpConnectionManager) -> Filter {
+    Filter {
+        name: "envoy.filters.network.http_connection_manager".into(),
+        config_type: Some(filter::ConfigType::TypedConfig(any(config))),
+    }
 }
 
 fn listener(policy: &Policy, l: &Listener) -> EnvoyListener {
-    let Listener { name, address, port, hosts: _, fleets: _ } = l;
+    let Listener { name, address, port, hosts: _, fleets: _, tls: tls_config, http_redirect_port: _ } = l;
+    let manager = hcm(policy, name);
+    let (filter_chains, listener_filters) = match tls_config {
+        None => (vec![FilterChain { filters: vec![hcm_filter(&manager)], ..Default::default() }], Vec::new()),
+        Some(t) => {
+            // One chain per certificate, chosen by SNI; the same HTTP handling in each.
+            let chains: Vec<FilterChain> = t
+                .certificates
+                .iter()
+                .map(|c| {
+                    let (filter_chain_match, socket) = tls::chain_tls(t, c);
+                    FilterChain {
+                        filter_chain_match,
+                        filters: vec![hcm_filter(&manager)],
+                        transport_socket: Some(socket),
+                        ..Default::default()
+                    }
+                })
+                .collect();
+            (chains, vec![tls::tls_inspector()])
+        }
+    };
     EnvoyListener {
         name: name.clone(),
-        address: Some(Address {
-            address: Some(address::Address::SocketAddress(SocketAddress {
-                address: address.clone(),
-                port_specifier: Some(PortSpecifier::PortValue(u32::from(*port))),
-                // `::` means every address, IPv4 included (Envoy binds it IPv6-only otherwise).
-                ipv4_compat: address.parse::<std::net::Ipv6Addr>().is_ok_and(|a| a.is_unspecified()),
-                ..Default::default()
-            })),
-        }),
-        filter_chains: vec![FilterChain {
-            filters: vec![Filter {
-                name: "envoy.filters.network.http_connection_manager".into(),
-                config_type: Some(filter::ConfigType::TypedConfig(any(&hcm(policy, name)))),
-            }],
-            ..Default::default()
-        }],
+        address: socket_address(address, *port),
+        filter_chains,
+        listener_filters,
+        ..Default::default()
+    }
+}
+
+/// The plain-HTTP listener of `http_redirect_port`, answering 301 to https.
+fn redirect_listener(l: &Listener) -> Option<EnvoyListener> {
+    let port = l.http_redirect_port?;
+    let manager = HttpConnectionManager {
+        stat_prefix: tls::redirect_name(l).replace(':', "_"),
+        route_specifier: Some(RouteSpecifier::RouteConfig(tls::redirect_routes(l))),
+        http_filters: vec![router()],
+        ..Default::default()
+    };
+    Some(EnvoyListener {
+        name: tls::redirect_name(l),
+        address: socket_address(&l.address, port),
+        filter_chains: vec![FilterChain { filters: vec![hcm_filter(&manager)], ..Default::default() }],
+        ..Default::default()
+    })
+}
+
+fn router() -> HttpFilter {
+    HttpFilter {
+        name: "envoy.filters.http.router".into(),
+        config_type: Some(http_filter::ConfigType::TypedConfig(any(&Router::default()))),
         ..Default::default()
     }
 }
@@ -47,11 +100,7 @@ fn hcm(policy: &Policy, listener: &str) -> HttpConnectionManager {
     // claims are rate-limit keys), then the limits, then routing.
     let mut http_filters = auth::http_filters(policy, listener);
     http_filters.extend(ratelimit::http_filters(policy, listener));
-    http_filters.push(HttpFilter {
-        name: "envoy.filters.http.router".into(),
-        config_type: Some(http_filter::ConfigType::TypedConfig(any(&Router::default()))),
-        ..Default::default()
-    });
+    http_filters.push(router());
     HttpConnectionManager {
         stat_prefix: listener.to_owned(),
         route_specifier: Some(RouteSpecifier::Rds(Rds {

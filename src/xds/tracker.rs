@@ -102,7 +102,7 @@ struct InFlight {
 #[derive(Debug, Default)]
 pub struct Tracker {
     node: Option<NodeInfo>,
-    types: [TypeState; 4],
+    types: [TypeState; Kind::ALL.len()],
     nonces: u64,
 }
 
@@ -132,7 +132,7 @@ impl Tracker {
     pub fn status(&self) -> impl Iterator<Item = (Kind, TypeStatus)> + '_ {
         Kind::ALL
             .into_iter()
-            .zip(&self.types)
+            .map(|k| (k, &self.types[k as usize]))
             .filter(|(_, t)| t.subscribed)
             .map(|(k, t)| (k, TypeStatus { acked_version: t.acked_version.clone(), nack: t.nack.clone() }))
     }
@@ -258,13 +258,17 @@ impl Tracker {
     }
 
     /// True when a response of `kind` must wait for an ACK or NACK: any
-    /// response in flight holds back every other, but clusters alone do not
-    /// hold back endpoints (Envoy ACKs new EDS clusters only once it has
-    /// their endpoints).
+    /// response in flight holds back every other, but clusters and listeners
+    /// do not hold back what they are waiting for: Envoy ACKs new EDS
+    /// clusters only once it has their endpoints, and warms a listener or
+    /// cluster with TLS only once it has its secrets.
     fn waiting(&self, kind: Kind) -> bool {
-        Kind::ALL
-            .into_iter()
-            .any(|k| self.types[k as usize].in_flight.is_some() && !(kind == Kind::Endpoint && k == Kind::Cluster))
+        let may_follow = |k: Kind| match kind {
+            Kind::Endpoint => k == Kind::Cluster,
+            Kind::Secret => matches!(k, Kind::Cluster | Kind::Listener),
+            _ => false,
+        };
+        Kind::ALL.into_iter().any(|k| self.types[k as usize].in_flight.is_some() && !may_follow(k))
     }
 
     /// What the client should have of `kind` now, or `None` if it has not asked.
@@ -406,6 +410,11 @@ mod tests {
                     EDS => ClusterLoadAssignment::decode(bytes).expect("a ClusterLoadAssignment").cluster_name,
                     LDS => Listener::decode(bytes).expect("a Listener").name,
                     RDS => RouteConfiguration::decode(bytes).expect("a RouteConfiguration").name,
+                    Kind::Secret => {
+                        envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret::decode(bytes)
+                            .expect("a Secret")
+                            .name
+                    }
                 }
             })
             .collect()
@@ -579,9 +588,9 @@ mod tests {
         let foreign = DiscoveryRequest { type_url: "example.com/Foo".into(), ..request(CDS, &[], "", "") };
         assert!(t.on_request(foreign, Instant::now()).expect_err("unknown").0.contains("example.com/Foo"));
 
-        let secret = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
-        let sds = DiscoveryRequest { type_url: secret.into(), ..request(CDS, &[], "", "") };
-        assert_eq!(feed(&mut t, sds), Event::Unserved(secret.into()));
+        let ecds = "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig";
+        let req = DiscoveryRequest { type_url: ecds.into(), ..request(CDS, &[], "", "") };
+        assert_eq!(feed(&mut t, req), Event::Unserved(ecds.into()));
     }
 
     #[test]
