@@ -6,6 +6,7 @@
 
 mod auth;
 mod clusters;
+mod cors;
 mod listeners;
 mod local_reply;
 mod ratelimit;

@@ -40,7 +40,9 @@ const ROUTE: &[&str] = &[
     "response_headers",
     "auth",
     "rate_limit",
+    "cors",
 ];
+const CORS: &[&str] = &["origins", "methods", "headers", "expose_headers", "max_age", "credentials"];
 const MATCH: &[&str] = &["prefix", "path", "regex", "methods", "headers", "query"];
 const VALUE_MATCH: &[&str] = &["exact", "present", "regex"];
 const SPLIT: &[&str] = &["service", "weight"];
@@ -57,7 +59,6 @@ const TOKEN_FROM: &[&str] = &["header", "prefix", "query"];
 
 /// Keys in SPEC §2 that later issues implement.
 const PLANNED_TOP: &[&str] = &["aggregations"];
-const PLANNED_ROUTE: &[&str] = &["cors"];
 const PLANNED_DEFAULTS: &[&str] = &["access_log", "tracing"];
 
 /// What the mapping at `parent` is, for messages, with its allowed and planned keys.
@@ -80,7 +81,9 @@ fn context(parent: &[Seg]) -> Option<(&'static str, &'static [&'static str], &'s
             K(x) if x == "hash_key" => ("hash_key", HASH_KEY, &[]),
             _ => return None,
         },
-        [r, I(_)] if k(r, "routes") => ("a route", ROUTE, PLANNED_ROUTE),
+        [r, I(_)] if k(r, "routes") => ("a route", ROUTE, &[]),
+        [r, I(_), c] if k(r, "routes") && k(c, "cors") => ("cors", CORS, &[]),
+        [r, I(_), c, o, I(_)] if k(r, "routes") && k(c, "cors") && k(o, "origins") => ("an origin", VALUE_MATCH, &[]),
         [r, I(_), m] if k(r, "routes") && k(m, "match") => ("a route match", MATCH, &[]),
         [r, I(_), m, h, K(_)] if k(r, "routes") && k(m, "match") && (k(h, "headers") || k(h, "query")) => {
             ("a value match", VALUE_MATCH, &[])

@@ -335,6 +335,8 @@ pub struct Route {
     pub auth: Auth,
     /// Retries (from its service).
     pub retries: Option<Retries>,
+    /// CORS, answered at Envoy.
+    pub cors: Option<Cors>,
     /// The rate-limit policies that apply, all of them (route, else service,
     /// else defaults); empty for none.
     pub rate_limits: Vec<String>,
@@ -357,6 +359,23 @@ pub struct RateLimit {
     pub shadow: bool,
     /// Global only: reject when the rate-limit service can't be reached.
     pub fail_closed: bool,
+}
+
+/// `routes[].cors`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cors {
+    /// Allowed origins: exact (`https://app.example.com`, or `*`) or regex.
+    pub origins: Vec<ValueRule>,
+    /// Allowed methods; empty: the request's own (browsers' simple methods).
+    pub methods: Vec<String>,
+    /// Allowed request headers.
+    pub headers: Vec<String>,
+    /// Response headers scripts may read.
+    pub expose_headers: Vec<String>,
+    /// How long browsers may cache a preflight answer.
+    pub max_age: Option<Duration>,
+    /// Allow cookies and credentials.
+    pub credentials: bool,
 }
 
 /// A rate-limit window.

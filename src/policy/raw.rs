@@ -124,6 +124,18 @@ pub(crate) struct Route {
     pub(crate) response_headers: Option<HeaderOps>,
     pub(crate) auth: Option<NameRef>,
     pub(crate) rate_limit: Option<NameRef>,
+    pub(crate) cors: Option<Cors>,
+}
+
+/// `routes[].cors`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct Cors {
+    pub(crate) origins: Option<Vec<ValueMatch>>,
+    pub(crate) methods: Option<Vec<String>>,
+    pub(crate) headers: Option<Vec<String>>,
+    pub(crate) expose_headers: Option<Vec<String>>,
+    pub(crate) max_age: Option<String>,
+    pub(crate) credentials: Option<bool>,
 }
 
 /// `routes[].match`.

@@ -216,6 +216,39 @@ fn regex(errs: &mut Errors<'_>, o: &Origin, pattern: &str) -> bool {
     }
 }
 
+/// A rewrite's substitution as RE2 (and so Envoy) checks it: `\\N` may
+/// only name a group the pattern has, and a backslash is followed by a digit
+/// or another backslash.
+fn check_substitution(errs: &mut Errors<'_>, o: &Origin, pattern: &str, text: &str) -> bool {
+    let groups = regex_syntax::Parser::new().parse(pattern).map_or(0, |h| h.properties().explicit_captures_len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            continue;
+        }
+        match chars.next() {
+            Some('\\') => {}
+            Some(d) if d.is_ascii_digit() => {
+                let n = d.to_digit(10).unwrap_or(0) as usize;
+                if n > groups {
+                    errs.at(
+                        o,
+                        format!(
+                            "`\\{n}` names group {n}, but the regex has {groups} (RE2, which Envoy runs, rejects it)"
+                        ),
+                    );
+                    return false;
+                }
+            }
+            _ => {
+                errs.at(o, "a `\\` in a substitution must be followed by a group number or another `\\`");
+                return false;
+            }
+        }
+    }
+    true
+}
+
 /// How to speak of what a `NameRef` names, for its messages.
 struct RefWords {
     /// `auth provider`

@@ -10,7 +10,7 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 };
 use envoy_types::pb::google::protobuf::BoolValue;
 
-use super::{ads, any, auth, local_reply, ratelimit, tls};
+use super::{ads, any, auth, cors, local_reply, ratelimit, tls};
 use crate::policy::{Listener, Policy};
 
 /// One Envoy listener per policy listener, and one more for each
@@ -96,9 +96,11 @@ fn router() -> HttpFilter {
 }
 
 fn hcm(policy: &Policy, listener: &str) -> HttpConnectionManager {
-    // Order matters: identity headers stripped, then the token verified (its
-    // claims are rate-limit keys), then the limits, then routing.
-    let mut http_filters = auth::http_filters(policy, listener);
+    // Order matters: CORS preflights answered first, identity headers
+    // stripped, then the token verified (its claims are rate-limit keys),
+    // then the limits, then routing.
+    let mut http_filters = cors::http_filters(policy, listener);
+    http_filters.extend(auth::http_filters(policy, listener));
     http_filters.extend(ratelimit::http_filters(policy, listener));
     http_filters.push(router());
     HttpConnectionManager {

@@ -75,6 +75,7 @@ fn route(policy: &Policy, r: &Route) -> EnvoyRoute {
         auth: _,
         rate_limits: _,
         retries,
+        cors: _,
     } = r;
     let mut header_matchers: Vec<HeaderMatcher> = headers.iter().map(header_matcher).collect();
     if !methods.is_empty() {
@@ -170,6 +171,7 @@ fn route(policy: &Policy, r: &Route) -> EnvoyRoute {
         typed_per_filter_config: super::auth::per_route(r)
             .into_iter()
             .chain(super::ratelimit::per_route(policy, r))
+            .chain(super::cors::per_route(r))
             .collect(),
         ..Default::default()
     }

