@@ -21,6 +21,8 @@ listeners:
 services:
   - name: v1
     url: http://127.0.0.1:@V1
+    request_headers: { add: { x-tier: service, x-service-only: "1" } }
+    response_headers: { add: { x-service: v1 } }
   - name: v2
     url: http://127.0.0.1:@V2
 defaults:
@@ -37,7 +39,7 @@ routes:
   - name: items
     match: { prefix: /api/items }
     service: v1
-    request_headers: { add: { x-route: items }, remove: [x-client-secret] }
+    request_headers: { add: { x-route: items, x-tier: route }, remove: [x-client-secret] }
     response_headers: { add: { x-api: items } }
     cors:
       origins: ["https://app.example.com", { regex: 'https://[a-z]+\.example\.org' }]
@@ -70,7 +72,7 @@ fn headers_versions_forged_internal_headers_and_cors() {
     let items = format!("{base}/api/items/7");
     gw.wait("Envoy to serve", PUSH, || request("GET", &items, &[]).ok().filter(|r| r.status == 200));
 
-    // Header changes, both ways: defaults merged with the route's.
+    // Header changes, both ways: defaults, then the service's, then the route's (which wins).
     let r = call("GET", &items, &[("x-debug", "1"), ("x-client-secret", "s3cr3t"), ("x-keep", "yes")]);
     assert_eq!(r.header("x-served-by"), Some("legate"), "{:?}", r.headers);
     assert_eq!(r.header("x-api"), Some("items"), "{:?}", r.headers);
@@ -78,6 +80,8 @@ fn headers_versions_forged_internal_headers_and_cors() {
     assert_eq!(seen["x-gateway"], "legate", "{seen}");
     assert_eq!(seen["x-route"], "items", "{seen}");
     assert_eq!(seen["x-keep"], "yes", "{seen}");
+    assert_eq!((seen["x-tier"].as_str(), seen["x-service-only"].as_str()), (Some("route"), Some("1")), "{seen}");
+    assert_eq!(r.header("x-service"), Some("v1"), "{:?}", r.headers);
     assert!(seen.get("x-debug").is_none() && seen.get("x-client-secret").is_none(), "removed: {seen}");
 
     // Versioning: by header (to /api/v2/... on the same service) and by query (to the v2 service).

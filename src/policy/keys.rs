@@ -20,6 +20,8 @@ const SERVICE: &[&str] = &[
     "circuit_breaker",
     "outlier_detection",
     "health_check",
+    "request_headers",
+    "response_headers",
     "auth",
     "rate_limit",
 ];

@@ -200,6 +200,10 @@ pub struct Service {
     pub outlier_detection: Option<OutlierDetection>,
     /// Active health checks.
     pub health_check: Option<HealthCheck>,
+    /// Request header changes of routes to it (under the route's own).
+    pub request_headers: HeaderOps,
+    /// Response header changes of routes to it (under the route's own).
+    pub response_headers: HeaderOps,
     /// Default `auth` of routes to this service.
     pub auth: Option<Auth>,
     /// Default `rate_limit` of routes to this service.

@@ -68,6 +68,8 @@ pub(crate) struct Service {
     pub(crate) circuit_breaker: Option<CircuitBreaker>,
     pub(crate) outlier_detection: Option<OutlierDetection>,
     pub(crate) health_check: Option<HealthCheck>,
+    pub(crate) request_headers: Option<HeaderOps>,
+    pub(crate) response_headers: Option<HeaderOps>,
     pub(crate) auth: Option<NameRef>,
     pub(crate) rate_limit: Option<NameRef>,
 }

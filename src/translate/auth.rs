@@ -23,7 +23,9 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 use envoy_types::pb::google::protobuf::Any;
 
 use super::{any, proto_duration};
-use crate::policy::{Auth, Discovery, HashKey, Jwks, JwtProvider, LoadBalancing, Policy, Route, Service, TokenSource};
+use crate::policy::{
+    Auth, Discovery, HashKey, HeaderOps, Jwks, JwtProvider, LoadBalancing, Policy, Route, Service, TokenSource,
+};
 
 /// The `jwt_authn` filter's name, also its key in a route's `typed_per_filter_config`.
 pub(super) const JWT_FILTER: &str = "envoy.filters.http.jwt_authn";
@@ -107,6 +109,8 @@ pub(super) fn jwks_services(policy: &Policy) -> Vec<Service> {
             circuit_breaker: None,
             outlier_detection: None,
             health_check: None,
+            request_headers: HeaderOps::default(),
+            response_headers: HeaderOps::default(),
             auth: None,
             rate_limit: None,
         });

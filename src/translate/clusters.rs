@@ -39,6 +39,8 @@ fn cluster(s: &Service) -> Cluster {
         circuit_breaker,
         outlier_detection,
         health_check,
+        request_headers: _,
+        response_headers: _,
         auth: _,
         rate_limit: _,
     } = s;

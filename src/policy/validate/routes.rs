@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use super::{auth, check_substitution, ratelimits, Refs};
 use super::{check_name, did_you_mean, duration, header_name_ok, header_ops, regex, DefaultOps, Errors};
 use crate::policy::model::{
-    Auth, Backend, Cors, PathMatch, PathRewrite, Policy, RateKey, RateLimit, Route, ValueMatch, ValueRule,
+    Auth, Backend, Cors, HeaderOps, PathMatch, PathRewrite, Policy, RateKey, RateLimit, Route, ValueMatch, ValueRule,
 };
 use crate::policy::raw;
 use crate::policy::source::Origin;
@@ -261,6 +261,16 @@ pub(super) fn check_route(
         check_route_limits(errs, o, name, auth, names, refs);
     }
     let retries = inherit(errs, o, "retries", None, backend.as_ref(), |s| service(s).map(|s| s.retries.clone()), &None);
+    // Header changes: defaults, then the service's, then the route's.
+    let service_ops = inherit(
+        errs,
+        o,
+        "request_headers` or `response_headers",
+        None,
+        backend.as_ref(),
+        |s| service(s).map(|s| (s.request_headers.clone(), s.response_headers.clone())),
+        &(HeaderOps::default(), HeaderOps::default()),
+    );
     let effective_timeout = route_timeout.or(service_timeout);
     if let (Some(Some(r)), Some(t)) = (&retries, effective_timeout) {
         if r.per_try_timeout.is_some_and(|p| p > t) {
@@ -279,6 +289,7 @@ pub(super) fn check_route(
     if errs.list.len() > before {
         return None;
     }
+    let (service_request, service_response) = service_ops?;
     Some(Route {
         name: name.clone(),
         listener: listener?,
@@ -290,8 +301,8 @@ pub(super) fn check_route(
         rewrite,
         host_rewrite,
         timeout: route_timeout.or(service_timeout),
-        request_headers: defaults.request.merged(&req),
-        response_headers: defaults.response.merged(&resp),
+        request_headers: defaults.request.merged(&service_request).merged(&req),
+        response_headers: defaults.response.merged(&service_response).merged(&resp),
         auth: auth?,
         rate_limits: rate_limits?,
         retries: retries?,

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use super::{auth, ratelimits, resilience};
-use super::{check_name, did_you_mean, duration, Errors, Refs};
+use super::{check_name, did_you_mean, duration, header_ops, Errors, Refs};
 use crate::policy::model::{Discovery, Endpoint, LoadBalancing, Service};
 use crate::policy::raw;
 use crate::policy::source::Origin;
@@ -31,10 +31,16 @@ pub(super) fn check_service(
         circuit_breaker,
         outlier_detection,
         health_check,
+        request_headers,
+        response_headers,
         auth,
         rate_limit,
     } = s;
-    let mut ok = check_name(errs, o, name, "service");
+    let before = errs.list.len();
+    let request_headers = header_ops(errs, &o.key("request_headers"), request_headers.as_ref(), true);
+    let response_headers = header_ops(errs, &o.key("response_headers"), response_headers.as_ref(), false);
+    let headers_ok = errs.list.len() == before;
+    let mut ok = check_name(errs, o, name, "service") && headers_ok;
     let retries = resilience::retries(errs, &o.key("retries"), retries.as_ref());
     let circuit_breaker = resilience::circuit_breaker(errs, &o.key("circuit_breaker"), circuit_breaker.as_ref());
     let outlier_detection =
@@ -131,6 +137,8 @@ pub(super) fn check_service(
         circuit_breaker,
         outlier_detection,
         health_check,
+        request_headers,
+        response_headers,
         auth,
         rate_limit,
     })
