@@ -249,6 +249,25 @@ fn check_substitution(errs: &mut Errors<'_>, o: &Origin, pattern: &str, text: &s
     true
 }
 
+const METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"];
+
+/// A list of HTTP methods at `o` (each checked, uppercased, without repeats).
+fn methods(errs: &mut Errors<'_>, o: &Origin, list: Option<&Vec<String>>) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, m) in list.into_iter().flatten().enumerate() {
+        let up = m.to_ascii_uppercase();
+        if METHODS.contains(&up.as_str()) {
+            if !out.contains(&up) {
+                out.push(up);
+            }
+        } else {
+            let hint = did_you_mean(&up, METHODS).map(|b| format!("; did you mean `{b}`?")).unwrap_or_default();
+            errs.at(&o.index(i), format!("`{m}` is not an HTTP method{hint}"));
+        }
+    }
+    out
+}
+
 /// How to speak of what a `NameRef` names, for its messages.
 struct RefWords {
     /// `auth provider`

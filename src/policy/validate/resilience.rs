@@ -15,7 +15,6 @@ use crate::policy::source::Origin;
 const RETRY_ON: &[&str] = &["5xx", "gateway-error", "reset", "connect-failure", "retriable-4xx"];
 /// Retried unless `methods` says otherwise: the idempotent ones (RFC 9110).
 pub(crate) const IDEMPOTENT: &[&str] = &["GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"];
-const METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"];
 
 /// A count that must be at least 1 and fit Envoy's 32 bits.
 fn count(errs: &mut Errors<'_>, o: &Origin, n: Option<i64>, what: &str) -> Option<Option<u32>> {
@@ -70,17 +69,7 @@ pub(super) fn retries(errs: &mut Errors<'_>, o: &Origin, r: Option<&raw::Retries
         conditions = vec!["5xx".into(), "reset".into(), "connect-failure".into()];
     }
     let per_try = positive(errs, &o.key("per_try_timeout"), per_try_timeout.as_ref(), "per_try_timeout");
-    let mut method_list = Vec::new();
-    for (i, m) in methods.iter().flatten().enumerate() {
-        let up = m.to_ascii_uppercase();
-        if METHODS.contains(&up.as_str()) {
-            if !method_list.contains(&up) {
-                method_list.push(up);
-            }
-        } else {
-            errs.at(&o.key("methods").index(i), format!("`{m}` is not an HTTP method"));
-        }
-    }
+    let mut method_list = super::methods(errs, &o.key("methods"), methods.as_ref());
     if methods.is_none() {
         method_list = IDEMPOTENT.iter().map(|m| (*m).to_owned()).collect();
     }

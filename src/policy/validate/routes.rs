@@ -11,8 +11,6 @@ use crate::policy::model::{
 use crate::policy::raw;
 use crate::policy::source::Origin;
 
-const METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"];
-
 /// Route precedence, most specific first, as Gateway API implementations
 /// order them: exact paths, then regexes, then longer prefixes; then routes
 /// with method, header and query conditions before those without.
@@ -136,18 +134,7 @@ pub(super) fn check_route(
             None
         }
     };
-    let mut method_list = Vec::new();
-    for (i, meth) in methods.iter().flatten().enumerate() {
-        let up = meth.to_ascii_uppercase();
-        if METHODS.contains(&up.as_str()) {
-            if !method_list.contains(&up) {
-                method_list.push(up);
-            }
-        } else {
-            let hint = did_you_mean(&up, METHODS).map(|b| format!("; did you mean `{b}`?")).unwrap_or_default();
-            errs.at(&m.key("methods").index(i), format!("`{meth}` is not an HTTP method{hint}"));
-        }
-    }
+    let method_list = super::methods(errs, &m.key("methods"), methods.as_ref());
     let headers = value_matches(errs, &m.key("headers"), headers.as_ref(), true);
     let query = value_matches(errs, &m.key("query"), query.as_ref(), false);
 
@@ -348,15 +335,7 @@ fn check_cors(errs: &mut Errors<'_>, o: &Origin, c: &raw::Cors) -> Option<Cors> 
             }
         }
     }
-    let mut method_list = Vec::new();
-    for (i, m) in methods.iter().flatten().enumerate() {
-        let up = m.to_ascii_uppercase();
-        if METHODS.contains(&up.as_str()) {
-            method_list.push(up);
-        } else {
-            errs.at(&o.key("methods").index(i), format!("`{m}` is not an HTTP method"));
-        }
-    }
+    let method_list = super::methods(errs, &o.key("methods"), methods.as_ref());
     for (key, list) in [("headers", headers), ("expose_headers", expose_headers)] {
         for (i, h) in list.iter().flatten().enumerate() {
             if !header_name_ok(h) {
