@@ -4,6 +4,7 @@
 //! [`translate`] (pure, model → Envoy resources) → [`snapshot`] (encoded,
 //! versioned) → `xds` (ADS streams). `watch` and `admin` sit at the edges.
 
+pub mod accesslog;
 pub mod admin;
 pub mod bootstrap;
 pub mod descriptors;

@@ -49,6 +49,10 @@ enum Command {
         /// (e.g. redis://127.0.0.1:6379); without it they count in memory.
         #[arg(long)]
         redis_url: Option<String>,
+        /// Write every proxy's access-log entries here as JSON lines (`-`
+        /// for stdout); needs `defaults.access_log` in the policy.
+        #[arg(long)]
+        access_log: Option<String>,
     },
     /// Check DIR; print every error as FILE:LINE:COL: message.
     Validate {
@@ -132,9 +136,9 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Serve { config, xds_addr, admin_addr, log_format, redis_url } => {
+        Command::Serve { config, xds_addr, admin_addr, log_format, redis_url, access_log } => {
             init_logs(log_format);
-            let opts = legate::serve::ServeOptions { config_dir: config, xds_addr, admin_addr, redis_url };
+            let opts = legate::serve::ServeOptions { config_dir: config, xds_addr, admin_addr, redis_url, access_log };
             runtime()?.block_on(legate::serve::serve(opts, legate::serve::shutdown_signal()))?;
         }
         Command::Validate { config } => match legate::policy::load_dir(&config) {

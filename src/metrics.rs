@@ -40,6 +40,8 @@ pub struct Metrics {
     pub stream_errors: Counter,
     /// Global rate-limit decisions, by result.
     pub rate_limit_decisions: Family<ResultLabel, Counter>,
+    /// Access-log entries received from proxies.
+    pub access_log_entries: Counter,
 }
 
 impl Default for Metrics {
@@ -52,6 +54,8 @@ impl Default for Metrics {
         let push_to_ack = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
         let stream_errors = Counter::default();
         let rate_limit_decisions = Family::<ResultLabel, Counter>::default();
+        let access_log_entries = Counter::default();
+        registry.register("access_log_entries", "Access-log entries received from proxies", access_log_entries.clone());
         registry.register("connected_proxies", "Envoy proxies with an open ADS stream", connected_proxies.clone());
         registry.register("config_reloads", "Policy reloads by result", config_reloads.clone());
         registry.register("pushes", "xDS responses sent, by type", pushes.clone());
@@ -83,6 +87,7 @@ impl Default for Metrics {
             push_to_ack,
             stream_errors,
             rate_limit_decisions,
+            access_log_entries,
         }
     }
 }

@@ -14,7 +14,7 @@ use tracing::info;
 use crate::ratelimit::{self, Counters};
 use crate::state::State;
 use crate::xds::Ads;
-use crate::{admin, watch};
+use crate::{accesslog, admin, watch};
 
 /// Where `serve` reads and listens.
 #[derive(Debug, Clone)]
@@ -27,6 +27,8 @@ pub struct ServeOptions {
     pub admin_addr: SocketAddr,
     /// Redis for global rate-limit counters; `None` counts in memory.
     pub redis_url: Option<String>,
+    /// Where the fleet's access log goes (`-` for stdout); `None` drops it.
+    pub access_log: Option<String>,
 }
 
 /// Run until `shutdown` resolves.
@@ -38,6 +40,10 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let state = State::new();
+    let sink = match &opts.access_log {
+        Some(path) => accesslog::open_sink(path)?,
+        None => None,
+    };
     let counters = match &opts.redis_url {
         Some(url) => Counters::redis(url).await?,
         None => Counters::memory(),
@@ -61,6 +67,7 @@ pub async fn serve(
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
         .add_service(Ads::new(Arc::clone(&state)).into_service())
         .add_service(ratelimit::Service::new(Arc::new(counters), Arc::clone(&state)).into_service())
+        .add_service(accesslog::Service::new(sink, Arc::clone(&state)).into_service())
         .serve_with_incoming_shutdown(TcpListenerStream::new(xds), shutdown);
     tokio::select! {
         r = grpc => r.context("xDS server failed")?,

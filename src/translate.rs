@@ -4,6 +4,7 @@
 //! resources. One submodule per concern; each policy key is set in exactly
 //! one of them.
 
+mod access_log;
 mod auth;
 mod clusters;
 mod cors;

@@ -89,6 +89,7 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
             xds_addr: opts.xds_addr,
             admin_addr: opts.admin_addr,
             redis_url: None,
+            access_log: None,
         },
         stop(),
     ));

@@ -17,6 +17,8 @@ pub struct Policy {
     pub jwt_providers: BTreeMap<String, JwtProvider>,
     /// Rate-limit policies by name (`rate_limits`).
     pub rate_limits: BTreeMap<String, RateLimit>,
+    /// Access logging (`defaults.access_log`); `None` is off.
+    pub access_log: Option<AccessLog>,
     /// Files besides the policy files that the policy was built from (JWKS
     /// files, certificates and keys): a change to one of them is a change to
     /// the policy.
@@ -363,6 +365,26 @@ pub struct RateLimit {
     pub shadow: bool,
     /// Global only: reject when the rate-limit service can't be reached.
     pub fail_closed: bool,
+}
+
+/// `defaults.access_log`: each Envoy logs every request where `path` says
+/// and sends it to legate's access-log service too.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessLog {
+    /// JSON lines or text.
+    pub format: LogFormat,
+    /// `stdout`, `stderr`, a file on the Envoy's machine, or `legate` (only
+    /// to legate's central log).
+    pub path: String,
+}
+
+/// An access-log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object a line.
+    Json,
+    /// Envoy's default text format.
+    Text,
 }
 
 /// `routes[].cors`.

@@ -200,6 +200,44 @@ pub(crate) struct Defaults {
     pub(crate) response_headers: Option<HeaderOps>,
     pub(crate) auth: Option<NameRef>,
     pub(crate) rate_limit: Option<NameRef>,
+    pub(crate) access_log: Option<AccessLog>,
+}
+
+/// `defaults.access_log`: `off`, or where and how.
+#[derive(Debug)]
+pub(crate) enum AccessLog {
+    Word(String),
+    Spec(AccessLogSpec),
+}
+
+/// The long form of `access_log`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct AccessLogSpec {
+    pub(crate) format: Option<String>,
+    pub(crate) path: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for AccessLog {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> de::Visitor<'de> for V {
+            type Value = AccessLog;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("`off`, or { format: json | text, path: stdout | stderr | FILE }")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<AccessLog, E> {
+                Ok(AccessLog::Word(v.to_owned()))
+            }
+            // YAML 1.1 reads a bare `off` as false.
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<AccessLog, E> {
+                Ok(AccessLog::Word(if v { "on" } else { "off" }.to_owned()))
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<AccessLog, A::Error> {
+                AccessLogSpec::deserialize(MapAccessDeserializer::new(map)).map(AccessLog::Spec)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// `rate_limits[]`.

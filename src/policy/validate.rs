@@ -15,7 +15,7 @@ mod services;
 mod tls;
 
 use super::keys::did_you_mean;
-use super::model::{Auth, HeaderOps, Policy};
+use super::model::{AccessLog, Auth, HeaderOps, LogFormat, Policy};
 use super::raw;
 use super::source::{Origin, Parsed, SourceFile};
 use super::{Diagnostic, Diagnostics};
@@ -121,6 +121,7 @@ pub(crate) fn validate(files: &[SourceFile], parsed: Parsed) -> Result<Policy, D
     policy.warnings = std::mem::take(&mut errs.warnings);
     policy.jwt_providers = providers.valid;
     policy.rate_limits = limits.valid;
+    policy.access_log = defaults.access_log.clone().flatten();
 
     if errs.list.is_empty() {
         Ok(policy)
@@ -347,6 +348,37 @@ struct DefaultOps {
     response: HeaderOps,
     auth: Auth,
     rate_limits: Vec<String>,
+    access_log: Option<Option<AccessLog>>,
+}
+
+/// `defaults.access_log`; `Some(None)` is `off`, `None` an error.
+fn check_access_log(errs: &mut Errors<'_>, o: &Origin, a: &raw::AccessLog) -> Option<Option<AccessLog>> {
+    match a {
+        raw::AccessLog::Word(w) if w == "off" => Some(None),
+        raw::AccessLog::Word(w) => {
+            errs.at(o, format!("access_log `{w}`: write `off`, or {{ format: json, path: stdout }}"));
+            None
+        }
+        raw::AccessLog::Spec(raw::AccessLogSpec { format, path }) => {
+            let format = match format.as_deref() {
+                None | Some("json") => LogFormat::Json,
+                Some("text") => LogFormat::Text,
+                Some(other) => {
+                    errs.at(&o.key("format"), format!("access_log format `{other}` is json or text"));
+                    return None;
+                }
+            };
+            let path = path.clone().unwrap_or_else(|| "stdout".to_owned());
+            if path.is_empty() || !(matches!(path.as_str(), "stdout" | "stderr" | "legate") || path.starts_with('/')) {
+                errs.at(
+                    &o.key("path"),
+                    format!("access_log path `{path}` is stdout, stderr, legate or an absolute file path"),
+                );
+                return None;
+            }
+            Some(Some(AccessLog { format, path }))
+        }
+    }
 }
 
 fn check_defaults(errs: &mut Errors<'_>, all: Vec<(Origin, raw::Defaults)>, refs: &Refs<'_, '_>) -> DefaultOps {
@@ -355,13 +387,15 @@ fn check_defaults(errs: &mut Errors<'_>, all: Vec<(Origin, raw::Defaults)>, refs
         response: HeaderOps::default(),
         auth: Auth::Public,
         rate_limits: Vec::new(),
+        access_log: Some(None),
     };
     if let Some((second, _)) = all.get(1) {
         let msg = format!("`defaults` is given twice; the other is at {}", errs.place(&all[0].0));
         errs.at(second, msg);
     }
     if let Some((o, d)) = all.into_iter().next() {
-        let raw::Defaults { request_headers, response_headers, auth, rate_limit } = d;
+        let raw::Defaults { request_headers, response_headers, auth, rate_limit, access_log } = d;
+        out.access_log = access_log.and_then(|a| check_access_log(errs, &o.key("access_log"), &a));
         out.request = header_ops(errs, &o.key("request_headers"), request_headers.as_ref(), true);
         out.response = header_ops(errs, &o.key("response_headers"), response_headers.as_ref(), false);
         if let Some(a) = auth {

