@@ -42,6 +42,8 @@ pub struct Metrics {
     pub rate_limit_decisions: Family<ResultLabel, Counter>,
     /// Access-log entries received from proxies.
     pub access_log_entries: Counter,
+    /// Seconds to load, validate and translate the policy folder.
+    pub reload_duration: Histogram,
 }
 
 impl Default for Metrics {
@@ -55,6 +57,12 @@ impl Default for Metrics {
         let stream_errors = Counter::default();
         let rate_limit_decisions = Family::<ResultLabel, Counter>::default();
         let access_log_entries = Counter::default();
+        let reload_duration = Histogram::new(exponential_buckets(0.001, 2.0, 14));
+        registry.register(
+            "reload_duration_seconds",
+            "Time to load, validate and translate the policy folder",
+            reload_duration.clone(),
+        );
         registry.register("access_log_entries", "Access-log entries received from proxies", access_log_entries.clone());
         registry.register("connected_proxies", "Envoy proxies with an open ADS stream", connected_proxies.clone());
         registry.register("config_reloads", "Policy reloads by result", config_reloads.clone());
@@ -88,6 +96,7 @@ impl Default for Metrics {
             stream_errors,
             rate_limit_decisions,
             access_log_entries,
+            reload_duration,
         }
     }
 }

@@ -14,6 +14,7 @@ mod ratelimit;
 mod resilience;
 mod routes;
 mod tls;
+mod tracing;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -28,9 +29,15 @@ use crate::snapshot::Snapshot;
 /// Translate a policy into the snapshot every proxy is served from.
 #[must_use]
 pub fn translate(policy: &Policy) -> Snapshot {
-    let jwks = auth::jwks_services(policy);
-    let clusters = clusters::clusters(policy, &jwks);
-    let endpoints = clusters::load_assignments(policy, &jwks);
+    // Clusters legate adds besides the services: JWKS hosts, the collector.
+    let mut extra = auth::jwks_services(policy);
+    let collector = tracing::collector_service(policy);
+    extra.extend(collector.clone());
+    let mut clusters = clusters::clusters(policy, &extra);
+    if let Some(c) = collector.and_then(|s| clusters.iter_mut().find(|c| c.name == s.name)) {
+        tracing::http2(c);
+    }
+    let endpoints = clusters::load_assignments(policy, &extra);
     let listeners = listeners::listeners(policy);
     let routes = routes::route_configurations(policy);
     // A redirect listener goes to the same fleets as its TLS listener.

@@ -46,6 +46,7 @@ pub fn reload(dir: &Path, state: &State) -> Option<Vec<PathBuf>> {
                 warn!(file = %w.file, line = w.line, column = w.column, "{}", w.message);
             }
             let snapshot = translate(&p);
+            state.metrics.reload_duration.observe(t0.elapsed().as_secs_f64());
             let read_files = p.read_files;
             let version = snapshot.version().to_owned();
             let (clusters, listeners) = (
@@ -63,6 +64,7 @@ pub fn reload(dir: &Path, state: &State) -> Option<Vec<PathBuf>> {
             Some(read_files)
         }
         Err(diags) => {
+            state.metrics.reload_duration.observe(t0.elapsed().as_secs_f64());
             for d in &diags.0 {
                 error!(file = %d.file, line = d.line, column = d.column, "{}", d.message);
             }

@@ -25,7 +25,7 @@ fn every_proxys_requests_reach_the_central_log_with_node_and_user() {
     let mut gw = Gateway::new();
     let central = gw.path().join("access.log");
     gw.serve_args = vec!["--access-log".into(), central.display().to_string()];
-    let (alpha, pa, pb) = (gw.echo("alpha"), free_port(), free_port());
+    let (alpha, pa, pb, otel) = (gw.echo("alpha"), free_port(), free_port(), free_port());
     gw.write("keys.json", &jwks(&[&key]));
     gw.write(
         "gateway.yaml",
@@ -45,6 +45,8 @@ auth:
     - {{ name: main, issuer: "https://auth.example.com", jwks: {{ file: keys.json }} }}
 defaults:
   access_log: {{ format: json, path: stdout }}
+  # Nothing listens there: Envoy must still take the config and serve.
+  tracing: {{ collector: "127.0.0.1:{otel}", service_name: gateway, sampling: 100 }}
 "#
         ),
     );
@@ -58,7 +60,11 @@ defaults:
     });
 
     let token = key.sign(&claims("https://auth.example.com", "x", "alice"));
-    assert_eq!(request("GET", &format!("{a}/open/one?x=1"), &[]).expect("a").status, 200);
+    // x-request-id is made at the edge (a client's own is replaced) and passed upstream.
+    let r = request("GET", &format!("{a}/open/one?x=1"), &[("x-request-id", "forged")]).expect("a");
+    assert_eq!(r.status, 200);
+    let request_id = r.json()["headers"]["x-request-id"].as_str().unwrap_or_default().to_owned();
+    assert!(!request_id.is_empty() && request_id != "forged", "x-request-id upstream: {request_id:?}");
     assert_eq!(request("POST", &format!("{b}/open/two"), &[]).expect("b").status, 200);
     let auth = format!("Bearer {token}");
     assert_eq!(request("GET", &format!("{b}/private/me"), &[("authorization", &auth)]).expect("private").status, 200);
@@ -81,7 +87,7 @@ defaults:
     assert_eq!(one["service"], "alpha");
     assert_eq!(one["route"], "open-a");
     assert_eq!(one["client_ip"], "127.0.0.1");
-    assert!(one["request_id"].as_str().is_some_and(|r| !r.is_empty()), "{one}");
+    assert_eq!(one["request_id"], request_id.as_str(), "the log carries the id the upstream saw: {one}");
     assert!(one["time"].as_str().is_some_and(|t| t.ends_with('Z')), "{one}");
     assert!(one["duration_ms"].is_number(), "{one}");
     let two = find(&all, "/open/two", 200).expect("entry");

@@ -90,7 +90,7 @@ golden_cases!(
     rate_limits,
     resilience,
     tls,
-    access_log,
+    observability,
 );
 
 #[test]

@@ -145,15 +145,9 @@ fn an_unknown_key_with_no_close_match_lists_the_allowed_keys() {
 
 #[test]
 fn spec_keys_not_implemented_yet_are_rejected_not_ignored() {
-    let text = "listeners:\n  - name: public\n    port: 10000\n    hosts: [\"*\"]\nservices:\n  - name: s\n    url: http://10.0.0.1:80\n    retries: { attempts: 2 }\nroutes:\n  - name: r\n    match: { prefix: / }\n    service: s\n    cors: { origins: [\"*\"] }\n    timeout: 1s\ndefaults:\n  tracing: {}\naggregations: []\n";
+    let text = "listeners:\n  - name: public\n    port: 10000\n    hosts: [\"*\"]\nservices:\n  - name: s\n    url: http://10.0.0.1:80\n    retries: { attempts: 2 }\nroutes:\n  - name: r\n    match: { prefix: / }\n    service: s\n    cors: { origins: [\"*\"] }\n    timeout: 1s\ndefaults:\n  tracing: { collector: \"otel:4317\" }\naggregations: []\n";
     let not_yet: &[&str] = &["is part of the policy format but not supported by this version of legate yet"];
-    check(
-        &[("planned.yaml", text)],
-        &[
-            ("planned.yaml:16:3", &["`tracing`", not_yet[0], "nothing was applied"]),
-            ("planned.yaml:17:1", &["`aggregations`", not_yet[0]]),
-        ],
-    );
+    check(&[("planned.yaml", text)], &[("planned.yaml:17:1", &["`aggregations`", not_yet[0], "nothing was applied"])]);
 }
 
 // ---- references --------------------------------------------------------------
@@ -797,6 +791,17 @@ fn access_log_settings_are_checked() {
     bad("{ format: xml }", "d.yaml:5:25", &["format `xml` is json or text"]);
     bad("{ path: logs/access.log }", "d.yaml:5:23", &["stdout, stderr, legate or an absolute file path"]);
     bad("{ paht: stdout }", "d.yaml:5:17", &["unknown key `paht` in access_log", "did you mean `path`?"]);
+    let tracing = |text: &str, at: &str, words: &[&str]| {
+        let file = format!("{ONE_LISTENER}defaults:\n  tracing: {text}\n");
+        check(&[("d.yaml", &file)], &[(at, words)]);
+    };
+    tracing("{ service_name: gw }", "d.yaml:5:12", &["tracing needs a `collector`"]);
+    tracing("{ collector: otel }", "d.yaml:5:25", &["endpoint `otel` is not host:port"]);
+    tracing(
+        "{ collector: \"otel:4317\", sampling: 150 }",
+        "d.yaml:5:48",
+        &["sampling is a percentage (0-100), not 150"],
+    );
     for ok in ["off", "{ format: text, path: stderr }", "{ path: /var/log/envoy/access.log }", "{ path: legate }"] {
         let file = format!("{ONE_LISTENER}defaults:\n  access_log: {ok}\n");
         let texts = vec![("d.yaml".to_owned(), file)];

@@ -64,7 +64,10 @@ async fn invalid_edit_keeps_the_last_good_and_a_fix_is_published() {
     let e = &reload.errors[0];
     assert_eq!((e.file.as_str(), e.line), ("gateway.yaml", 10), "{e}");
     assert!(e.message.contains("`nope`"), "{e}");
-    assert!(state.metrics.render().contains("legate_config_reloads_total{result=\"error\"} 1"));
+    let metrics = state.metrics.render();
+    assert!(metrics.contains("legate_config_reloads_total{result=\"error\"} 1"), "{metrics}");
+    // Every reload, good or bad, is timed.
+    assert!(metrics.contains("legate_reload_duration_seconds_count 2"), "{metrics}");
 
     common::write_atomic(&file, &GOOD.replace("/a }", "/fixed }"));
     until("the fix is published", || version(&state).as_ref() != Some(&v1)).await;

@@ -50,7 +50,7 @@ const VALUE_MATCH: &[&str] = &["exact", "present", "regex"];
 const SPLIT: &[&str] = &["service", "weight"];
 const REWRITE: &[&str] = &["prefix", "regex", "substitution", "host"];
 const HEADER_OPS: &[&str] = &["add", "remove"];
-const DEFAULTS: &[&str] = &["request_headers", "response_headers", "auth", "rate_limit", "access_log"];
+const DEFAULTS: &[&str] = &["request_headers", "response_headers", "auth", "rate_limit", "access_log", "tracing"];
 const RATE_LIMIT: &[&str] = &["name", "limits", "key", "scope", "headers", "shadow", "fail_closed"];
 const RATE_KEY: &[&str] = &["header", "claim"];
 const AUTH: &[&str] = &["jwt"];
@@ -61,7 +61,7 @@ const TOKEN_FROM: &[&str] = &["header", "prefix", "query"];
 
 /// Keys in SPEC §2 that later issues implement.
 const PLANNED_TOP: &[&str] = &["aggregations"];
-const PLANNED_DEFAULTS: &[&str] = &["tracing"];
+const TRACING: &[&str] = &["collector", "service_name", "sampling"];
 const ACCESS_LOG: &[&str] = &["format", "path"];
 
 /// What the mapping at `parent` is, for messages, with its allowed and planned keys.
@@ -94,7 +94,8 @@ fn context(parent: &[Seg]) -> Option<(&'static str, &'static [&'static str], &'s
         [r, I(_), s, I(_)] if k(r, "routes") && k(s, "split") => ("a split entry", SPLIT, &[]),
         [r, I(_), w] if k(r, "routes") && k(w, "rewrite") => ("a rewrite", REWRITE, &[]),
         [.., h] if k(h, "request_headers") || k(h, "response_headers") => ("a header change", HEADER_OPS, &[]),
-        [d] if k(d, "defaults") => ("defaults", DEFAULTS, PLANNED_DEFAULTS),
+        [d] if k(d, "defaults") => ("defaults", DEFAULTS, &[]),
+        [d, t] if k(d, "defaults") && k(t, "tracing") => ("tracing", TRACING, &[]),
         [d, a] if k(d, "defaults") && k(a, "access_log") => ("access_log", ACCESS_LOG, &[]),
         [a] if k(a, "auth") => ("auth", AUTH, &[]),
         [r, I(_)] if k(r, "rate_limits") => ("a rate limit", RATE_LIMIT, &[]),

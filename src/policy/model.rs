@@ -19,6 +19,8 @@ pub struct Policy {
     pub rate_limits: BTreeMap<String, RateLimit>,
     /// Access logging (`defaults.access_log`); `None` is off.
     pub access_log: Option<AccessLog>,
+    /// Tracing (`defaults.tracing`); `None` is off.
+    pub tracing: Option<Tracing>,
     /// Files besides the policy files that the policy was built from (JWKS
     /// files, certificates and keys): a change to one of them is a change to
     /// the policy.
@@ -376,6 +378,17 @@ pub struct AccessLog {
     /// `stdout`, `stderr`, a file on the Envoy's machine, or `legate` (only
     /// to legate's central log).
     pub path: String,
+}
+
+/// `defaults.tracing`: Envoy's OpenTelemetry tracer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tracing {
+    /// The OTLP/gRPC collector.
+    pub collector: Endpoint,
+    /// The service name spans carry.
+    pub service_name: String,
+    /// Percent of requests traced (0-100).
+    pub sampling: f64,
 }
 
 /// An access-log line format.

@@ -201,6 +201,15 @@ pub(crate) struct Defaults {
     pub(crate) auth: Option<NameRef>,
     pub(crate) rate_limit: Option<NameRef>,
     pub(crate) access_log: Option<AccessLog>,
+    pub(crate) tracing: Option<Tracing>,
+}
+
+/// `defaults.tracing`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct Tracing {
+    pub(crate) collector: Option<String>,
+    pub(crate) service_name: Option<String>,
+    pub(crate) sampling: Option<f64>,
 }
 
 /// `defaults.access_log`: `off`, or where and how.

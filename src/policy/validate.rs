@@ -15,7 +15,7 @@ mod services;
 mod tls;
 
 use super::keys::did_you_mean;
-use super::model::{AccessLog, Auth, HeaderOps, LogFormat, Policy};
+use super::model::{AccessLog, Auth, HeaderOps, LogFormat, Policy, Tracing};
 use super::raw;
 use super::source::{Origin, Parsed, SourceFile};
 use super::{Diagnostic, Diagnostics};
@@ -122,6 +122,7 @@ pub(crate) fn validate(files: &[SourceFile], parsed: Parsed) -> Result<Policy, D
     policy.jwt_providers = providers.valid;
     policy.rate_limits = limits.valid;
     policy.access_log = defaults.access_log.clone().flatten();
+    policy.tracing = defaults.tracing.clone();
 
     if errs.list.is_empty() {
         Ok(policy)
@@ -349,6 +350,28 @@ struct DefaultOps {
     auth: Auth,
     rate_limits: Vec<String>,
     access_log: Option<Option<AccessLog>>,
+    tracing: Option<Tracing>,
+}
+
+/// `defaults.tracing`.
+fn check_tracing(errs: &mut Errors<'_>, o: &Origin, t: &raw::Tracing) -> Option<Tracing> {
+    let raw::Tracing { collector, service_name, sampling } = t;
+    let Some(collector) = collector else {
+        errs.at(o, "tracing needs a `collector` (the OpenTelemetry collector's host:port, OTLP over gRPC)");
+        return None;
+    };
+    let endpoint = services::parse_endpoint(errs, &o.key("collector"), collector)?;
+    let sampling = sampling.unwrap_or(100.0);
+    if !(0.0..=100.0).contains(&sampling) {
+        errs.at(&o.key("sampling"), format!("sampling is a percentage (0-100), not {sampling}"));
+        return None;
+    }
+    let service_name = service_name.clone().unwrap_or_else(|| "gateway".to_owned());
+    if service_name.trim().is_empty() {
+        errs.at(&o.key("service_name"), "service_name is empty");
+        return None;
+    }
+    Some(Tracing { collector: endpoint, service_name, sampling })
 }
 
 /// `defaults.access_log`; `Some(None)` is `off`, `None` an error.
@@ -388,13 +411,15 @@ fn check_defaults(errs: &mut Errors<'_>, all: Vec<(Origin, raw::Defaults)>, refs
         auth: Auth::Public,
         rate_limits: Vec::new(),
         access_log: Some(None),
+        tracing: None,
     };
     if let Some((second, _)) = all.get(1) {
         let msg = format!("`defaults` is given twice; the other is at {}", errs.place(&all[0].0));
         errs.at(second, msg);
     }
     if let Some((o, d)) = all.into_iter().next() {
-        let raw::Defaults { request_headers, response_headers, auth, rate_limit, access_log } = d;
+        let raw::Defaults { request_headers, response_headers, auth, rate_limit, access_log, tracing } = d;
+        out.tracing = tracing.as_ref().and_then(|t| check_tracing(errs, &o.key("tracing"), t));
         out.access_log = access_log.and_then(|a| check_access_log(errs, &o.key("access_log"), &a));
         out.request = header_ops(errs, &o.key("request_headers"), request_headers.as_ref(), true);
         out.response = header_ops(errs, &o.key("response_headers"), response_headers.as_ref(), false);

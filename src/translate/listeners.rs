@@ -10,7 +10,7 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 };
 use envoy_types::pb::google::protobuf::BoolValue;
 
-use super::{access_log, ads, any, auth, cors, local_reply, ratelimit, tls};
+use super::{access_log, ads, any, auth, cors, local_reply, ratelimit, tls, tracing};
 use crate::policy::{Listener, Policy};
 
 /// One Envoy listener per policy listener, and one more for each
@@ -112,6 +112,7 @@ fn hcm(policy: &Policy, listener: &str) -> HttpConnectionManager {
         http_filters,
         local_reply_config: Some(local_reply::config()),
         access_log: access_log::access_logs(policy),
+        tracing: tracing::hcm_tracing(policy),
         // An edge proxy: the peer address is the client, and paths are
         // normalized before routing so `/a/../admin` cannot dodge a route.
         use_remote_address: Some(BoolValue { value: true }),

@@ -179,7 +179,7 @@ pub(super) fn parse_url(errs: &mut Errors<'_>, o: &Origin, text: &str, allow_pat
     Some((Endpoint { host: host.trim_matches(['[', ']']).to_owned(), port }, tls))
 }
 
-fn parse_endpoint(errs: &mut Errors<'_>, o: &Origin, text: &str) -> Option<Endpoint> {
+pub(super) fn parse_endpoint(errs: &mut Errors<'_>, o: &Origin, text: &str) -> Option<Endpoint> {
     let parsed = text.rsplit_once(':').and_then(|(h, p)| {
         let host = h.trim_matches(['[', ']']);
         let port: u16 = p.parse().ok().filter(|p| *p > 0)?;
