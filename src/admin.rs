@@ -18,6 +18,7 @@ use crate::xds::fleet::timestamp;
 /// The admin routes.
 pub fn router(state: Arc<State>) -> Router {
     Router::new()
+        .route("/", get(page))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/api/status", get(status))
@@ -42,7 +43,12 @@ pub fn status_json(state: &State) -> serde_json::Value {
         "version": state.current().map(|s| s.version().to_owned()),
         "last_reload": reload,
         "nodes": state.fleet.list(),
+        "routes": state.routes(),
     })
+}
+
+async fn page(AxState(state): AxState<Arc<State>>) -> Response {
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], crate::status::html(&status_json(&state))).into_response()
 }
 
 async fn status(AxState(state): AxState<Arc<State>>) -> Json<serde_json::Value> {

@@ -16,6 +16,7 @@ pub mod render;
 pub mod serve;
 pub mod snapshot;
 pub mod state;
+pub mod status;
 pub mod translate;
 pub mod up;
 pub mod watch;

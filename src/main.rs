@@ -96,6 +96,12 @@ enum Command {
         #[arg(long, default_value_t = 9901)]
         envoy_admin_port: u16,
     },
+    /// The fleet as a terminal table: config version, last reload, each
+    /// proxy's ACKed versions and last NACK, and the routes.
+    Status {
+        #[arg(long, default_value = "127.0.0.1:18001")]
+        admin_addr: String,
+    },
     /// A JSON echo upstream for demos and tests.
     Echo {
         #[arg(long)]
@@ -185,6 +191,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let opts = legate::up::UpOptions { config_dir: config, demo, xds_addr, admin_addr, envoy_admin_port };
             runtime()?.block_on(legate::up::up(opts))?;
         }
+        Command::Status { admin_addr } => {
+            let doc = fetch_status(&admin_addr)?;
+            print!("{}", legate::status::table(&doc));
+        }
         Command::Echo { listen, name, status, fail_first } => {
             init_logs(LogFormat::Text);
             let opts = legate::echo::EchoOptions { name, status, fail_first };
@@ -192,6 +202,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `GET /api/status` from a running legate (a plain HTTP/1.1 request: the
+/// admin API is local and needs no client library).
+fn fetch_status(admin_addr: &str) -> anyhow::Result<serde_json::Value> {
+    use std::io::{Read as _, Write as _};
+    let mut conn = std::net::TcpStream::connect(admin_addr)
+        .with_context(|| format!("cannot reach legate's admin API at {admin_addr} (is `legate serve` running?)"))?;
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    write!(conn, "GET /api/status HTTP/1.1\r\nhost: {admin_addr}\r\nconnection: close\r\n\r\n")?;
+    let mut raw = String::new();
+    conn.read_to_string(&mut raw)?;
+    let (head, body) = raw.split_once("\r\n\r\n").context("not an HTTP answer")?;
+    anyhow::ensure!(head.starts_with("HTTP/1.1 200"), "legate answered: {}", head.lines().next().unwrap_or(""));
+    serde_json::from_str(body).context("/api/status is not JSON")
 }
 
 fn parse_host_port(s: &str) -> anyhow::Result<(String, u16)> {

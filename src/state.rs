@@ -27,6 +27,7 @@ pub struct Reload {
 pub struct State {
     snapshot: watch::Sender<Option<Arc<Snapshot>>>,
     reload: Mutex<Option<Reload>>,
+    routes: Mutex<Vec<crate::status::RouteRow>>,
     /// Connected proxies.
     pub fleet: Fleet,
     /// Prometheus metrics.
@@ -38,6 +39,7 @@ impl Default for State {
         State {
             snapshot: watch::channel(None).0,
             reload: Mutex::new(None),
+            routes: Mutex::default(),
             fleet: Fleet::default(),
             metrics: Metrics::default(),
         }
@@ -45,6 +47,17 @@ impl Default for State {
 }
 
 impl State {
+    /// Keep the route table of the policy just published, for the status page.
+    pub fn record_routes(&self, rows: Vec<crate::status::RouteRow>) {
+        *self.routes.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = rows;
+    }
+
+    /// The route table of the published policy.
+    #[must_use]
+    pub fn routes(&self) -> Vec<crate::status::RouteRow> {
+        self.routes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
     /// A new, empty state behind an `Arc`.
     #[must_use]
     pub fn new() -> Arc<State> {

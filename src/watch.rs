@@ -47,6 +47,7 @@ pub fn reload(dir: &Path, state: &State) -> Option<Vec<PathBuf>> {
             }
             let snapshot = translate(&p);
             state.metrics.reload_duration.observe(t0.elapsed().as_secs_f64());
+            let rows = crate::status::route_rows(&p);
             let read_files = p.read_files;
             let version = snapshot.version().to_owned();
             let (clusters, listeners) = (
@@ -54,6 +55,7 @@ pub fn reload(dir: &Path, state: &State) -> Option<Vec<PathBuf>> {
                 snapshot.all().resources(crate::snapshot::Kind::Listener).len(),
             );
             let changed = state.publish(snapshot);
+            state.record_routes(rows);
             state.record_reload(Vec::new());
             let ms = t0.elapsed().as_secs_f64() * 1000.0;
             if changed {

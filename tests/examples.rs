@@ -46,3 +46,25 @@ fn validate_cli_accepts_the_default_config() {
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("valid (1 listeners, 3 services, 3 routes)"), "{stdout}");
 }
+
+#[test]
+fn the_grafana_dashboard_graphs_metrics_legate_exports() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/observability/grafana-dashboard.json");
+    let text = std::fs::read_to_string(&path).expect("the dashboard");
+    let dash: serde_json::Value = serde_json::from_str(&text).expect("the dashboard is JSON");
+    let exported = legate::metrics::Metrics::default().render();
+    let mut seen = 0;
+    for panel in dash["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("targets") {
+            let expr = target["expr"].as_str().expect("an expression");
+            for word in
+                expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).filter(|w| w.starts_with("legate_"))
+            {
+                let series = word.trim_end_matches("_bucket");
+                assert!(exported.contains(series), "the dashboard graphs `{series}`, which legate does not export");
+                seen += 1;
+            }
+        }
+    }
+    assert!(seen >= 9, "the dashboard graphs legate's metrics");
+}
