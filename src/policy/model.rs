@@ -214,6 +214,34 @@ pub struct Service {
     pub rate_limit: Option<Vec<String>>,
 }
 
+impl Service {
+    /// A cluster legate adds for itself (a JWKS host, a trace collector):
+    /// one endpoint, pushed over EDS when it is an IP address, else
+    /// resolved by DNS; no policy of its own.
+    #[must_use]
+    pub fn internal(name: String, endpoint: Endpoint, tls: bool, connect_timeout: Duration) -> Service {
+        let is_ip = endpoint.host.parse::<std::net::IpAddr>().is_ok();
+        Service {
+            name,
+            endpoints: vec![endpoint],
+            discovery: if is_ip { Discovery::Eds } else { Discovery::LogicalDns },
+            tls,
+            connect_timeout,
+            timeout: None,
+            load_balancing: LoadBalancing::RoundRobin,
+            hash_key: HashKey::ClientIp,
+            retries: None,
+            circuit_breaker: None,
+            outlier_detection: None,
+            health_check: None,
+            request_headers: HeaderOps::default(),
+            response_headers: HeaderOps::default(),
+            auth: None,
+            rate_limit: None,
+        }
+    }
+}
+
 /// One upstream address.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {

@@ -23,9 +23,7 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 use envoy_types::pb::google::protobuf::Any;
 
 use super::{any, proto_duration};
-use crate::policy::{
-    Auth, Discovery, HashKey, HeaderOps, Jwks, JwtProvider, LoadBalancing, Policy, Route, Service, TokenSource,
-};
+use crate::policy::{Auth, Jwks, JwtProvider, Policy, Route, Service, TokenSource};
 
 /// The `jwt_authn` filter's name, also its key in a route's `typed_per_filter_config`.
 pub(super) const JWT_FILTER: &str = "envoy.filters.http.jwt_authn";
@@ -95,25 +93,8 @@ pub(super) fn jwks_services(policy: &Policy) -> Vec<Service> {
     for p in policy.jwt_providers.values() {
         let Jwks::Remote(r) = &p.jwks else { continue };
         let name = jwks_cluster(r);
-        let is_ip = r.endpoint.host.parse::<std::net::IpAddr>().is_ok();
-        out.entry(name.clone()).or_insert_with(|| Service {
-            name,
-            endpoints: vec![r.endpoint.clone()],
-            discovery: if is_ip { Discovery::Eds } else { Discovery::LogicalDns },
-            tls: r.tls,
-            connect_timeout: JWKS_FETCH_TIMEOUT,
-            timeout: None,
-            load_balancing: LoadBalancing::RoundRobin,
-            hash_key: HashKey::ClientIp,
-            retries: None,
-            circuit_breaker: None,
-            outlier_detection: None,
-            health_check: None,
-            request_headers: HeaderOps::default(),
-            response_headers: HeaderOps::default(),
-            auth: None,
-            rate_limit: None,
-        });
+        out.entry(name.clone())
+            .or_insert_with(|| Service::internal(name, r.endpoint.clone(), r.tls, JWKS_FETCH_TIMEOUT));
     }
     out.into_values().collect()
 }

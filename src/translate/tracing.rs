@@ -19,7 +19,7 @@ use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
 use envoy_types::pb::envoy::r#type::v3::Percent;
 
 use super::any;
-use crate::policy::{Discovery, HashKey, HeaderOps, LoadBalancing, Policy, Service, Tracing};
+use crate::policy::{Policy, Service, Tracing};
 
 fn cluster_name(t: &Tracing) -> String {
     format!("otel:{}:{}", t.collector.host, t.collector.port)
@@ -28,25 +28,7 @@ fn cluster_name(t: &Tracing) -> String {
 /// The collector, as a service the cluster code builds.
 pub(super) fn collector_service(policy: &Policy) -> Option<Service> {
     let t = policy.tracing.as_ref()?;
-    let is_ip = t.collector.host.parse::<std::net::IpAddr>().is_ok();
-    Some(Service {
-        name: cluster_name(t),
-        endpoints: vec![t.collector.clone()],
-        discovery: if is_ip { Discovery::Eds } else { Discovery::LogicalDns },
-        tls: false,
-        connect_timeout: std::time::Duration::from_secs(5),
-        timeout: None,
-        load_balancing: LoadBalancing::RoundRobin,
-        hash_key: HashKey::ClientIp,
-        retries: None,
-        circuit_breaker: None,
-        outlier_detection: None,
-        health_check: None,
-        request_headers: HeaderOps::default(),
-        response_headers: HeaderOps::default(),
-        auth: None,
-        rate_limit: None,
-    })
+    Some(Service::internal(cluster_name(t), t.collector.clone(), false, std::time::Duration::from_secs(5)))
 }
 
 /// OTLP is gRPC: the collector's cluster speaks HTTP/2.
