@@ -12,6 +12,8 @@ pub struct BootstrapOptions {
     pub node_cluster: String,
     /// legate replicas as `host:port`.
     pub xds_addrs: Vec<(String, u16)>,
+    /// Their aggregators as `host:port`.
+    pub aggregator_addrs: Vec<(String, u16)>,
     /// Envoy's admin port on 127.0.0.1.
     pub admin_port: u16,
 }
@@ -28,11 +30,12 @@ pub fn bootstrap_yaml(o: &BootstrapOptions) -> String {
 
 fn bootstrap(o: &BootstrapOptions) -> Value {
     let ads = json!({ "ads": {}, "resource_api_version": "V3" });
-    let endpoints: Vec<Value> = o
-        .xds_addrs
-        .iter()
-        .map(|(host, port)| json!({ "endpoint": { "address": { "socket_address": { "address": host, "port_value": port } } } }))
-        .collect();
+    let endpoints = |addrs: &[(String, u16)]| -> Vec<Value> {
+        addrs
+            .iter()
+            .map(|(host, port)| json!({ "endpoint": { "address": { "socket_address": { "address": host, "port_value": port } } } }))
+            .collect()
+    };
     json!({
         "node": { "id": o.node_id, "cluster": o.node_cluster },
         "admin": { "address": { "socket_address": { "address": "127.0.0.1", "port_value": o.admin_port } } },
@@ -59,7 +62,19 @@ fn bootstrap(o: &BootstrapOptions) -> Value {
                         } }
                     }
                 },
-                "load_assignment": { "cluster_name": "legate_xds", "endpoints": [{ "lb_endpoints": endpoints }] }
+                "load_assignment": { "cluster_name": "legate_xds", "endpoints": [{ "lb_endpoints": endpoints(&o.xds_addrs) }] }
+            }, {
+                // Routes of `aggregations` lead here. A replica that is down
+                // is skipped: its connections fail fast and Envoy retries
+                // another (the route's retry policy).
+                "name": crate::aggregator::CLUSTER,
+                "type": "STRICT_DNS",
+                "connect_timeout": "1s",
+                "outlier_detection": { "consecutive_local_origin_failure": 2, "split_external_local_origin_errors": true },
+                "load_assignment": {
+                    "cluster_name": crate::aggregator::CLUSTER,
+                    "endpoints": [{ "lb_endpoints": endpoints(&o.aggregator_addrs) }]
+                }
             }]
         }
     })

@@ -2,8 +2,8 @@
 //! request with JSON `{service, method, path, query, headers, body}`;
 //! `GET /status/NNN` answers with that status and `GET /delay/MS` waits first
 //! (also as the last two segments of a longer path). For resilience tests it
-//! can also answer every request with one status (`--status`), or fail its
-//! first requests (`--fail-first N`).
+//! can also answer every request with one status (`--status`), fail its
+//! first requests (`--fail-first N`), or be slow (`--delay MS`).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -28,6 +28,8 @@ pub struct EchoOptions {
     pub status: Option<u16>,
     /// Answer the first this many requests with 503.
     pub fail_first: u64,
+    /// Wait this long before every answer.
+    pub delay: Duration,
 }
 
 /// Serve on `listener` until `shutdown` resolves.
@@ -69,6 +71,9 @@ async fn answer(opts: Arc<EchoOptions>, n: u64, req: Request) -> Response {
     let mut status = opts.status.and_then(|c| StatusCode::from_u16(c).ok()).unwrap_or(StatusCode::OK);
     if n < opts.fail_first {
         status = StatusCode::SERVICE_UNAVAILABLE;
+    }
+    if !opts.delay.is_zero() {
+        tokio::time::sleep(opts.delay).await;
     }
     // `/status/NNN` and `/delay/MS` also work behind a route prefix that is
     // not rewritten away (`/api/orders/status/503`).

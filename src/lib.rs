@@ -2,10 +2,12 @@
 //!
 //! The pipeline, one module each: [`policy`] (files → validated model) →
 //! [`translate`] (pure, model → Envoy resources) → [`snapshot`] (encoded,
-//! versioned) → `xds` (ADS streams). `watch` and `admin` sit at the edges.
+//! versioned) → `xds` (ADS streams). `watch` and `admin` sit at the edges, beside the services legate
+//! answers for Envoy itself (`ratelimit`, `accesslog`, `aggregator`).
 
 pub mod accesslog;
 pub mod admin;
+pub mod aggregator;
 pub mod bootstrap;
 pub mod descriptors;
 pub mod echo;

@@ -53,6 +53,9 @@ enum Command {
         /// for stdout); needs `defaults.access_log` in the policy.
         #[arg(long)]
         access_log: Option<String>,
+        /// Where the aggregator answers Envoy's `aggregations` requests.
+        #[arg(long, default_value = "127.0.0.1:18002")]
+        aggregator_addr: SocketAddr,
     },
     /// Check DIR; print every error as FILE:LINE:COL: message.
     Validate {
@@ -79,6 +82,10 @@ enum Command {
         xds_addr: Vec<String>,
         #[arg(long, default_value_t = 9901)]
         admin_port: u16,
+        /// legate's aggregator; repeat for several replicas. Default: each
+        /// --xds-addr host on port 18002.
+        #[arg(long)]
+        aggregator_addr: Vec<String>,
         /// Incremental (delta) xDS.
         #[arg(long)]
         delta: bool,
@@ -93,6 +100,8 @@ enum Command {
         xds_addr: SocketAddr,
         #[arg(long, default_value = "127.0.0.1:18001")]
         admin_addr: SocketAddr,
+        #[arg(long, default_value = "127.0.0.1:18002")]
+        aggregator_addr: SocketAddr,
         #[arg(long, default_value_t = 9901)]
         envoy_admin_port: u16,
     },
@@ -114,6 +123,9 @@ enum Command {
         /// Answer the first N requests with 503 (for retry tests).
         #[arg(long, default_value_t = 0)]
         fail_first: u64,
+        /// Wait this many milliseconds before every answer (a slow service).
+        #[arg(long, default_value_t = 0)]
+        delay: u64,
     },
 }
 
@@ -142,9 +154,16 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Serve { config, xds_addr, admin_addr, log_format, redis_url, access_log } => {
+        Command::Serve { config, xds_addr, admin_addr, log_format, redis_url, access_log, aggregator_addr } => {
             init_logs(log_format);
-            let opts = legate::serve::ServeOptions { config_dir: config, xds_addr, admin_addr, redis_url, access_log };
+            let opts = legate::serve::ServeOptions {
+                config_dir: config,
+                xds_addr,
+                admin_addr,
+                redis_url,
+                access_log,
+                aggregator_addr,
+            };
             runtime()?.block_on(legate::serve::serve(opts, legate::serve::shutdown_signal()))?;
         }
         Command::Validate { config } => match legate::policy::load_dir(&config) {
@@ -179,25 +198,43 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::FAILURE);
             }
         },
-        Command::Bootstrap { node_id, node_cluster, xds_addr, admin_port, delta } => {
+        Command::Bootstrap { node_id, node_cluster, xds_addr, admin_port, aggregator_addr, delta } => {
             if delta {
                 anyhow::bail!("incremental (delta) xDS is not supported by this legate yet; omit --delta for SotW ADS");
             }
-            let xds_addrs = xds_addr.iter().map(|a| parse_host_port(a)).collect::<anyhow::Result<Vec<_>>>()?;
-            print!("{}", bootstrap_yaml(&BootstrapOptions { node_id, node_cluster, xds_addrs, admin_port }));
+            let xds_addrs =
+                xds_addr.iter().map(|a| parse_host_port("--xds-addr", a)).collect::<anyhow::Result<Vec<_>>>()?;
+            let aggregator_addrs = if aggregator_addr.is_empty() {
+                xds_addrs.iter().map(|(h, _)| (h.clone(), legate::aggregator::DEFAULT_PORT)).collect()
+            } else {
+                aggregator_addr
+                    .iter()
+                    .map(|a| parse_host_port("--aggregator-addr", a))
+                    .collect::<anyhow::Result<Vec<_>>>()?
+            };
+            let opts = BootstrapOptions { node_id, node_cluster, xds_addrs, aggregator_addrs, admin_port };
+            print!("{}", bootstrap_yaml(&opts));
         }
-        Command::Up { config, demo, xds_addr, admin_addr, envoy_admin_port } => {
+        Command::Up { config, demo, xds_addr, admin_addr, aggregator_addr, envoy_admin_port } => {
             init_logs(LogFormat::Text);
-            let opts = legate::up::UpOptions { config_dir: config, demo, xds_addr, admin_addr, envoy_admin_port };
+            let opts = legate::up::UpOptions {
+                config_dir: config,
+                demo,
+                xds_addr,
+                admin_addr,
+                aggregator_addr,
+                envoy_admin_port,
+            };
             runtime()?.block_on(legate::up::up(opts))?;
         }
         Command::Status { admin_addr } => {
             let doc = fetch_status(&admin_addr)?;
             print!("{}", legate::status::table(&doc));
         }
-        Command::Echo { listen, name, status, fail_first } => {
+        Command::Echo { listen, name, status, fail_first, delay } => {
             init_logs(LogFormat::Text);
-            let opts = legate::echo::EchoOptions { name, status, fail_first };
+            let opts =
+                legate::echo::EchoOptions { name, status, fail_first, delay: std::time::Duration::from_millis(delay) };
             runtime()?.block_on(legate::echo::serve(listen, opts, legate::serve::shutdown_signal()))?;
         }
     }
@@ -219,8 +256,8 @@ fn fetch_status(admin_addr: &str) -> anyhow::Result<serde_json::Value> {
     serde_json::from_str(body).context("/api/status is not JSON")
 }
 
-fn parse_host_port(s: &str) -> anyhow::Result<(String, u16)> {
-    let (host, port) = s.rsplit_once(':').with_context(|| format!("--xds-addr `{s}` is not HOST:PORT"))?;
-    let port = port.parse().with_context(|| format!("--xds-addr `{s}` has no valid port"))?;
+fn parse_host_port(flag: &str, s: &str) -> anyhow::Result<(String, u16)> {
+    let (host, port) = s.rsplit_once(':').with_context(|| format!("{flag} `{s}` is not HOST:PORT"))?;
+    let port = port.parse().with_context(|| format!("{flag} `{s}` has no valid port"))?;
     Ok((host.trim_matches(['[', ']']).to_owned(), port))
 }

@@ -22,6 +22,17 @@ pub struct TypeLabel {
     pub r#type: &'static str,
 }
 
+/// `{aggregation, call, result}`
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallLabel {
+    /// The aggregation's name.
+    pub aggregation: String,
+    /// The call's name.
+    pub call: String,
+    /// `ok`, or why the call gave its default.
+    pub result: &'static str,
+}
+
 /// Every metric legate exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -44,6 +55,8 @@ pub struct Metrics {
     pub access_log_entries: Counter,
     /// Seconds to load, validate and translate the policy folder.
     pub reload_duration: Histogram,
+    /// Aggregation calls, by outcome.
+    pub aggregation_calls: Family<CallLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -58,6 +71,13 @@ impl Default for Metrics {
         let rate_limit_decisions = Family::<ResultLabel, Counter>::default();
         let access_log_entries = Counter::default();
         let reload_duration = Histogram::new(exponential_buckets(0.001, 2.0, 14));
+        let aggregation_calls = Family::<CallLabel, Counter>::default();
+        registry.register(
+            "aggregation_calls",
+            "Aggregation service calls: ok, or why the call's default was answered \
+             (timeout, error, status, not_json, no_field)",
+            aggregation_calls.clone(),
+        );
         registry.register(
             "reload_duration_seconds",
             "Time to load, validate and translate the policy folder",
@@ -97,6 +117,7 @@ impl Default for Metrics {
             rate_limit_decisions,
             access_log_entries,
             reload_duration,
+            aggregation_calls,
         }
     }
 }
@@ -113,6 +134,12 @@ impl Metrics {
     /// Count a global rate-limit decision (`ok`, `over_limit`, `error`).
     pub fn rate_limit_decision(&self, result: &'static str) {
         self.rate_limit_decisions.get_or_create(&ResultLabel { result }).inc();
+    }
+
+    /// Count an aggregation call by its outcome.
+    pub fn aggregation_call(&self, aggregation: &str, call: &str, result: &'static str) {
+        let label = CallLabel { aggregation: aggregation.to_owned(), call: call.to_owned(), result };
+        self.aggregation_calls.get_or_create(&label).inc();
     }
 
     /// Count a reload.

@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tracing::info;
 
+use crate::aggregator::Aggregator;
 use crate::ratelimit::{self, Counters};
 use crate::state::State;
 use crate::xds::Ads;
@@ -29,6 +30,8 @@ pub struct ServeOptions {
     pub redis_url: Option<String>,
     /// Where the fleet's access log goes (`-` for stdout); `None` drops it.
     pub access_log: Option<String>,
+    /// Where the aggregator answers Envoy.
+    pub aggregator_addr: SocketAddr,
 }
 
 /// Run until `shutdown` resolves.
@@ -59,10 +62,21 @@ pub async fn serve(
     let admin = TcpListener::bind(opts.admin_addr)
         .await
         .with_context(|| format!("cannot listen for the admin API on {}", opts.admin_addr))?;
-    info!(xds = %xds.local_addr()?, admin = %admin.local_addr()?, config = %opts.config_dir.display(), "legate serving");
+    let aggregator = TcpListener::bind(opts.aggregator_addr)
+        .await
+        .with_context(|| format!("cannot listen for the aggregator on {}", opts.aggregator_addr))?;
+    info!(
+        xds = %xds.local_addr()?,
+        admin = %admin.local_addr()?,
+        aggregator = %aggregator.local_addr()?,
+        config = %opts.config_dir.display(),
+        "legate serving"
+    );
 
     let watcher = tokio::spawn(watch::run(opts.config_dir.clone(), Arc::clone(&state), read_files));
     let admin_task = tokio::spawn(axum::serve(admin, admin::router(Arc::clone(&state))).into_future());
+    let aggregator_task =
+        tokio::spawn(axum::serve(aggregator, Aggregator::new(Arc::clone(&state)).router()).into_future());
     let grpc = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
         .add_service(Ads::new(Arc::clone(&state)).into_service())
@@ -73,6 +87,7 @@ pub async fn serve(
         r = grpc => r.context("xDS server failed")?,
         r = watcher => r?.context("policy watcher failed")?,
         r = admin_task => r?.context("admin API failed")?,
+        r = aggregator_task => r?.context("aggregator failed")?,
     }
     info!("legate stopped");
     Ok(())

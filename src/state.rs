@@ -28,6 +28,7 @@ pub struct State {
     snapshot: watch::Sender<Option<Arc<Snapshot>>>,
     reload: Mutex<Option<Reload>>,
     routes: Mutex<Vec<crate::status::RouteRow>>,
+    aggregations: std::sync::RwLock<Arc<crate::aggregator::Table>>,
     /// Connected proxies.
     pub fleet: Fleet,
     /// Prometheus metrics.
@@ -40,6 +41,7 @@ impl Default for State {
             snapshot: watch::channel(None).0,
             reload: Mutex::new(None),
             routes: Mutex::default(),
+            aggregations: std::sync::RwLock::default(),
             fleet: Fleet::default(),
             metrics: Metrics::default(),
         }
@@ -56,6 +58,18 @@ impl State {
     #[must_use]
     pub fn routes(&self) -> Vec<crate::status::RouteRow> {
         self.routes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// Answer the aggregations of the policy about to be published (before
+    /// Envoys can route to a new one).
+    pub fn record_aggregations(&self, table: crate::aggregator::Table) {
+        *self.aggregations.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(table);
+    }
+
+    /// The aggregations being answered.
+    #[must_use]
+    pub fn aggregations(&self) -> Arc<crate::aggregator::Table> {
+        Arc::clone(&self.aggregations.read().unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 
     /// A new, empty state behind an `Arc`.

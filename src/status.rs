@@ -35,10 +35,13 @@ pub fn route_rows(p: &Policy) -> Vec<RouteRow> {
             name: r.name.clone(),
             listener: r.listener.clone(),
             matches: {
-                let path = match &r.path {
-                    PathMatch::Prefix(x) => format!("prefix {x}"),
-                    PathMatch::Exact(x) => format!("path {x}"),
-                    PathMatch::Regex(x) => format!("regex {x}"),
+                let path = match (&r.path, &r.backend) {
+                    (_, Backend::Aggregation(a)) => {
+                        format!("path {}", p.aggregations.get(a).map_or("", |a| a.path.as_str()))
+                    }
+                    (PathMatch::Prefix(x), _) => format!("prefix {x}"),
+                    (PathMatch::Exact(x), _) => format!("path {x}"),
+                    (PathMatch::Regex(x), _) => format!("regex {x}"),
                 };
                 if r.methods.is_empty() {
                     path
@@ -49,6 +52,11 @@ pub fn route_rows(p: &Policy) -> Vec<RouteRow> {
             service: match &r.backend {
                 Backend::Service(s) => s.clone(),
                 Backend::Split(t) => t.iter().map(|(s, w)| format!("{s} {w}")).collect::<Vec<_>>().join(", "),
+                Backend::Aggregation(a) => {
+                    let calls = p.aggregations.get(a).map(|a| &a.calls[..]).unwrap_or_default();
+                    let services: Vec<&str> = calls.iter().map(|c| c.service.as_str()).collect();
+                    format!("aggregator: {}", services.join(", "))
+                }
             },
             auth: match &r.auth {
                 Auth::Public => "none".into(),

@@ -26,6 +26,8 @@ pub struct UpOptions {
     pub xds_addr: SocketAddr,
     /// legate admin address.
     pub admin_addr: SocketAddr,
+    /// The aggregator's address.
+    pub aggregator_addr: SocketAddr,
     /// Envoy admin port.
     pub envoy_admin_port: u16,
 }
@@ -90,16 +92,20 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
             admin_addr: opts.admin_addr,
             redis_url: None,
             access_log: None,
+            aggregator_addr: opts.aggregator_addr,
         },
         stop(),
     ));
 
-    let xds_host =
-        if opts.xds_addr.ip().is_unspecified() { "127.0.0.1".to_owned() } else { opts.xds_addr.ip().to_string() };
+    let reachable = |a: SocketAddr| {
+        let host = if a.ip().is_unspecified() { "127.0.0.1".to_owned() } else { a.ip().to_string() };
+        vec![(host, a.port())]
+    };
     let boot = bootstrap_yaml(&BootstrapOptions {
         node_id: "legate-up".into(),
         node_cluster: "default".into(),
-        xds_addrs: vec![(xds_host, opts.xds_addr.port())],
+        xds_addrs: reachable(opts.xds_addr),
+        aggregator_addrs: reachable(opts.aggregator_addr),
         admin_port: opts.envoy_admin_port,
     });
     let boot_path = std::env::temp_dir().join(format!("legate-up-{}.yaml", std::process::id()));

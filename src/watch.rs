@@ -48,6 +48,7 @@ pub fn reload(dir: &Path, state: &State) -> Option<Vec<PathBuf>> {
             let snapshot = translate(&p);
             state.metrics.reload_duration.observe(t0.elapsed().as_secs_f64());
             let rows = crate::status::route_rows(&p);
+            state.record_aggregations(crate::aggregator::Table::new(&p));
             let read_files = p.read_files;
             let version = snapshot.version().to_owned();
             let (clusters, listeners) = (

@@ -8,7 +8,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::jwt::{self, claims, jwks, JwksServer, Key};
+use common::jwt::{self, claims, jwks, Key};
+use common::JsonServer;
 use common::{free_port, request, Gateway, Resp};
 use serde_json::{json, Value};
 
@@ -322,7 +323,7 @@ fn rotated_keys_are_pushed_live_for_files_and_inline_jwks() {
 #[test]
 fn a_remote_jwks_is_fetched_before_serving_and_used() {
     let key = Key::rsa("rsa-a", "a");
-    let server = JwksServer::start(jwks(&[&key]));
+    let server = JsonServer::start(jwks(&[&key]));
     let mut gw = Gateway::new();
     let (alpha, listen) = (gw.echo("alpha"), free_port());
     gw.write(

@@ -89,6 +89,18 @@ fn bootstrap_lists_every_replica_and_names_the_node() {
         })
         .collect();
     assert_eq!(addrs, ["10.1.0.1:18000", "legate-2:18000"]);
+    // The aggregator of each replica, on its default port.
+    let aggregator = &y["static_resources"]["clusters"][1];
+    assert_eq!(aggregator["name"], "legate_aggregator");
+    let eps = aggregator["load_assignment"]["endpoints"][0]["lb_endpoints"].as_sequence().expect("endpoints");
+    let ports: Vec<(String, u64)> = eps
+        .iter()
+        .map(|e| {
+            let a = &e["endpoint"]["address"]["socket_address"];
+            (a["address"].as_str().unwrap_or_default().to_owned(), a["port_value"].as_u64().unwrap_or_default())
+        })
+        .collect();
+    assert_eq!(ports, [("10.1.0.1".to_owned(), 18002), ("legate-2".to_owned(), 18002)]);
 
     let out = legate(&["bootstrap", "--node-id", "n", "--xds-addr", "nohost"]);
     assert!(!out.status.success());

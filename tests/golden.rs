@@ -91,6 +91,7 @@ golden_cases!(
     resilience,
     tls,
     observability,
+    aggregation,
 );
 
 #[test]

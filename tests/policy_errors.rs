@@ -143,13 +143,6 @@ fn an_unknown_key_with_no_close_match_lists_the_allowed_keys() {
     );
 }
 
-#[test]
-fn spec_keys_not_implemented_yet_are_rejected_not_ignored() {
-    let text = "listeners:\n  - name: public\n    port: 10000\n    hosts: [\"*\"]\nservices:\n  - name: s\n    url: http://10.0.0.1:80\n    retries: { attempts: 2 }\nroutes:\n  - name: r\n    match: { prefix: / }\n    service: s\n    cors: { origins: [\"*\"] }\n    timeout: 1s\ndefaults:\n  tracing: { collector: \"otel:4317\" }\naggregations: []\n";
-    let not_yet: &[&str] = &["is part of the policy format but not supported by this version of legate yet"];
-    check(&[("planned.yaml", text)], &[("planned.yaml:17:1", &["`aggregations`", not_yet[0], "nothing was applied"])]);
-}
-
 // ---- references --------------------------------------------------------------
 
 const ONE_LISTENER: &str = "listeners:\n  - name: public\n    port: 10000\n";
@@ -977,4 +970,101 @@ fn cli_validate_reports_a_file_given_as_the_folder_clearly() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("gateway.yaml:1:1: cannot read the policy folder"), "{stdout}");
+}
+
+// ---- aggregations --------------------------------------------------------------
+
+const AGG_SERVICES: &str = "listeners:\n  - name: public\n    port: 10000\nservices:\n  - name: user-service\n    url: http://10.0.0.1:80\n  - name: order-service\n    url: http://10.0.0.2:80\n";
+
+#[test]
+fn aggregation_mistakes_are_reported_where_they_are() {
+    let text = format!(
+        "{AGG_SERVICES}aggregations:
+  - name: dashboard
+    path: /api/dashboard/{{userId}}
+    timeout: soon
+    calls:
+      user: {{ service: user-service, path: \"/users/{{id}}\" }}
+      orders: {{ service: order-servce, path: \"/orders?c={{userId}}\" }}
+      feed: {{ service: user-service, path: \"/feed/{{userId\", pick: a..b }}
+      twice: {{ service: user-service, path: /a }}
+      twice: {{ service: user-service, path: /b }}
+      bad: {{ servic: user-service }}
+  - name: other
+    path: /x/{{a}}/y{{b}}
+    calls: {{}}
+  - name: third
+    path: /t/{{a}}/{{a}}
+    calls:
+      x: {{ service: user-service, path: /x, timeout: 0s }}
+"
+    );
+    check(
+        &[("a.yaml", &text)],
+        &[
+            ("a.yaml:12:14", &["`soon` is not a duration"]),
+            (
+                "a.yaml:14:44",
+                &["`{id}` is not a parameter of the aggregation's path", "it has {userId}", "{query.NAME}"],
+            ),
+            (
+                "a.yaml:15:26",
+                &["call `orders` names service `order-servce`, which is not defined", "did you mean `order-service`?"],
+            ),
+            ("a.yaml:16:44", &["has a `{` without its `}`"]),
+            ("a.yaml:16:67", &["pick is a field name, or a dotted path"]),
+            ("a.yaml:18:7", &["call `twice` is given twice"]),
+            ("a.yaml:19:7", &["call `bad` needs a `service`"]),
+            ("a.yaml:19:7", &["call `bad` needs a `path`"]),
+            ("a.yaml:19:14", &["unknown key `servic` in a call; did you mean `service`?"]),
+            ("a.yaml:20:11", &["aggregation `other` has no `calls`"]),
+            ("a.yaml:21:11", &["a parameter is a whole segment"]),
+            ("a.yaml:24:11", &["names the parameter `a` twice"]),
+            ("a.yaml:26:54", &["timeout must be more than 0"]),
+        ],
+    );
+}
+
+#[test]
+fn aggregation_paths_that_clash_with_routes_or_each_other_are_errors() {
+    let text = format!(
+        "{AGG_SERVICES}routes:
+  - name: me
+    match: {{ path: /api/dashboard/me }}
+    service: user-service
+  - name: dashboard-all
+    match: {{ prefix: /api/dashboard/ }}
+    service: user-service
+  - name: posts-only
+    match: {{ path: /api/dashboard/posted, methods: [POST] }}
+    service: user-service
+aggregations:
+  - name: dashboard
+    path: /api/dashboard/{{userId}}
+    calls:
+      user: {{ service: user-service, path: \"/users/{{userId}}\" }}
+  - name: by-section
+    path: /api/{{section}}/{{userId}}
+    methods: [POST]
+    calls:
+      user: {{ service: user-service, path: \"/users/{{userId}}?s={{section}}\" }}
+  - name: me
+    path: /me
+    calls:
+      user: {{ service: user-service, path: /users/me }}
+"
+    );
+    // The prefix route is not a clash: the aggregation is more specific and
+    // wins its paths, the route keeps the rest. A GET aggregation and a
+    // POST route don't meet; a POST aggregation meets a POST route and a
+    // route for every method.
+    check(
+        &[("a.yaml", &text)],
+        &[
+            ("a.yaml:21:11", &["aggregation `dashboard` (`/api/dashboard/{userId}`) and route `me`'s path `/api/dashboard/me` (at a.yaml:10:11)", "change one of the paths or their methods"]),
+            ("a.yaml:25:11", &["aggregation `by-section`", "route `me`'s path"]),
+            ("a.yaml:25:11", &["aggregation `by-section`", "route `posts-only`'s path `/api/dashboard/posted` (at a.yaml:16:11)"]),
+            ("a.yaml:29:11", &["aggregation `me` has the name of a route or aggregation at a.yaml:10:11"]),
+        ],
+    );
 }

@@ -332,6 +332,8 @@ fn serve_refuses_to_start_without_its_redis() {
             &format!("127.0.0.1:{}", free_port()),
             "--admin-addr",
             &format!("127.0.0.1:{}", free_port()),
+            "--aggregator-addr",
+            &format!("127.0.0.1:{}", free_port()),
         ])
         .args(["--redis-url", &format!("redis://127.0.0.1:{dead}")])
         .output()

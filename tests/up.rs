@@ -45,6 +45,7 @@ fn up_demo_serves_the_default_config() {
             .args(["up", "--demo", "--config"])
             .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("config"))
             .args(["--xds-addr", "127.0.0.1:18300", "--admin-addr", "127.0.0.1:18301", "--envoy-admin-port", "18302"])
+            .args(["--aggregator-addr", "127.0.0.1:18303"])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

@@ -1,10 +1,9 @@
 //! The keys each part of a policy file allows, for "unknown key" messages
-//! with a "did you mean" hint, and the keys SPEC §2 names that this version
-//! does not implement yet (rejected, never silently ignored).
+//! with a "did you mean" hint.
 
 use super::locate::{Seg, YamlPath};
 
-const TOP: &[&str] = &["listeners", "services", "routes", "defaults", "auth", "rate_limits"];
+const TOP: &[&str] = &["listeners", "services", "routes", "defaults", "auth", "rate_limits", "aggregations"];
 const LISTENER: &[&str] = &["name", "port", "address", "hosts", "fleets", "tls", "http_redirect_port"];
 const TLS: &[&str] = &["cert", "key", "certificates", "min_version", "alpn"];
 const TLS_CERT: &[&str] = &["cert", "key", "hosts"];
@@ -59,50 +58,52 @@ const JWT: &[&str] =
 const JWKS: &[&str] = &["file", "inline", "uri", "cache"];
 const TOKEN_FROM: &[&str] = &["header", "prefix", "query"];
 
-/// Keys in SPEC §2 that later issues implement.
-const PLANNED_TOP: &[&str] = &["aggregations"];
+const AGGREGATION: &[&str] = &["name", "listener", "path", "methods", "auth", "rate_limit", "timeout", "calls"];
+const CALL: &[&str] = &["service", "path", "pick", "default", "timeout"];
 const TRACING: &[&str] = &["collector", "service_name", "sampling"];
 const ACCESS_LOG: &[&str] = &["format", "path"];
 
-/// What the mapping at `parent` is, for messages, with its allowed and planned keys.
-fn context(parent: &[Seg]) -> Option<(&'static str, &'static [&'static str], &'static [&'static str])> {
+/// What the mapping at `parent` is, for messages, with its allowed keys.
+fn context(parent: &[Seg]) -> Option<(&'static str, &'static [&'static str])> {
     use Seg::{Index as I, Key as K};
     let k = |s: &Seg, want: &str| matches!(s, K(x) if x == want);
     Some(match parent {
-        [] => ("the top level", TOP, PLANNED_TOP),
-        [l, I(_)] if k(l, "listeners") => ("a listener", LISTENER, &[]),
-        [l, I(_), t] if k(l, "listeners") && k(t, "tls") => ("tls", TLS, &[]),
+        [] => ("the top level", TOP),
+        [l, I(_)] if k(l, "listeners") => ("a listener", LISTENER),
+        [l, I(_), t] if k(l, "listeners") && k(t, "tls") => ("tls", TLS),
         [l, I(_), t, c, I(_)] if k(l, "listeners") && k(t, "tls") && k(c, "certificates") => {
-            ("a certificate", TLS_CERT, &[])
+            ("a certificate", TLS_CERT)
         }
-        [s, I(_)] if k(s, "services") => ("a service", SERVICE, &[]),
+        [s, I(_)] if k(s, "services") => ("a service", SERVICE),
         [s, I(_), x] if k(s, "services") => match x {
-            K(x) if x == "retries" => ("retries", RETRIES, &[]),
-            K(x) if x == "circuit_breaker" => ("circuit_breaker", CIRCUIT_BREAKER, &[]),
-            K(x) if x == "outlier_detection" => ("outlier_detection", OUTLIER, &[]),
-            K(x) if x == "health_check" => ("health_check", HEALTH_CHECK, &[]),
-            K(x) if x == "hash_key" => ("hash_key", HASH_KEY, &[]),
+            K(x) if x == "retries" => ("retries", RETRIES),
+            K(x) if x == "circuit_breaker" => ("circuit_breaker", CIRCUIT_BREAKER),
+            K(x) if x == "outlier_detection" => ("outlier_detection", OUTLIER),
+            K(x) if x == "health_check" => ("health_check", HEALTH_CHECK),
+            K(x) if x == "hash_key" => ("hash_key", HASH_KEY),
             _ => return None,
         },
-        [r, I(_)] if k(r, "routes") => ("a route", ROUTE, &[]),
-        [r, I(_), c] if k(r, "routes") && k(c, "cors") => ("cors", CORS, &[]),
-        [r, I(_), c, o, I(_)] if k(r, "routes") && k(c, "cors") && k(o, "origins") => ("an origin", VALUE_MATCH, &[]),
-        [r, I(_), m] if k(r, "routes") && k(m, "match") => ("a route match", MATCH, &[]),
+        [r, I(_)] if k(r, "routes") => ("a route", ROUTE),
+        [r, I(_), c] if k(r, "routes") && k(c, "cors") => ("cors", CORS),
+        [r, I(_), c, o, I(_)] if k(r, "routes") && k(c, "cors") && k(o, "origins") => ("an origin", VALUE_MATCH),
+        [r, I(_), m] if k(r, "routes") && k(m, "match") => ("a route match", MATCH),
         [r, I(_), m, h, K(_)] if k(r, "routes") && k(m, "match") && (k(h, "headers") || k(h, "query")) => {
-            ("a value match", VALUE_MATCH, &[])
+            ("a value match", VALUE_MATCH)
         }
-        [r, I(_), s, I(_)] if k(r, "routes") && k(s, "split") => ("a split entry", SPLIT, &[]),
-        [r, I(_), w] if k(r, "routes") && k(w, "rewrite") => ("a rewrite", REWRITE, &[]),
-        [.., h] if k(h, "request_headers") || k(h, "response_headers") => ("a header change", HEADER_OPS, &[]),
-        [d] if k(d, "defaults") => ("defaults", DEFAULTS, &[]),
-        [d, t] if k(d, "defaults") && k(t, "tracing") => ("tracing", TRACING, &[]),
-        [d, a] if k(d, "defaults") && k(a, "access_log") => ("access_log", ACCESS_LOG, &[]),
-        [a] if k(a, "auth") => ("auth", AUTH, &[]),
-        [r, I(_)] if k(r, "rate_limits") => ("a rate limit", RATE_LIMIT, &[]),
-        [r, I(_), kk] if k(r, "rate_limits") && k(kk, "key") => ("a rate-limit key", RATE_KEY, &[]),
-        [a, j, I(_)] if k(a, "auth") && k(j, "jwt") => ("a JWT provider", JWT, &[]),
-        [a, j, I(_), w] if k(a, "auth") && k(j, "jwt") && k(w, "jwks") => ("jwks", JWKS, &[]),
-        [a, j, I(_), f] if k(a, "auth") && k(j, "jwt") && k(f, "from") => ("from", TOKEN_FROM, &[]),
+        [r, I(_), s, I(_)] if k(r, "routes") && k(s, "split") => ("a split entry", SPLIT),
+        [r, I(_), w] if k(r, "routes") && k(w, "rewrite") => ("a rewrite", REWRITE),
+        [.., h] if k(h, "request_headers") || k(h, "response_headers") => ("a header change", HEADER_OPS),
+        [d] if k(d, "defaults") => ("defaults", DEFAULTS),
+        [d, t] if k(d, "defaults") && k(t, "tracing") => ("tracing", TRACING),
+        [d, a] if k(d, "defaults") && k(a, "access_log") => ("access_log", ACCESS_LOG),
+        [a] if k(a, "auth") => ("auth", AUTH),
+        [a, I(_)] if k(a, "aggregations") => ("an aggregation", AGGREGATION),
+        [a, I(_), c, K(_)] if k(a, "aggregations") && k(c, "calls") => ("a call", CALL),
+        [r, I(_)] if k(r, "rate_limits") => ("a rate limit", RATE_LIMIT),
+        [r, I(_), kk] if k(r, "rate_limits") && k(kk, "key") => ("a rate-limit key", RATE_KEY),
+        [a, j, I(_)] if k(a, "auth") && k(j, "jwt") => ("a JWT provider", JWT),
+        [a, j, I(_), w] if k(a, "auth") && k(j, "jwt") && k(w, "jwks") => ("jwks", JWKS),
+        [a, j, I(_), f] if k(a, "auth") && k(j, "jwt") && k(f, "from") => ("from", TOKEN_FROM),
         _ => return None,
     })
 }
@@ -117,15 +118,9 @@ pub(crate) fn unknown_key_message(path: &YamlPath) -> String {
                 version of legate yet"
             .to_owned();
     }
-    let Some((what, allowed, planned)) = context(parent) else {
+    let Some((what, allowed)) = context(parent) else {
         return format!("unknown key `{key}`");
     };
-    if planned.contains(&key.as_str()) {
-        return format!(
-            "`{key}` is part of the policy format but not supported by this version of legate yet; \
-             remove it (nothing was applied)"
-        );
-    }
     let mut msg = format!("unknown key `{key}` in {what}");
     if let Some(best) = did_you_mean(key, allowed) {
         msg.push_str(&format!("; did you mean `{best}`?"));
@@ -172,8 +167,14 @@ mod tests {
     }
 
     #[test]
-    fn planned_keys_are_named_as_such() {
-        let p = path(&[Seg::Key("aggregations".into())]);
-        assert!(unknown_key_message(&p).contains("not supported by this version"));
+    fn call_keys_are_checked() {
+        let p = path(&[
+            Seg::Key("aggregations".into()),
+            Seg::Index(0),
+            Seg::Key("calls".into()),
+            Seg::Key("user".into()),
+            Seg::Key("servic".into()),
+        ]);
+        assert_eq!(unknown_key_message(&p), "unknown key `servic` in a call; did you mean `service`?");
     }
 }

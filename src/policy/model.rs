@@ -21,6 +21,9 @@ pub struct Policy {
     pub access_log: Option<AccessLog>,
     /// Tracing (`defaults.tracing`); `None` is off.
     pub tracing: Option<Tracing>,
+    /// Aggregations by name; each also has a route (with
+    /// [`Backend::Aggregation`]) in `routes`.
+    pub aggregations: BTreeMap<String, Aggregation>,
     /// Files besides the policy files that the policy was built from (JWKS
     /// files, certificates and keys): a change to one of them is a change to
     /// the policy.
@@ -551,6 +554,78 @@ pub enum Backend {
     Service(String),
     /// Weighted split between services.
     Split(Vec<(String, u32)>),
+    /// legate's aggregator, which answers this aggregation.
+    Aggregation(String),
+}
+
+/// `aggregations[]`: one client request answered by legate's aggregator
+/// from several service calls made in parallel.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Aggregation {
+    /// Unique name (among routes and aggregations).
+    pub name: String,
+    /// The path as written, like `/api/dashboard/{userId}`.
+    pub path: String,
+    /// Its segments: literal text or a parameter.
+    pub segments: Vec<Segment>,
+    /// The whole answer is ready by then; calls still running get their default.
+    pub timeout: Duration,
+    /// In file order; the answer's keys.
+    pub calls: Vec<Call>,
+    /// Request headers passed on to every call (lowercase): the verified
+    /// identity headers, the request id and trace context, forwarded tokens.
+    pub forward_headers: Vec<String>,
+}
+
+/// One segment of an aggregation path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Segment {
+    /// Must be this text.
+    Literal(String),
+    /// Any one non-empty segment, bound to this name.
+    Param(String),
+}
+
+/// One service call of an aggregation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Call {
+    /// The key of its result in the answer.
+    pub name: String,
+    /// The service called.
+    pub service: String,
+    /// The path and query to call, as parts to fill in.
+    pub path: Vec<TemplatePart>,
+    /// A field of the JSON answer to keep instead of all of it (dotted path;
+    /// numbers index arrays).
+    pub pick: Vec<String>,
+    /// Answered in its place when the call fails, times out, answers
+    /// non-2xx or non-JSON, or lacks the picked field.
+    pub default: serde_json::Value,
+    /// How long this call may take (at most the aggregation's timeout).
+    pub timeout: Duration,
+}
+
+/// A piece of a call's path template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TemplatePart {
+    /// Copied as written.
+    Text(String),
+    /// A path parameter's value, percent-encoded as a query value when it
+    /// stands in the query string, else as one path segment.
+    Param {
+        /// The parameter.
+        name: String,
+        /// It stands after the `?`.
+        in_query: bool,
+    },
+    /// The client request's query parameter of this name (empty when
+    /// absent), encoded like a `Param`.
+    Query {
+        /// The parameter.
+        name: String,
+        /// It stands after the `?`.
+        in_query: bool,
+    },
 }
 
 /// A path rewrite.

@@ -21,6 +21,58 @@ pub(crate) struct PolicyFile {
     pub(crate) auth: Option<AuthSection>,
     #[serde(default)]
     pub(crate) rate_limits: Vec<RateLimit>,
+    #[serde(default)]
+    pub(crate) aggregations: Vec<Aggregation>,
+}
+
+/// `aggregations[]`: one client request answered from several service calls.
+#[derive(Debug, Deserialize)]
+pub(crate) struct Aggregation {
+    pub(crate) name: String,
+    pub(crate) listener: Option<String>,
+    pub(crate) path: Option<String>,
+    pub(crate) methods: Option<Vec<String>>,
+    pub(crate) auth: Option<NameRef>,
+    pub(crate) rate_limit: Option<NameRef>,
+    pub(crate) timeout: Option<String>,
+    #[serde(default)]
+    pub(crate) calls: Calls,
+}
+
+/// `aggregations[].calls`: call name → call, in file order, repeats kept so
+/// that validation can name them.
+#[derive(Debug, Default)]
+pub(crate) struct Calls(pub(crate) Vec<(String, Call)>);
+
+/// `aggregations[].calls.NAME`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct Call {
+    pub(crate) service: Option<String>,
+    pub(crate) path: Option<String>,
+    pub(crate) pick: Option<String>,
+    /// Any YAML value; answered in its place when the call fails.
+    pub(crate) default: Option<serde_yaml::Value>,
+    pub(crate) timeout: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for Calls {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> de::Visitor<'de> for V {
+            type Value = Calls;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a mapping of call name to { service, path, pick, default, timeout }")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Calls, A::Error> {
+                let mut out = Vec::new();
+                while let Some(name) = map.next_key::<String>()? {
+                    out.push((name, map.next_value::<Call>()?));
+                }
+                Ok(Calls(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 /// `listeners[]`.

@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
+mod aggregations;
 mod auth;
 mod listeners;
 mod ratelimits;
@@ -20,6 +21,7 @@ use super::raw;
 use super::source::{Origin, Parsed, SourceFile};
 use super::{Diagnostic, Diagnostics};
 
+use aggregations::check_aggregation;
 use listeners::{check_listener, check_port_clashes};
 use routes::{check_route, precedence, Defined};
 use services::check_service;
@@ -64,9 +66,19 @@ pub(crate) fn validate(files: &[SourceFile], parsed: Parsed) -> Result<Policy, D
     let mut defaults: Vec<(Origin, raw::Defaults)> = Vec::new();
     let mut jwt = Vec::new();
     let mut rate_limits = Vec::new();
+    let mut aggregations = Vec::new();
     for (file, doc, pf) in parsed.docs {
         let root = Origin { file, doc, path: super::YamlPath::default() };
-        let raw::PolicyFile { listeners: l, services: s, routes: r, defaults: d, auth: a, rate_limits: rl } = pf;
+        let raw::PolicyFile {
+            listeners: l,
+            services: s,
+            routes: r,
+            defaults: d,
+            auth: a,
+            rate_limits: rl,
+            aggregations: ag,
+        } = pf;
+        aggregations.extend(ag.into_iter().enumerate().map(|(i, x)| (root.key("aggregations").index(i), x)));
         rate_limits.extend(rl.into_iter().enumerate().map(|(i, x)| (root.key("rate_limits").index(i), x)));
         if let Some(a) = a {
             jwt.extend(a.jwt.into_iter().enumerate().map(|(i, x)| (root.key("auth").key("jwt").index(i), x)));
@@ -112,11 +124,32 @@ pub(crate) fn validate(files: &[SourceFile], parsed: Parsed) -> Result<Policy, D
         }
         seen_routes.insert(&r.name, o);
         if let Some(route) = check_route(&mut errs, o, r, &policy, &defined, &defaults, &refs) {
-            ordered.push((seq, route));
+            ordered.push((seq, o, route));
         }
     }
-    ordered.sort_by(|(sa, a), (sb, b)| precedence(a).cmp(&precedence(b)).then(sa.cmp(sb)));
-    policy.routes = ordered.into_iter().map(|(_, r)| r).collect();
+    // An aggregation is served as a route, so the two share one namespace.
+    for (seq, (o, a)) in aggregations.iter().enumerate() {
+        if let Some(first) = seen_routes.get(a.name.as_str()) {
+            let msg = format!(
+                "aggregation `{}` has the name of a route or aggregation at {}; names are shared by both",
+                a.name,
+                errs.place(&first.key("name"))
+            );
+            errs.at(&o.key("name"), msg);
+            continue;
+        }
+        seen_routes.insert(&a.name, o);
+        if let Some((agg, route)) = check_aggregation(&mut errs, o, a, &policy, &defined, &defaults, &refs) {
+            policy.aggregations.insert(agg.name.clone(), agg);
+            ordered.push((routes.len() + seq, o, route));
+        }
+    }
+    {
+        let all: Vec<(&Origin, &crate::policy::Route)> = ordered.iter().map(|(_, o, r)| (*o, r)).collect();
+        aggregations::check_clashes(&mut errs, &policy, &all);
+    }
+    ordered.sort_by(|(sa, _, a), (sb, _, b)| precedence(a).cmp(&precedence(b)).then(sa.cmp(sb)));
+    policy.routes = ordered.into_iter().map(|(_, _, r)| r).collect();
     policy.read_files = providers.read_files.into_iter().chain(std::mem::take(&mut errs.read_files)).collect();
     policy.warnings = std::mem::take(&mut errs.warnings);
     policy.jwt_providers = providers.valid;

@@ -95,10 +95,7 @@ pub(super) fn retry_policy(r: &Retries) -> RetryPolicy {
         num_retries: u32_value(Some(*attempts)),
         per_try_timeout: per_try_timeout.map(proto_duration),
         retry_back_off: Some(RetryBackOff { base_interval: dur(RETRY_BASE), max_interval: dur(RETRY_MAX) }),
-        retry_host_predicate: vec![RetryHostPredicate {
-            name: "envoy.retry_host_predicates.previous_hosts".into(),
-            config_type: Some(retry_host_predicate::ConfigType::TypedConfig(any(&PreviousHostsPredicate {}))),
-        }],
+        retry_host_predicate: vec![previous_hosts()],
         host_selection_retry_max_attempts: 3,
         retriable_request_headers: vec![HeaderMatcher {
             name: ":method".into(),
@@ -112,6 +109,14 @@ pub(super) fn retry_policy(r: &Retries) -> RetryPolicy {
             ..Default::default()
         }],
         ..Default::default()
+    }
+}
+
+/// Retry on another host than those tried, when there is one.
+pub(super) fn previous_hosts() -> RetryHostPredicate {
+    RetryHostPredicate {
+        name: "envoy.retry_host_predicates.previous_hosts".into(),
+        config_type: Some(retry_host_predicate::ConfigType::TypedConfig(any(&PreviousHostsPredicate {}))),
     }
 }
 

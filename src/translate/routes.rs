@@ -12,8 +12,8 @@ use envoy_types::pb::envoy::config::route::v3::{
     route_action::{self, HashPolicy},
     route_match::PathSpecifier,
     weighted_cluster::ClusterWeight,
-    HeaderMatcher, QueryParameterMatcher, Route as EnvoyRoute, RouteAction, RouteConfiguration, RouteMatch,
-    VirtualHost, WeightedCluster,
+    HeaderMatcher, QueryParameterMatcher, RetryPolicy, Route as EnvoyRoute, RouteAction, RouteConfiguration,
+    RouteMatch, VirtualHost, WeightedCluster,
 };
 use envoy_types::pb::envoy::r#type::matcher::v3::{
     string_matcher::MatchPattern, RegexMatchAndSubstitute, RegexMatcher, StringMatcher,
@@ -106,12 +106,14 @@ fn route(policy: &Policy, r: &Route) -> EnvoyRoute {
                 .collect(),
             ..Default::default()
         }),
+        Backend::Aggregation(_) => route_action::ClusterSpecifier::Cluster(crate::aggregator::CLUSTER.to_owned()),
     };
     // ring_hash balances on a hash of each service's key (client address or
     // a header); Envoy takes the first hash policy that yields a value.
     let targets: Vec<&str> = match backend {
         Backend::Service(s) => vec![s.as_str()],
         Backend::Split(t) => t.iter().map(|(s, _)| s.as_str()).collect(),
+        Backend::Aggregation(_) => Vec::new(),
     };
     let mut hash_policy: Vec<HashPolicy> = Vec::new();
     for s in targets.iter().filter_map(|s| policy.services.get(*s)) {
@@ -141,6 +143,17 @@ fn route(policy: &Policy, r: &Route) -> EnvoyRoute {
             Some(RegexMatchAndSubstitute { pattern: Some(regex(pattern)), substitution: substitution.clone() }),
         ),
     };
+    // The aggregator learns which aggregation to answer from a header only
+    // Envoy sets (a client's own is overwritten); it answers by the
+    // aggregation's timeout, so Envoy waits a little longer than that.
+    let (mut request_adds, timeout) = (header_adds(request_headers), *timeout);
+    let timeout = match backend {
+        Backend::Aggregation(a) => {
+            request_adds.push(header_add(crate::aggregator::NAME_HEADER, a));
+            timeout.map(|t| t + crate::aggregator::ENVOY_MARGIN)
+        }
+        _ => timeout,
+    };
     EnvoyRoute {
         name: name.clone(),
         r#match: Some(RouteMatch {
@@ -161,10 +174,13 @@ fn route(policy: &Policy, r: &Route) -> EnvoyRoute {
             timeout: timeout.map(proto_duration),
             rate_limits: super::ratelimit::route_rate_limits(policy, r),
             hash_policy,
-            retry_policy: retries.as_ref().map(super::resilience::retry_policy),
+            retry_policy: match backend {
+                Backend::Aggregation(_) => Some(aggregator_retry()),
+                _ => retries.as_ref().map(super::resilience::retry_policy),
+            },
             ..Default::default()
         })),
-        request_headers_to_add: header_adds(request_headers),
+        request_headers_to_add: request_adds,
         request_headers_to_remove: request_headers.remove.clone(),
         response_headers_to_add: header_adds(response_headers),
         response_headers_to_remove: response_headers.remove.clone(),
@@ -177,15 +193,29 @@ fn route(policy: &Policy, r: &Route) -> EnvoyRoute {
     }
 }
 
+/// A legate replica that is down (refused or reset connection) is not an
+/// answer: try another. Nothing is retried after the aggregator answered.
+fn aggregator_retry() -> RetryPolicy {
+    RetryPolicy {
+        retry_on: "connect-failure,refused-stream,reset-before-request".to_owned(),
+        num_retries: Some(UInt32Value { value: 2 }),
+        retry_host_predicate: vec![super::resilience::previous_hosts()],
+        host_selection_retry_max_attempts: 3,
+        ..Default::default()
+    }
+}
+
 fn header_adds(ops: &HeaderOps) -> Vec<HeaderValueOption> {
-    ops.add
-        .iter()
-        .map(|(k, v)| HeaderValueOption {
-            header: Some(HeaderValue { key: k.clone(), value: v.clone(), ..Default::default() }),
-            append_action: HeaderAppendAction::OverwriteIfExistsOrAdd.into(),
-            ..Default::default()
-        })
-        .collect()
+    ops.add.iter().map(|(k, v)| header_add(k, v)).collect()
+}
+
+/// Set a header, replacing any value it has.
+fn header_add(key: &str, value: &str) -> HeaderValueOption {
+    HeaderValueOption {
+        header: Some(HeaderValue { key: key.to_owned(), value: value.to_owned(), ..Default::default() }),
+        append_action: HeaderAppendAction::OverwriteIfExistsOrAdd.into(),
+        ..Default::default()
+    }
 }
 
 fn regex(pattern: &str) -> RegexMatcher {

@@ -399,6 +399,10 @@ pub(crate) struct Gateway {
     pub(crate) xds_port: u16,
     /// legate's admin API port.
     pub(crate) admin_port: u16,
+    /// legate's aggregator port.
+    pub(crate) aggregator_port: u16,
+    /// Each started legate's xDS port with its aggregator's port.
+    aggregators: Vec<(u16, u16)>,
     served: bool,
     envoy: Option<PathBuf>,
     /// Extra arguments for every `legate serve` (e.g. `--redis-url`).
@@ -429,6 +433,8 @@ impl Gateway {
             logs,
             xds_port: free_port(),
             admin_port: free_port(),
+            aggregator_port: free_port(),
+            aggregators: Vec::new(),
             served: false,
             envoy: None,
             serve_args: Vec::new(),
@@ -497,9 +503,19 @@ impl Gateway {
 
     fn start_legate(&mut self, name: &str, xds_port: u16, admin_port: u16) {
         let (xds, admin) = (format!("127.0.0.1:{xds_port}"), format!("127.0.0.1:{admin_port}"));
+        let aggregator_port = match self.aggregators.iter().find(|(x, _)| *x == xds_port) {
+            Some((_, a)) => *a,
+            None if xds_port == self.xds_port => self.aggregator_port,
+            None => free_port(),
+        };
+        if !self.aggregators.contains(&(xds_port, aggregator_port)) {
+            self.aggregators.push((xds_port, aggregator_port));
+        }
+        let aggregator = format!("127.0.0.1:{aggregator_port}");
         let config = self.config.clone();
         let mut cmd = Command::new(LEGATE);
         cmd.args(["serve", "--config"]).arg(&config).args(["--xds-addr", &xds, "--admin-addr", &admin]);
+        cmd.args(["--aggregator-addr", &aggregator]);
         cmd.args(&self.serve_args);
         self.procs.borrow_mut().spawn(name, &self.logs, &mut cmd);
         let url = format!("http://{admin}/healthz");
@@ -558,6 +574,12 @@ impl Gateway {
         let out = Command::new(LEGATE)
             .args(["bootstrap", "--node-id", node_id, "--node-cluster", cluster])
             .args(xds_ports.iter().flat_map(|p| ["--xds-addr".to_owned(), format!("127.0.0.1:{p}")]))
+            .args(
+                self.aggregators
+                    .iter()
+                    .filter(|(x, _)| xds_ports.contains(x))
+                    .flat_map(|(_, a)| ["--aggregator-addr".to_owned(), format!("127.0.0.1:{a}")]),
+            )
             .args(["--admin-port", &admin_port.to_string()])
             .output()
             .expect("run legate bootstrap");
@@ -628,5 +650,61 @@ impl Drop for Gateway {
             self.dir.disable_cleanup(true);
             eprintln!("----- kept {} for inspection -----", self.dir.path().display());
         }
+    }
+}
+
+/// A small HTTP server on loopback answering every request with one JSON
+/// document (a JWKS for a `jwks.uri`, a service's answer for an
+/// aggregation). It counts the requests.
+pub(crate) struct JsonServer {
+    /// Its port on 127.0.0.1.
+    pub(crate) port: u16,
+    body: std::sync::Arc<std::sync::Mutex<String>>,
+    hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl JsonServer {
+    /// Start serving `body`; the server lives as long as the test process.
+    ///
+    /// # Panics
+    /// When it cannot listen.
+    pub(crate) fn start(body: String) -> JsonServer {
+        use std::io::{Read as _, Write as _};
+        use std::sync::atomic::Ordering;
+        let port = free_port();
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind JSON server");
+        let server = JsonServer { port, body: std::sync::Arc::new(body.into()), hits: std::sync::Arc::default() };
+        let (body, hits) = (server.body.clone(), server.hits.clone());
+        std::thread::spawn(move || {
+            for mut conn in listener.incoming().flatten() {
+                // One request per connection: read the head, answer, close.
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                hits.fetch_add(1, Ordering::SeqCst);
+                let text = body.lock().expect("JSON body").clone();
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}",
+                    text.len()
+                );
+            }
+        });
+        server
+    }
+
+    /// Serve `body` from now on.
+    pub(crate) fn set(&self, body: String) {
+        *self.body.lock().expect("JSON body") = body;
+    }
+
+    /// How many requests it has answered.
+    pub(crate) fn hits(&self) -> usize {
+        self.hits.load(std::sync::atomic::Ordering::SeqCst)
     }
 }

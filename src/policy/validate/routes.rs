@@ -65,6 +65,45 @@ pub(super) struct Defined<'a> {
     pub(super) services: std::collections::BTreeSet<&'a str>,
 }
 
+/// The listener a route or aggregation (`what`) is served on: the one it
+/// names, else the only one there is.
+pub(super) fn listener_of(
+    errs: &mut Errors<'_>,
+    o: &Origin,
+    what: &str,
+    name: &str,
+    listener: Option<&String>,
+    policy: &Policy,
+    defined: &Defined<'_>,
+) -> Option<String> {
+    match listener {
+        Some(l) if policy.listeners.contains_key(l) => Some(l.clone()),
+        Some(l) if defined.listeners.contains(l.as_str()) => None, // reported at the listener
+        Some(l) => {
+            let names: Vec<&str> = policy.listeners.keys().map(String::as_str).collect();
+            let hint = did_you_mean(l, &names).map(|b| format!("; did you mean `{b}`?")).unwrap_or_default();
+            errs.at(&o.key("listener"), format!("{what} `{name}` names listener `{l}`, which is not defined{hint}"));
+            None
+        }
+        None if defined.listeners.len() == 1 => policy.listeners.keys().next().cloned(),
+        None if defined.listeners.is_empty() => {
+            errs.at(
+                &o.key("name"),
+                format!("{what} `{name}` has no listener to be served on; define one under `listeners`"),
+            );
+            None
+        }
+        None => {
+            let names: Vec<&str> = defined.listeners.iter().copied().collect();
+            errs.at(
+                &o.key("name"),
+                format!("{what} `{name}` must say which listener serves it (`listener:` one of {})", names.join(", ")),
+            );
+            None
+        }
+    }
+}
+
 pub(super) fn check_route(
     errs: &mut Errors<'_>,
     o: &Origin,
@@ -91,32 +130,7 @@ pub(super) fn check_route(
     let before = errs.list.len();
     check_name(errs, o, name, "route");
 
-    let listener = match listener {
-        Some(l) if policy.listeners.contains_key(l) => Some(l.clone()),
-        Some(l) if defined.listeners.contains(l.as_str()) => None, // reported at the listener
-        Some(l) => {
-            let names: Vec<&str> = policy.listeners.keys().map(String::as_str).collect();
-            let hint = did_you_mean(l, &names).map(|b| format!("; did you mean `{b}`?")).unwrap_or_default();
-            errs.at(&o.key("listener"), format!("route `{name}` names listener `{l}`, which is not defined{hint}"));
-            None
-        }
-        None if defined.listeners.len() == 1 => policy.listeners.keys().next().cloned(),
-        None if defined.listeners.is_empty() => {
-            errs.at(
-                &o.key("name"),
-                format!("route `{name}` has no listener to be served on; define one under `listeners`"),
-            );
-            None
-        }
-        None => {
-            let names: Vec<&str> = defined.listeners.iter().copied().collect();
-            errs.at(
-                &o.key("name"),
-                format!("route `{name}` must say which listener serves it (`listener:` one of {})", names.join(", ")),
-            );
-            None
-        }
-    };
+    let listener = listener_of(errs, o, "route", name, listener.as_ref(), policy, defined);
 
     let m = o.key("match");
     let raw::Match { prefix, path, regex: re, methods, headers, query } = matcher;
@@ -226,7 +240,7 @@ pub(super) fn check_route(
     let service_timeout = match &backend {
         Some(Backend::Service(s)) => policy.services.get(s).and_then(|s| s.timeout),
         Some(Backend::Split(v)) => v.iter().filter_map(|(s, _)| policy.services.get(s).and_then(|s| s.timeout)).max(),
-        None => None,
+        Some(Backend::Aggregation(_)) | None => None,
     };
     let cors = cors.as_ref().and_then(|c| check_cors(errs, &o.key("cors"), c));
     let req = header_ops(errs, &o.key("request_headers"), request_headers.as_ref(), true);
@@ -362,7 +376,7 @@ fn check_cors(errs: &mut Errors<'_>, o: &Origin, c: &raw::Cors) -> Option<Cors> 
 
 /// Limits that cannot work on this route: counting by a claim on a public
 /// route, which has no verified token.
-fn check_route_limits(
+pub(super) fn check_route_limits(
     errs: &mut Errors<'_>,
     o: &Origin,
     route: &str,
@@ -415,6 +429,7 @@ fn inherit<T: Clone + PartialEq>(
             }
             all.into_iter().next().flatten()
         }
+        Backend::Aggregation(_) => None,
     };
     Some(from_service.unwrap_or_else(|| default.clone()))
 }
