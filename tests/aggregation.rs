@@ -204,6 +204,23 @@ fn a_slow_service_gives_its_default_at_the_overall_timeout() {
 }
 
 #[test]
+fn a_call_timeout_shorter_than_the_aggregation_s_ends_that_call_early() {
+    let s = setup(&["--delay", "10000"], "6s", false);
+    let text = std::fs::read_to_string(s.gw.config.join("gateway.yaml")).expect("policy");
+    s.gw.write("gateway.yaml", &text.replace("default: [] }", "default: [], timeout: 300ms }"));
+    // Only the aggregator's table changes (Envoy's config is the same): wait for the reload.
+    let reloads = "legate_config_reloads_total{result=\"ok\"}";
+    s.gw.wait("the reload", PUSH, || (s.gw.metric(reloads) >= Some(2.0)).then_some(()));
+    let t0 = Instant::now();
+    let r = s.dashboard("127.0.0.2", "u1", &[]);
+    let took = t0.elapsed();
+    let j = answer(&r);
+    assert_eq!(j["recentOrders"], json!([]), "{j}");
+    assert_eq!(j["unreadCount"], 3, "{j}");
+    assert!(took >= Duration::from_millis(250) && took < Duration::from_secs(5), "answered after {took:?}");
+}
+
+#[test]
 fn an_edited_aggregation_is_answered_as_soon_as_it_is_pushed() {
     let s = setup(&[], "2s", false);
     answer(&s.dashboard("127.0.0.2", "u1", &[]));
