@@ -1068,3 +1068,26 @@ aggregations:
         ],
     );
 }
+
+#[test]
+fn a_call_timeout_longer_than_its_aggregation_s_is_a_warning() {
+    // user-service's own 15s timeout is no warning: only a call's own is.
+    let text = format!(
+        "{}aggregations:
+  - name: dashboard
+    path: /d/{{id}}
+    timeout: 1s
+    calls:
+      user: {{ service: user-service, path: \"/u/{{id}}\" }}
+      orders: {{ service: order-service, path: /o, timeout: 3s }}
+",
+        AGG_SERVICES.replace("url: http://10.0.0.1:80\n", "url: http://10.0.0.1:80\n    timeout: 15s\n")
+    );
+    let texts = vec![("a.yaml".to_owned(), text)];
+    let policy = load_texts(&texts).unwrap_or_else(|e| panic!("{e}"));
+    let shown: Vec<String> = policy.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(shown.len(), 1, "{shown:?}");
+    assert!(shown[0].starts_with("a.yaml:16:60: call `orders` may take 3s"), "{shown:?}");
+    let calls = &policy.aggregations["dashboard"].calls;
+    assert_eq!(calls.iter().map(|c| c.timeout.as_millis()).collect::<Vec<_>>(), [1000, 1000]);
+}

@@ -237,15 +237,16 @@ fn check_call(
             None
         }
     };
-    let timeout = match duration(errs, &o.key("timeout"), timeout.as_ref())? {
+    let own_timeout = match duration(errs, &o.key("timeout"), timeout.as_ref())? {
         Some(t) if t.is_zero() => {
             errs.at(&o.key("timeout"), "timeout must be more than 0");
             None
         }
-        Some(t) => Some(t),
-        None => service.as_ref().and_then(|s| policy.services.get(s)).and_then(|s| s.timeout).or(overall),
+        t => t,
     };
-    if let (Some(t), Some(all)) = (timeout, overall) {
+    // Only a timeout written on the call is worth a warning: a service's
+    // longer one is its routes' business.
+    if let (Some(t), Some(all)) = (own_timeout, overall) {
         if t > all {
             errs.warn(
                 &o.key("timeout"),
@@ -257,6 +258,9 @@ fn check_call(
             );
         }
     }
+    let timeout = own_timeout
+        .or_else(|| service.as_ref().and_then(|s| policy.services.get(s)).and_then(|s| s.timeout))
+        .or(overall);
     if errs.list.len() > before {
         return None;
     }
