@@ -31,6 +31,7 @@ fn assert_limited(r: &Resp, what: &str) {
     assert!(r.header("content-type").is_some_and(|c| c.starts_with("application/json")), "{what}: {:?}", r.headers);
     let j = r.json();
     assert_eq!(j["error"], "too_many_requests", "{what}: {}", r.body);
+    assert_eq!(j["message"], "rate limit exceeded", "{what}: local and global limits say the same: {}", r.body);
     assert_eq!(j["status"], 429, "{what}: {}", r.body);
 }
 

@@ -30,20 +30,22 @@ const BY_FLAG: &[(&str, &str, &str)] = &[
     ("RL", "too_many_requests", "rate limit exceeded"),
 ];
 
-/// (status, error code)
-const BY_STATUS: &[(u32, &str)] = &[
-    (400, "bad_request"),
-    (401, "unauthorized"),
-    (403, "forbidden"),
-    (404, "not_found"),
-    (408, "request_timeout"),
-    (413, "payload_too_large"),
-    (429, "too_many_requests"),
-    (431, "headers_too_large"),
-    (500, "internal_error"),
-    (502, "bad_gateway"),
-    (503, "service_unavailable"),
-    (504, "gateway_timeout"),
+/// (status, error code, message: Envoy's own text when `None`)
+const BY_STATUS: &[(u32, &str, Option<&str>)] = &[
+    (400, "bad_request", None),
+    (401, "unauthorized", None),
+    (403, "forbidden", None),
+    (404, "not_found", None),
+    (408, "request_timeout", None),
+    (413, "payload_too_large", None),
+    // Envoy's local rate limiter sets no response flag, and says
+    // `local_rate_limited`: the same words as the global limit's instead.
+    (429, "too_many_requests", Some("rate limit exceeded")),
+    (431, "headers_too_large", None),
+    (500, "internal_error", None),
+    (502, "bad_gateway", None),
+    (503, "service_unavailable", None),
+    (504, "gateway_timeout", None),
 ];
 
 /// The HCM's `local_reply_config`.
@@ -57,7 +59,7 @@ pub(super) fn config() -> LocalReplyConfig {
         body_format_override: Some(json(code, msg)),
         ..Default::default()
     });
-    let by_status = BY_STATUS.iter().map(|(status, code)| ResponseMapper {
+    let by_status = BY_STATUS.iter().map(|(status, code, message)| ResponseMapper {
         filter: Some(AccessLogFilter {
             filter_specifier: Some(FilterSpecifier::StatusCodeFilter(StatusCodeFilter {
                 comparison: Some(ComparisonFilter {
@@ -69,7 +71,7 @@ pub(super) fn config() -> LocalReplyConfig {
                 }),
             })),
         }),
-        body_format_override: Some(json(code, LOCAL_BODY)),
+        body_format_override: Some(json(code, message.unwrap_or(LOCAL_BODY))),
         ..Default::default()
     });
     LocalReplyConfig { mappers: by_flag.chain(by_status).collect(), body_format: Some(json("error", LOCAL_BODY)) }
