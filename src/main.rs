@@ -111,6 +111,11 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:18001")]
         admin_addr: String,
     },
+    /// Convert another gateway's configuration to legate policy.
+    Import {
+        #[command(subcommand)]
+        from: Import,
+    },
     /// A JSON echo upstream for demos and tests.
     Echo {
         #[arg(long)]
@@ -126,6 +131,19 @@ enum Command {
         /// Wait this many milliseconds before every answer (a slow service).
         #[arg(long, default_value_t = 0)]
         delay: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum Import {
+    /// A Kong declarative config (`_format_version` 1.1, 2.1 or 3.0) to
+    /// legate policy YAML on stdout.
+    Kong {
+        file: PathBuf,
+        /// Write what converts, with a comment for each setting left out,
+        /// instead of failing on the first file with such settings.
+        #[arg(long)]
+        partial: bool,
     },
 }
 
@@ -231,6 +249,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let doc = fetch_status(&admin_addr)?;
             print!("{}", legate::status::table(&doc));
         }
+        Command::Import { from: Import::Kong { file, partial } } => match legate::policy::import_kong(&file, partial) {
+            Ok(yaml) => print!("{yaml}"),
+            Err(diags) => {
+                println!("{diags}");
+                eprintln!(
+                    "{} setting(s) have no legate equivalent; nothing was written (--partial writes the rest)",
+                    diags.0.len()
+                );
+                return Ok(ExitCode::FAILURE);
+            }
+        },
         Command::Echo { listen, name, status, fail_first, delay } => {
             init_logs(LogFormat::Text);
             let opts =

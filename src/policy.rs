@@ -6,6 +6,7 @@
 
 mod jwks;
 mod keys;
+mod kong;
 mod locate;
 mod model;
 mod raw;
@@ -19,6 +20,7 @@ use serde::Serialize;
 
 pub use locate::{LocationIndex, Pos, Seg, YamlPath};
 pub use model::*;
+pub use source::import_kong;
 
 /// One problem in the policy files, where a user can find it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

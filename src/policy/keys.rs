@@ -113,11 +113,6 @@ pub(crate) fn unknown_key_message(path: &YamlPath) -> String {
     let Some((Seg::Key(key), parent)) = path.0.split_last() else {
         return format!("unexpected entry at {path}");
     };
-    if parent.is_empty() && key == "_format_version" {
-        return "this is a Kong declarative config; reading kong.yaml files is not supported by this \
-                version of legate yet"
-            .to_owned();
-    }
     let Some((what, allowed)) = context(parent) else {
         return format!("unknown key `{key}`");
     };

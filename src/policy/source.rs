@@ -4,9 +4,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use super::keys;
+use serde::Deserialize as _;
+
 use super::locate::{LocationIndex, Pos, Seg, YamlPath};
 use super::raw::PolicyFile;
+use super::{keys, kong};
 use super::{Diagnostic, Diagnostics};
 
 /// One policy file: its name relative to the folder, text and positions.
@@ -57,6 +59,21 @@ impl Origin {
 pub(crate) struct Parsed {
     pub(crate) docs: Vec<(usize, usize, PolicyFile)>,
     pub(crate) errors: Vec<Diagnostic>,
+    /// For documents converted from Kong, by (file, document): where each
+    /// list item of the converted policy came from in the Kong file.
+    pub(crate) origins: std::collections::HashMap<(usize, usize), Vec<(YamlPath, YamlPath)>>,
+}
+
+impl Parsed {
+    /// Where the item at `path` of document `doc` of file `file` is written.
+    pub(crate) fn origin(&self, file: usize, doc: usize, path: YamlPath) -> Origin {
+        let path = self
+            .origins
+            .get(&(file, doc))
+            .and_then(|m| m.iter().find(|(legate, _)| *legate == path))
+            .map_or(path, |(_, kong)| kong.clone());
+        Origin { file, doc, path }
+    }
 }
 
 /// Every `*.yaml`/`*.yml` under `dir`, recursively, in path order. Hidden
@@ -131,8 +148,13 @@ pub(crate) fn from_texts(texts: &[(String, String)]) -> Vec<SourceFile> {
 
 /// Parse every document of every file; collect all syntax errors and unknown keys.
 pub(crate) fn parse_all(files: &[SourceFile]) -> Parsed {
-    let mut out = Parsed { docs: Vec::new(), errors: Vec::new() };
+    let mut out = Parsed { docs: Vec::new(), errors: Vec::new(), origins: std::collections::HashMap::new() };
+    let mut kong_files = Vec::new();
     for (fi, file) in files.iter().enumerate() {
+        if kong::is_kong(&file.text) {
+            kong_files.push((fi, file));
+            continue;
+        }
         for (doc, de) in serde_yaml::Deserializer::from_str(&file.text).enumerate() {
             let mut unknown = Vec::new();
             let result: Result<Option<PolicyFile>, _> =
@@ -155,7 +177,93 @@ pub(crate) fn parse_all(files: &[SourceFile]) -> Parsed {
             }
         }
     }
+    // Kong's routes go on the listener the other files define, if any.
+    let own_listener = !out.docs.iter().any(|(_, _, pf)| !pf.listeners.is_empty());
+    for (i, (fi, file)) in kong_files.into_iter().enumerate() {
+        // Several Kong files share the first one's listener.
+        parse_kong(fi, file, own_listener, own_listener && i > 0, &mut out);
+    }
     out
+}
+
+/// A Kong declarative config: converted, then read like a policy file; its
+/// problems are reported at the Kong setting they are about.
+fn parse_kong(fi: usize, file: &SourceFile, own_listener: bool, shared: bool, out: &mut Parsed) {
+    for (doc, de) in serde_yaml::Deserializer::from_str(&file.text).enumerate() {
+        let value = match serde_yaml::Value::deserialize(de) {
+            Ok(v) => v,
+            Err(e) => {
+                out.errors.push(serde_error(file, &e));
+                break;
+            }
+        };
+        if value.is_null() {
+            continue;
+        }
+        let mut converted = kong::convert(&value, own_listener);
+        if shared || doc > 0 {
+            converted.policy.remove("listeners");
+        }
+        if !converted.problems.is_empty() {
+            for (path, message) in &converted.problems {
+                out.errors.push(file.diagnostic(file.index().key(doc, path), message.clone()));
+            }
+            continue;
+        }
+        match serde_yaml::from_value::<PolicyFile>(serde_yaml::Value::Mapping(converted.policy)) {
+            Ok(pf) => {
+                out.docs.push((fi, doc, pf));
+                out.origins.insert((fi, doc), converted.origins);
+            }
+            Err(e) => out
+                .errors
+                .push(file.diagnostic(Pos { line: 1, column: 1 }, format!("converting this Kong config: {e}"))),
+        }
+    }
+}
+
+/// `legate import kong`: the policy a Kong declarative config converts to,
+/// as YAML, or its problems as `FILE:LINE:COL: message`. With `partial`, the
+/// problems become comments and what converts is still printed.
+///
+/// # Errors
+/// The problems, when not `partial`; or when the file can't be read or parsed.
+pub fn import_kong(path: &Path, partial: bool) -> Result<String, Diagnostics> {
+    let rel = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Diagnostics(vec![Diagnostic {
+            file: rel.clone(),
+            line: 1,
+            column: 1,
+            message: format!("cannot read file: {e}"),
+        }])
+    })?;
+    let file = SourceFile::new(rel, text, path.parent().map(Path::to_path_buf).unwrap_or_default());
+    let mut out = String::from("# Converted from a Kong declarative config by `legate import kong`.\n");
+    let mut problems = Vec::new();
+    for (doc, de) in serde_yaml::Deserializer::from_str(&file.text).enumerate() {
+        let value = serde_yaml::Value::deserialize(de).map_err(|e| Diagnostics(vec![serde_error(&file, &e)]))?;
+        let converted = kong::convert(&value, true);
+        for (p, message) in &converted.problems {
+            problems.push(file.diagnostic(file.index().key(doc, p), message.clone()));
+        }
+        if doc > 0 {
+            out.push_str("---\n");
+        }
+        out.push_str(&serde_yaml::to_string(&serde_yaml::Value::Mapping(converted.policy)).unwrap_or_default());
+    }
+    if problems.is_empty() {
+        return Ok(out);
+    }
+    problems.sort_by_key(|d| (d.line, d.column));
+    if !partial {
+        return Err(Diagnostics(problems));
+    }
+    let mut notes = String::from("# Left out (no legate equivalent):\n");
+    for p in &problems {
+        notes.push_str(&format!("#   {p}\n"));
+    }
+    Ok(notes + &out)
 }
 
 fn serde_error(file: &SourceFile, e: &serde_yaml::Error) -> Diagnostic {

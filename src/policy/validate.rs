@@ -67,8 +67,14 @@ pub(crate) fn validate(files: &[SourceFile], parsed: Parsed) -> Result<Policy, D
     let mut jwt = Vec::new();
     let mut rate_limits = Vec::new();
     let mut aggregations = Vec::new();
+    let kong_origins = Parsed { docs: Vec::new(), errors: Vec::new(), origins: parsed.origins };
     for (file, doc, pf) in parsed.docs {
-        let root = Origin { file, doc, path: super::YamlPath::default() };
+        // Where item `i` of list `key` is written (for a converted Kong
+        // file: the Kong entity it came from).
+        let at = |key: &[&str], i: usize| {
+            let path = key.iter().fold(super::YamlPath::default(), |p, k| p.key(k)).index(i);
+            kong_origins.origin(file, doc, path)
+        };
         let raw::PolicyFile {
             listeners: l,
             services: s,
@@ -78,16 +84,16 @@ pub(crate) fn validate(files: &[SourceFile], parsed: Parsed) -> Result<Policy, D
             rate_limits: rl,
             aggregations: ag,
         } = pf;
-        aggregations.extend(ag.into_iter().enumerate().map(|(i, x)| (root.key("aggregations").index(i), x)));
-        rate_limits.extend(rl.into_iter().enumerate().map(|(i, x)| (root.key("rate_limits").index(i), x)));
+        aggregations.extend(ag.into_iter().enumerate().map(|(i, x)| (at(&["aggregations"], i), x)));
+        rate_limits.extend(rl.into_iter().enumerate().map(|(i, x)| (at(&["rate_limits"], i), x)));
         if let Some(a) = a {
-            jwt.extend(a.jwt.into_iter().enumerate().map(|(i, x)| (root.key("auth").key("jwt").index(i), x)));
+            jwt.extend(a.jwt.into_iter().enumerate().map(|(i, x)| (at(&["auth", "jwt"], i), x)));
         }
-        listeners.extend(l.into_iter().enumerate().map(|(i, x)| (root.key("listeners").index(i), x)));
-        services.extend(s.into_iter().enumerate().map(|(i, x)| (root.key("services").index(i), x)));
-        routes.extend(r.into_iter().enumerate().map(|(i, x)| (root.key("routes").index(i), x)));
+        listeners.extend(l.into_iter().enumerate().map(|(i, x)| (at(&["listeners"], i), x)));
+        services.extend(s.into_iter().enumerate().map(|(i, x)| (at(&["services"], i), x)));
+        routes.extend(r.into_iter().enumerate().map(|(i, x)| (at(&["routes"], i), x)));
         if let Some(d) = d {
-            defaults.push((root.key("defaults"), d));
+            defaults.push((Origin { file, doc, path: super::YamlPath::default().key("defaults") }, d));
         }
     }
 

