@@ -46,10 +46,12 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod support;
 
 use std::time::{Duration, Instant};
 
 use common::{free_port, request, Gateway};
+use support::{clock_ticks, count_f64, env_or, median, ms, percentile, stat_ticks};
 
 /// The aggregation's name, as Envoy's route puts it in [`NAME_HEADER`].
 const AGGREGATION: &str = "bench";
@@ -214,10 +216,6 @@ impl Cpu {
     fn per_request(&self, secs: f64) -> String {
         format!("{:.0} µs", secs * 1e6 / count_f64(self.requests.max(1)))
     }
-}
-
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.trim().parse().ok()).filter(|&n| n > 0).unwrap_or(default)
 }
 
 fn main() {
@@ -568,60 +566,6 @@ fn pids_with(needles: &[&str]) -> Vec<u32> {
             needles.iter().all(|n| args.contains(&n.as_bytes()))
         })
         .collect()
-}
-
-/// utime + stime, in clock ticks, from a `/proc/.../stat` file.
-fn stat_ticks(path: &str) -> u64 {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {path}: {e}"));
-    // Fields after the command name (which may hold spaces) start at field 3.
-    let rest = &text[text.rfind(')').expect("stat has a command name") + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let field = |n: usize| -> u64 { fields[n - 3].parse().expect("a tick count") };
-    field(14) + field(15)
-}
-
-/// Clock ticks per second for `/proc` times (`getconf CLK_TCK`, else 100).
-fn clock_ticks() -> f64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n == 0 {
-        return 0.0;
-    }
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
-/// Nearest-rank percentile of sorted samples.
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-    let rank = ((p / 100.0) * count_f64(sorted.len())).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-#[allow(clippy::cast_precision_loss)]
-fn count_f64(n: usize) -> f64 {
-    n as f64
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }
 
 fn signed_ms(secs: f64) -> String {

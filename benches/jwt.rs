@@ -22,12 +22,14 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod support;
 
 use std::time::{Duration, Instant};
 
 use common::jwt::{claims, jwks, Key};
 use common::{free_port, request, Gateway};
 use serde_json::json;
+use support::{count_f64, env_or, median, ms, percentile};
 
 const ISSUER: &str = "https://auth.example.com";
 const WARM_UP: Duration = Duration::from_secs(1);
@@ -58,10 +60,6 @@ impl Phase {
     fn rps(&self, window: Duration) -> f64 {
         count_f64(self.requests) / window.as_secs_f64()
     }
-}
-
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.trim().parse().ok()).filter(|&n| n > 0).unwrap_or(default)
 }
 
 fn main() {
@@ -266,34 +264,4 @@ fn client(url: &str, auth: &[String], first: usize, start: Instant, end: Instant
         }
     }
     out
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
-/// Nearest-rank percentile of sorted samples.
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-    let rank = ((p / 100.0) * count_f64(sorted.len())).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-#[allow(clippy::cast_precision_loss)]
-fn count_f64(n: usize) -> f64 {
-    n as f64
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }

@@ -30,6 +30,8 @@
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod support;
+
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -40,6 +42,7 @@ use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::Code;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
 use envoy_types::pb::envoy::service::ratelimit::v3::RateLimitRequest;
 use legate::ratelimit::{Counters, GlobalSpec, Service, SPEC_KEY};
+use support::{clock_ticks, stat_ticks};
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Channel, Endpoint};
 
@@ -367,33 +370,12 @@ fn this_thread_id() -> u32 {
     link.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse().ok()).expect("a thread id in /proc/thread-self")
 }
 
-/// utime + stime, in clock ticks, from a `/proc/.../stat` file.
-fn stat_ticks(path: &str) -> u64 {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {path}: {e}"));
-    // Fields after the command name (which may hold spaces) start at field 3.
-    let rest = &text[text.rfind(')').expect("stat has a command name") + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let field = |n: usize| -> u64 { fields[n - 3].parse().expect("a tick count") };
-    field(14) + field(15)
-}
-
 fn thread_ticks(tid: u32) -> u64 {
     stat_ticks(&format!("/proc/self/task/{tid}/stat"))
 }
 
 fn process_ticks(pid: &str) -> u64 {
     stat_ticks(&format!("/proc/{pid}/stat"))
-}
-
-/// Clock ticks per second for `/proc` times (`getconf CLK_TCK`, else 100).
-fn clock_ticks() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
 }
 
 /// A Redis server of our own, stopped on drop.
