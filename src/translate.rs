@@ -8,6 +8,7 @@ mod access_log;
 mod auth;
 mod clusters;
 mod cors;
+mod ip_restriction;
 mod listeners;
 mod local_reply;
 mod ratelimit;

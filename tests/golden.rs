@@ -92,6 +92,7 @@ golden_cases!(
     tls,
     observability,
     aggregation,
+    ip_restriction,
 );
 
 #[test]

@@ -1092,3 +1092,36 @@ fn a_call_timeout_longer_than_its_aggregation_s_is_a_warning() {
     let calls = &policy.aggregations["dashboard"].calls;
     assert_eq!(calls.iter().map(|c| c.timeout.as_millis()).collect::<Vec<_>>(), [1000, 1000]);
 }
+
+#[test]
+fn ip_restriction_mistakes_are_reported_where_they_are() {
+    let text = format!(
+        "{ONE_LISTENER}services:
+  - name: s
+    url: http://10.0.0.1:80
+    ip_restriction: {{ allow: [10.0.0.0/33, not-an-ip] }}
+routes:
+  - name: r
+    match: {{ prefix: / }}
+    service: s
+    ip_restriction: sometimes
+  - name: q
+    match: {{ prefix: /q }}
+    service: s
+    ip_restriction: {{}}
+defaults:
+  ip_restriction: {{ deny: [\"::1/129\"], alow: [] }}
+"
+    );
+    check(
+        &[("a.yaml", &text)],
+        &[
+            ("a.yaml:7:31", &["`10.0.0.0/33` is not an address or range"]),
+            ("a.yaml:7:44", &["`not-an-ip` is not an address or range"]),
+            ("a.yaml:12:21", &["ip_restriction `sometimes`: write `none`"]),
+            ("a.yaml:16:21", &["ip_restriction needs `allow`, `deny` or both"]),
+            ("a.yaml:18:28", &["`::1/129` is not an address or range"]),
+            ("a.yaml:18:40", &["unknown key `alow` in ip_restriction; did you mean `allow`?"]),
+        ],
+    );
+}

@@ -23,6 +23,7 @@ const SERVICE: &[&str] = &[
     "response_headers",
     "auth",
     "rate_limit",
+    "ip_restriction",
 ];
 const RETRIES: &[&str] = &["attempts", "on", "per_try_timeout", "methods"];
 const CIRCUIT_BREAKER: &[&str] = &["max_connections", "max_pending_requests", "max_requests", "max_retries"];
@@ -42,6 +43,7 @@ const ROUTE: &[&str] = &[
     "auth",
     "rate_limit",
     "cors",
+    "ip_restriction",
 ];
 const CORS: &[&str] = &["origins", "methods", "headers", "expose_headers", "max_age", "credentials"];
 const MATCH: &[&str] = &["prefix", "path", "regex", "methods", "headers", "query"];
@@ -49,7 +51,9 @@ const VALUE_MATCH: &[&str] = &["exact", "present", "regex"];
 const SPLIT: &[&str] = &["service", "weight"];
 const REWRITE: &[&str] = &["prefix", "regex", "substitution", "host"];
 const HEADER_OPS: &[&str] = &["add", "remove"];
-const DEFAULTS: &[&str] = &["request_headers", "response_headers", "auth", "rate_limit", "access_log", "tracing"];
+const DEFAULTS: &[&str] =
+    &["request_headers", "response_headers", "auth", "rate_limit", "ip_restriction", "access_log", "tracing"];
+const IP_RESTRICTION: &[&str] = &["allow", "deny"];
 const RATE_LIMIT: &[&str] = &["name", "limits", "key", "scope", "headers", "shadow", "fail_closed"];
 const RATE_KEY: &[&str] = &["header", "claim"];
 const AUTH: &[&str] = &["jwt"];
@@ -93,6 +97,7 @@ fn context(parent: &[Seg]) -> Option<(&'static str, &'static [&'static str])> {
         [r, I(_), s, I(_)] if k(r, "routes") && k(s, "split") => ("a split entry", SPLIT),
         [r, I(_), w] if k(r, "routes") && k(w, "rewrite") => ("a rewrite", REWRITE),
         [.., h] if k(h, "request_headers") || k(h, "response_headers") => ("a header change", HEADER_OPS),
+        [.., h] if k(h, "ip_restriction") => ("ip_restriction", IP_RESTRICTION),
         [d] if k(d, "defaults") => ("defaults", DEFAULTS),
         [d, t] if k(d, "defaults") && k(t, "tracing") => ("tracing", TRACING),
         [d, a] if k(d, "defaults") && k(a, "access_log") => ("access_log", ACCESS_LOG),

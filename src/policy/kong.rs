@@ -614,7 +614,12 @@ fn route_settings(cx: &mut Ctx<'_>, plugins: &BTreeMap<String, Plugin<'_>>) -> V
                     out.push(("cors", cors));
                 }
             }
-            "key-auth" | "acl" | "ip-restriction" => {
+            "ip-restriction" => {
+                if let Some(ip) = ip_restriction(cx, c, &at, &what) {
+                    out.push(("ip_restriction", ip));
+                }
+            }
+            "key-auth" | "acl" => {
                 cx.problem(&p.at.key("name"), format!("{what}: not supported by this version of legate yet"));
             }
             other => cx.problem(&p.at.key("name"), format!("{what}: Kong plugin `{other}` has no legate equivalent")),
@@ -794,6 +799,25 @@ fn transformer(cx: &mut Ctx<'_>, c: &Value, at: &YamlPath, what: &str) -> Option
         out.push(("remove", Value::Sequence(remove)));
     }
     (!out.is_empty()).then(|| map(out))
+}
+
+/// `allow` / `deny` (`whitelist` / `blacklist` in Kong 1.x).
+fn ip_restriction(cx: &mut Ctx<'_>, c: &Value, at: &YamlPath, what: &str) -> Option<Value> {
+    cx.only(what, c, at, &["allow", "deny", "whitelist", "blacklist"], &[]);
+    let allow: Vec<Value> = strings(c, "allow").into_iter().chain(strings(c, "whitelist")).map(|x| s(&x)).collect();
+    let deny: Vec<Value> = strings(c, "deny").into_iter().chain(strings(c, "blacklist")).map(|x| s(&x)).collect();
+    if allow.is_empty() && deny.is_empty() {
+        cx.problem(at, format!("{what}: needs `allow` or `deny`"));
+        return None;
+    }
+    let mut out = vec![];
+    if !allow.is_empty() {
+        out.push(("allow", Value::Sequence(allow)));
+    }
+    if !deny.is_empty() {
+        out.push(("deny", Value::Sequence(deny)));
+    }
+    Some(map(out))
 }
 
 fn cors(cx: &mut Ctx<'_>, c: &Value, at: &YamlPath, what: &str) -> Option<Value> {

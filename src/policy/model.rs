@@ -215,6 +215,27 @@ pub struct Service {
     pub auth: Option<Auth>,
     /// Default `rate_limit` of routes to this service.
     pub rate_limit: Option<Vec<String>>,
+    /// Default `ip_restriction` of routes to this service (`Some(None)`: `none`).
+    pub ip_restriction: Option<Option<IpRestriction>>,
+}
+
+/// `ip_restriction`: which client addresses may use a route. A client must
+/// be in `allow` (when it is not empty) and not in `deny`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IpRestriction {
+    /// Allowed address ranges; empty allows every address not denied.
+    pub allow: Vec<Cidr>,
+    /// Refused address ranges.
+    pub deny: Vec<Cidr>,
+}
+
+/// An address range such as `10.0.0.0/8`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cidr {
+    /// The network address.
+    pub address: std::net::IpAddr,
+    /// Leading bits that must match.
+    pub prefix_len: u32,
 }
 
 impl Service {
@@ -241,6 +262,7 @@ impl Service {
             response_headers: HeaderOps::default(),
             auth: None,
             rate_limit: None,
+            ip_restriction: None,
         }
     }
 }
@@ -379,6 +401,8 @@ pub struct Route {
     /// The rate-limit policies that apply, all of them (route, else service,
     /// else defaults); empty for none.
     pub rate_limits: Vec<String>,
+    /// Which client addresses may use it (route, else service, else defaults).
+    pub ip_restriction: Option<IpRestriction>,
 }
 
 /// `rate_limits[]`: how many requests per window, counted per what.

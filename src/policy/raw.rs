@@ -124,6 +124,40 @@ pub(crate) struct Service {
     pub(crate) response_headers: Option<HeaderOps>,
     pub(crate) auth: Option<NameRef>,
     pub(crate) rate_limit: Option<NameRef>,
+    pub(crate) ip_restriction: Option<IpRestriction>,
+}
+
+/// `ip_restriction`: `none`, or `{ allow: [CIDR...], deny: [CIDR...] }`.
+#[derive(Debug)]
+pub(crate) enum IpRestriction {
+    Word(String),
+    Spec(IpRestrictionSpec),
+}
+
+/// The long form of `ip_restriction`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct IpRestrictionSpec {
+    pub(crate) allow: Option<Vec<String>>,
+    pub(crate) deny: Option<Vec<String>>,
+}
+
+impl<'de> Deserialize<'de> for IpRestriction {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> de::Visitor<'de> for V {
+            type Value = IpRestriction;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("`none`, or { allow: [CIDR...], deny: [CIDR...] }")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<IpRestriction, E> {
+                Ok(IpRestriction::Word(v.to_owned()))
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<IpRestriction, A::Error> {
+                IpRestrictionSpec::deserialize(MapAccessDeserializer::new(map)).map(IpRestriction::Spec)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// `services[].retries`.
@@ -179,6 +213,7 @@ pub(crate) struct Route {
     pub(crate) auth: Option<NameRef>,
     pub(crate) rate_limit: Option<NameRef>,
     pub(crate) cors: Option<Cors>,
+    pub(crate) ip_restriction: Option<IpRestriction>,
 }
 
 /// `routes[].cors`.
@@ -252,6 +287,7 @@ pub(crate) struct Defaults {
     pub(crate) response_headers: Option<HeaderOps>,
     pub(crate) auth: Option<NameRef>,
     pub(crate) rate_limit: Option<NameRef>,
+    pub(crate) ip_restriction: Option<IpRestriction>,
     pub(crate) access_log: Option<AccessLog>,
     pub(crate) tracing: Option<Tracing>,
 }

@@ -16,7 +16,7 @@ mod services;
 mod tls;
 
 use super::keys::did_you_mean;
-use super::model::{AccessLog, Auth, HeaderOps, LogFormat, Policy, Tracing};
+use super::model::{AccessLog, Auth, Cidr, HeaderOps, IpRestriction, LogFormat, Policy, Tracing};
 use super::raw;
 use super::source::{Origin, Parsed, SourceFile};
 use super::{Diagnostic, Diagnostics};
@@ -388,6 +388,7 @@ struct DefaultOps {
     response: HeaderOps,
     auth: Auth,
     rate_limits: Vec<String>,
+    ip_restriction: Option<IpRestriction>,
     access_log: Option<Option<AccessLog>>,
     tracing: Option<Tracing>,
 }
@@ -449,6 +450,7 @@ fn check_defaults(errs: &mut Errors<'_>, all: Vec<(Origin, raw::Defaults)>, refs
         response: HeaderOps::default(),
         auth: Auth::Public,
         rate_limits: Vec::new(),
+        ip_restriction: None,
         access_log: Some(None),
         tracing: None,
     };
@@ -457,7 +459,11 @@ fn check_defaults(errs: &mut Errors<'_>, all: Vec<(Origin, raw::Defaults)>, refs
         errs.at(second, msg);
     }
     if let Some((o, d)) = all.into_iter().next() {
-        let raw::Defaults { request_headers, response_headers, auth, rate_limit, access_log, tracing } = d;
+        let raw::Defaults { request_headers, response_headers, auth, rate_limit, ip_restriction, access_log, tracing } =
+            d;
+        if let Some(r) = ip_restriction {
+            out.ip_restriction = check_ip_restriction(errs, &o.key("ip_restriction"), &r).flatten();
+        }
         out.tracing = tracing.as_ref().and_then(|t| check_tracing(errs, &o.key("tracing"), t));
         out.access_log = access_log.and_then(|a| check_access_log(errs, &o.key("access_log"), &a));
         out.request = header_ops(errs, &o.key("request_headers"), request_headers.as_ref(), true);
@@ -470,6 +476,52 @@ fn check_defaults(errs: &mut Errors<'_>, all: Vec<(Origin, raw::Defaults)>, refs
         }
     }
     out
+}
+
+/// `ip_restriction` at `o`: `Some(None)` for `none`, `None` when wrong.
+fn check_ip_restriction(errs: &mut Errors<'_>, o: &Origin, r: &raw::IpRestriction) -> Option<Option<IpRestriction>> {
+    let spec = match r {
+        raw::IpRestriction::Word(w) if w == "none" => return Some(None),
+        raw::IpRestriction::Word(w) => {
+            errs.at(o, format!("ip_restriction `{w}`: write `none`, or {{ allow: [CIDR...], deny: [CIDR...] }}"));
+            return None;
+        }
+        raw::IpRestriction::Spec(s) => s,
+    };
+    let before = errs.list.len();
+    let mut ranges = |key: &str, list: Option<&Vec<String>>| -> Vec<Cidr> {
+        let mut out = Vec::new();
+        for (i, text) in list.into_iter().flatten().enumerate() {
+            match parse_cidr(text) {
+                Some(c) => out.push(c),
+                None => errs.at(
+                    &o.key(key).index(i),
+                    format!("`{text}` is not an address or range (like 10.0.0.0/8, 192.0.2.7 or 2001:db8::/32)"),
+                ),
+            }
+        }
+        out
+    };
+    let (allow, deny) = (ranges("allow", spec.allow.as_ref()), ranges("deny", spec.deny.as_ref()));
+    if spec.allow.is_none() && spec.deny.is_none() {
+        errs.at(o, "ip_restriction needs `allow`, `deny` or both (or write `none`)");
+    }
+    (errs.list.len() == before).then_some(Some(IpRestriction { allow, deny }))
+}
+
+/// `10.0.0.0/8`, `192.0.2.7` (one address), `2001:db8::/32`.
+fn parse_cidr(text: &str) -> Option<Cidr> {
+    let (addr, len) = match text.split_once('/') {
+        Some((a, l)) => (a, Some(l)),
+        None => (text, None),
+    };
+    let address: std::net::IpAddr = addr.trim().parse().ok()?;
+    let max = if address.is_ipv4() { 32 } else { 128 };
+    let prefix_len = match len {
+        Some(l) => l.trim().parse::<u32>().ok().filter(|l| *l <= max)?,
+        None => max,
+    };
+    Some(Cidr { address, prefix_len })
 }
 
 fn header_name_ok(name: &str) -> bool {

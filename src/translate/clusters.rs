@@ -43,6 +43,7 @@ fn cluster(s: &Service) -> Cluster {
         response_headers: _,
         auth: _,
         rate_limit: _,
+        ip_restriction: _,
     } = s;
     let (kind, eds, inline) = match discovery {
         Discovery::Eds => {

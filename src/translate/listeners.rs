@@ -10,7 +10,7 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 };
 use envoy_types::pb::google::protobuf::BoolValue;
 
-use super::{access_log, ads, any, auth, cors, local_reply, ratelimit, tls, tracing};
+use super::{access_log, ads, any, auth, cors, ip_restriction, local_reply, ratelimit, tls, tracing};
 use crate::policy::{Listener, Policy};
 
 /// One Envoy listener per policy listener, and one more for each
@@ -100,6 +100,7 @@ fn hcm(policy: &Policy, listener: &str) -> HttpConnectionManager {
     // stripped, then the token verified (its claims are rate-limit keys),
     // then the limits, then routing.
     let mut http_filters = cors::http_filters(policy, listener);
+    http_filters.extend(ip_restriction::http_filters(policy, listener));
     http_filters.extend(auth::http_filters(policy, listener));
     http_filters.extend(ratelimit::http_filters(policy, listener));
     http_filters.push(router());

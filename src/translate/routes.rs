@@ -76,6 +76,7 @@ fn route(policy: &Policy, r: &Route) -> EnvoyRoute {
         rate_limits: _,
         retries,
         cors: _,
+        ip_restriction: _,
     } = r;
     let mut header_matchers: Vec<HeaderMatcher> = headers.iter().map(header_matcher).collect();
     if !methods.is_empty() {
@@ -188,6 +189,7 @@ fn route(policy: &Policy, r: &Route) -> EnvoyRoute {
             .into_iter()
             .chain(super::ratelimit::per_route(policy, r))
             .chain(super::cors::per_route(r))
+            .chain(super::ip_restriction::per_route(r))
             .collect(),
         ..Default::default()
     }

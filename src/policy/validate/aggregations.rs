@@ -136,6 +136,7 @@ pub(super) fn check_aggregation(
         retries: None,
         cors: None,
         rate_limits: rate_limits?,
+        ip_restriction: defaults.ip_restriction.clone(),
     };
     Some((aggregation, route))
 }

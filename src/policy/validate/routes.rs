@@ -126,6 +126,7 @@ pub(super) fn check_route(
         auth: route_auth,
         rate_limit: route_limits,
         cors,
+        ip_restriction: route_ip,
     } = r;
     let before = errs.list.len();
     check_name(errs, o, name, "route");
@@ -262,6 +263,16 @@ pub(super) fn check_route(
         check_route_limits(errs, o, name, auth, names, refs);
     }
     let retries = inherit(errs, o, "retries", None, backend.as_ref(), |s| service(s).map(|s| s.retries.clone()), &None);
+    let own_ip = route_ip.as_ref().map(|r| super::check_ip_restriction(errs, &o.key("ip_restriction"), r));
+    let ip_restriction = inherit(
+        errs,
+        o,
+        "ip_restriction",
+        own_ip,
+        backend.as_ref(),
+        |s| service(s)?.ip_restriction.clone(),
+        &defaults.ip_restriction,
+    );
     // Header changes: defaults, then the service's, then the route's.
     let service_ops = inherit(
         errs,
@@ -308,6 +319,7 @@ pub(super) fn check_route(
         rate_limits: rate_limits?,
         retries: retries?,
         cors,
+        ip_restriction: ip_restriction?,
     })
 }
 

@@ -35,6 +35,7 @@ pub(super) fn check_service(
         response_headers,
         auth,
         rate_limit,
+        ip_restriction,
     } = s;
     let before = errs.list.len();
     let request_headers = header_ops(errs, &o.key("request_headers"), request_headers.as_ref(), true);
@@ -65,6 +66,14 @@ pub(super) fn check_service(
             let resolved = ratelimits::resolve(errs, &o.key("rate_limit"), r, refs.limits);
             ok &= resolved.is_some();
             resolved
+        }
+    };
+    let ip_restriction = match ip_restriction {
+        None => None,
+        Some(r) => {
+            let checked = super::check_ip_restriction(errs, &o.key("ip_restriction"), r);
+            ok &= checked.is_some();
+            checked
         }
     };
     let (eps, tls) = match (url, endpoints) {
@@ -141,6 +150,7 @@ pub(super) fn check_service(
         response_headers,
         auth,
         rate_limit,
+        ip_restriction,
     })
 }
 
