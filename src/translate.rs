@@ -5,6 +5,7 @@
 //! one of them.
 
 mod access_log;
+mod api_keys;
 mod auth;
 mod clusters;
 mod cors;

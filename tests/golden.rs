@@ -93,6 +93,7 @@ golden_cases!(
     observability,
     aggregation,
     ip_restriction,
+    api_keys,
 );
 
 #[test]

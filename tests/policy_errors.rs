@@ -1125,3 +1125,45 @@ defaults:
         ],
     );
 }
+
+#[test]
+fn api_key_mistakes_are_reported_where_they_are() {
+    let text = format!(
+        "{ONE_LISTENER}services:
+  - name: s
+    url: http://10.0.0.1:80
+routes:
+  - name: r
+    match: {{ prefix: / }}
+    service: s
+    auth: [good, main]
+auth:
+  jwt:
+    - name: main
+      issuer: https://auth.example.com
+      jwks: {{ inline: '{{\"keys\":[{{\"kty\":\"oct\",\"k\":\"c2VjcmV0\",\"alg\":\"HS256\"}}]}}' }}
+  api_keys:
+    - name: good
+      keys: {{ g: good-key }}
+    - name: keys
+      keys: {{ a: same, b: same, c: \"\" }}
+      from: {{ cookie: k }}
+      client_header: X-Client
+    - name: main
+      keys: {{ x: y }}
+    - name: empty
+"
+    );
+    check(
+        &[("a.yaml", &text)],
+        &[
+            ("a.yaml:11:11", &["an `auth` list takes JWT providers or API key sets, not both"]),
+            ("a.yaml:21:27", &["clients `a` and `b` have the same key"]),
+            ("a.yaml:21:36", &["the key of client `c` is empty"]),
+            ("a.yaml:22:13", &["a key source is { header: NAME } or { query: NAME }"]),
+            ("a.yaml:22:15", &["unknown key `cookie` in from"]),
+            ("a.yaml:24:13", &["`main` names both a JWT provider (at a.yaml:14:13) and an API key set"]),
+            ("a.yaml:26:13", &["API key set `empty` has no `keys`"]),
+        ],
+    );
+}

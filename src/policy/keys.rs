@@ -56,7 +56,9 @@ const DEFAULTS: &[&str] =
 const IP_RESTRICTION: &[&str] = &["allow", "deny"];
 const RATE_LIMIT: &[&str] = &["name", "limits", "key", "scope", "headers", "shadow", "fail_closed"];
 const RATE_KEY: &[&str] = &["header", "claim"];
-const AUTH: &[&str] = &["jwt"];
+const AUTH: &[&str] = &["jwt", "api_keys"];
+const API_KEYS: &[&str] = &["name", "keys", "from", "client_header", "forward_key"];
+const KEY_FROM: &[&str] = &["header", "query"];
 const JWT: &[&str] =
     &["name", "issuer", "audiences", "jwks", "from", "claims_to_headers", "clock_skew", "forward_token"];
 const JWKS: &[&str] = &["file", "inline", "uri", "cache"];
@@ -107,6 +109,8 @@ fn context(parent: &[Seg]) -> Option<(&'static str, &'static [&'static str])> {
         [r, I(_)] if k(r, "rate_limits") => ("a rate limit", RATE_LIMIT),
         [r, I(_), kk] if k(r, "rate_limits") && k(kk, "key") => ("a rate-limit key", RATE_KEY),
         [a, j, I(_)] if k(a, "auth") && k(j, "jwt") => ("a JWT provider", JWT),
+        [a, j, I(_)] if k(a, "auth") && k(j, "api_keys") => ("an API key set", API_KEYS),
+        [a, j, I(_), f, ..] if k(a, "auth") && k(j, "api_keys") && k(f, "from") => ("from", KEY_FROM),
         [a, j, I(_), w] if k(a, "auth") && k(j, "jwt") && k(w, "jwks") => ("jwks", JWKS),
         [a, j, I(_), f] if k(a, "auth") && k(j, "jwt") && k(f, "from") => ("from", TOKEN_FROM),
         _ => return None,

@@ -15,6 +15,8 @@ pub struct Policy {
     pub routes: Vec<Route>,
     /// JWT providers by name (`auth.jwt`).
     pub jwt_providers: BTreeMap<String, JwtProvider>,
+    /// API key sets by name (`auth.api_keys`).
+    pub api_keys: BTreeMap<String, ApiKeySet>,
     /// Rate-limit policies by name (`rate_limits`).
     pub rate_limits: BTreeMap<String, RateLimit>,
     /// Access logging (`defaults.access_log`); `None` is off.
@@ -43,6 +45,7 @@ impl Policy {
             .jwt_providers
             .values()
             .flat_map(|p| p.claims_to_headers.values().map(|h| h.to_ascii_lowercase()))
+            .chain(self.api_keys.values().filter_map(|s| s.client_header.as_ref().map(|h| h.to_ascii_lowercase())))
             .collect();
         out.sort();
         out.dedup();
@@ -115,6 +118,33 @@ pub enum Auth {
     Public,
     /// A valid token from any one of these providers.
     AnyOf(Vec<String>),
+    /// A key of any one of these API key sets.
+    ApiKeys(Vec<String>),
+}
+
+/// `auth.api_keys[]`: the clients that may call with a key, and where the
+/// key is in a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeySet {
+    /// Unique name (among JWT providers too), referred to by `auth:`.
+    pub name: String,
+    /// Client name → key.
+    pub keys: BTreeMap<String, String>,
+    /// Where Envoy looks for the key, in order.
+    pub from: Vec<KeySource>,
+    /// The request header that tells the upstream which client called.
+    pub client_header: Option<String>,
+    /// Pass the key on to the upstream.
+    pub forward_key: bool,
+}
+
+/// One place an API key may be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// A request header.
+    Header(String),
+    /// A query parameter.
+    Query(String),
 }
 
 /// Where Envoy listens.

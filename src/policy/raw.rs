@@ -389,6 +389,53 @@ impl<'de> Deserialize<'de> for RateKey {
 pub(crate) struct AuthSection {
     #[serde(default)]
     pub(crate) jwt: Vec<JwtProvider>,
+    #[serde(default)]
+    pub(crate) api_keys: Vec<ApiKeySet>,
+}
+
+/// `auth.api_keys[]`: clients and their keys.
+#[derive(Debug, Deserialize)]
+pub(crate) struct ApiKeySet {
+    pub(crate) name: String,
+    /// Client name → key.
+    pub(crate) keys: Option<BTreeMap<String, String>>,
+    /// Where the key is: one place or a list of places.
+    pub(crate) from: Option<KeyFrom>,
+    pub(crate) client_header: Option<String>,
+    pub(crate) forward_key: Option<bool>,
+}
+
+/// `auth.api_keys[].from`.
+#[derive(Debug)]
+pub(crate) enum KeyFrom {
+    One(KeySource),
+    Many(Vec<KeySource>),
+}
+
+/// One place an API key may be: a header or a query parameter.
+#[derive(Debug, Deserialize)]
+pub(crate) struct KeySource {
+    pub(crate) header: Option<String>,
+    pub(crate) query: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for KeyFrom {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> de::Visitor<'de> for V {
+            type Value = KeyFrom;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("{ header: NAME } or { query: NAME }, or a list of them")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<KeyFrom, A::Error> {
+                KeySource::deserialize(MapAccessDeserializer::new(map)).map(KeyFrom::One)
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<KeyFrom, A::Error> {
+                Vec::<KeySource>::deserialize(SeqAccessDeserializer::new(seq)).map(KeyFrom::Many)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// `auth.jwt[]`.

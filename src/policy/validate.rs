@@ -65,6 +65,7 @@ pub(crate) fn validate(files: &[SourceFile], parsed: Parsed) -> Result<Policy, D
     let mut routes = Vec::new();
     let mut defaults: Vec<(Origin, raw::Defaults)> = Vec::new();
     let mut jwt = Vec::new();
+    let mut api_keys = Vec::new();
     let mut rate_limits = Vec::new();
     let mut aggregations = Vec::new();
     let kong_origins = Parsed { docs: Vec::new(), errors: Vec::new(), origins: parsed.origins };
@@ -88,6 +89,7 @@ pub(crate) fn validate(files: &[SourceFile], parsed: Parsed) -> Result<Policy, D
         rate_limits.extend(rl.into_iter().enumerate().map(|(i, x)| (at(&["rate_limits"], i), x)));
         if let Some(a) = a {
             jwt.extend(a.jwt.into_iter().enumerate().map(|(i, x)| (at(&["auth", "jwt"], i), x)));
+            api_keys.extend(a.api_keys.into_iter().enumerate().map(|(i, x)| (at(&["auth", "api_keys"], i), x)));
         }
         listeners.extend(l.into_iter().enumerate().map(|(i, x)| (at(&["listeners"], i), x)));
         services.extend(s.into_iter().enumerate().map(|(i, x)| (at(&["services"], i), x)));
@@ -98,7 +100,7 @@ pub(crate) fn validate(files: &[SourceFile], parsed: Parsed) -> Result<Policy, D
     }
 
     let mut policy = Policy::default();
-    let providers = auth::check_providers(&mut errs, &jwt);
+    let providers = auth::check_providers(&mut errs, &jwt, &api_keys);
     let limits = ratelimits::check_rate_limits(&mut errs, &rate_limits);
     let refs = Refs { providers: &providers, limits: &limits };
     let defaults = check_defaults(&mut errs, defaults, &refs);
@@ -159,6 +161,7 @@ pub(crate) fn validate(files: &[SourceFile], parsed: Parsed) -> Result<Policy, D
     policy.read_files = providers.read_files.into_iter().chain(std::mem::take(&mut errs.read_files)).collect();
     policy.warnings = std::mem::take(&mut errs.warnings);
     policy.jwt_providers = providers.valid;
+    policy.api_keys = providers.api_keys;
     policy.rate_limits = limits.valid;
     policy.access_log = defaults.access_log.clone().flatten();
     policy.tracing = defaults.tracing.clone();

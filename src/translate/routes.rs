@@ -190,6 +190,7 @@ fn route(policy: &Policy, r: &Route) -> EnvoyRoute {
             .chain(super::ratelimit::per_route(policy, r))
             .chain(super::cors::per_route(r))
             .chain(super::ip_restriction::per_route(r))
+            .chain(super::api_keys::per_route(policy, r))
             .collect(),
         ..Default::default()
     }

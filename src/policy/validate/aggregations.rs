@@ -344,6 +344,15 @@ fn forward_headers(refs: &Refs<'_, '_>, defaults: &HeaderOps) -> Vec<String> {
             out.insert(name.to_ascii_lowercase());
         }
     }
+    for s in refs.providers.api_keys.values() {
+        out.extend(s.client_header.iter().map(|h| h.to_ascii_lowercase()));
+        if s.forward_key {
+            out.extend(s.from.iter().filter_map(|k| match k {
+                crate::policy::KeySource::Header(h) => Some(h.clone()),
+                crate::policy::KeySource::Query(_) => None,
+            }));
+        }
+    }
     out.extend(defaults.add.keys().map(|h| h.to_ascii_lowercase()));
     out.into_iter().collect()
 }

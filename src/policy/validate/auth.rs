@@ -8,18 +8,80 @@ use std::time::Duration;
 use super::services::parse_url;
 use super::{check_name, duration, header_name_ok, insert_unique, resolve_names, Errors, Named, RefWords};
 use crate::policy::jwks;
-use crate::policy::model::{Auth, Jwks, JwtProvider, RemoteJwks, TokenSource};
+use crate::policy::model::{ApiKeySet, Auth, Jwks, JwtProvider, KeySource, RemoteJwks, TokenSource};
 use crate::policy::raw;
 use crate::policy::source::Origin;
 
 const DEFAULT_CLOCK_SKEW: Duration = Duration::from_secs(60);
 const DEFAULT_JWKS_CACHE: Duration = Duration::from_secs(300);
 
-/// The providers, with the names written (valid or not) and the files read.
+/// The providers and API key sets, with the names written (valid or not)
+/// and the files read.
 pub(super) struct Providers<'a> {
     pub(super) valid: BTreeMap<String, JwtProvider>,
+    pub(super) api_keys: BTreeMap<String, ApiKeySet>,
     pub(super) defined: BTreeSet<&'a str>,
     pub(super) read_files: Vec<PathBuf>,
+}
+
+impl Named for raw::ApiKeySet {
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// `auth.api_keys[]`.
+fn check_api_key_set(errs: &mut Errors<'_>, o: &Origin, s: &raw::ApiKeySet) -> Option<ApiKeySet> {
+    let raw::ApiKeySet { name, keys, from, client_header, forward_key } = s;
+    let before = errs.list.len();
+    check_name(errs, o, name, "API key set");
+    let keys = keys.clone().unwrap_or_default();
+    if keys.is_empty() {
+        errs.at(&o.key("name"), format!("API key set `{name}` has no `keys` (client name: key)"));
+    }
+    let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
+    for (client, key) in &keys {
+        if key.trim().is_empty() {
+            errs.at(&o.key("keys").key(client), format!("the key of client `{client}` is empty"));
+        } else if let Some(other) = seen.insert(key.as_str(), client.as_str()) {
+            errs.at(&o.key("keys").key(client), format!("clients `{other}` and `{client}` have the same key"));
+        }
+    }
+    let sources: Vec<&raw::KeySource> = match from {
+        None => Vec::new(),
+        Some(raw::KeyFrom::One(s)) => vec![s],
+        Some(raw::KeyFrom::Many(list)) => list.iter().collect(),
+    };
+    let mut out_from = Vec::new();
+    for (i, src) in sources.iter().enumerate() {
+        let at = if matches!(from, Some(raw::KeyFrom::Many(_))) { o.key("from").index(i) } else { o.key("from") };
+        match (&src.header, &src.query) {
+            (Some(h), None) if header_name_ok(h) => out_from.push(KeySource::Header(h.to_ascii_lowercase())),
+            (Some(h), None) => errs.at(&at.key("header"), format!("`{h}` is not a valid header name")),
+            (None, Some(q)) if !q.is_empty() => out_from.push(KeySource::Query(q.clone())),
+            _ => errs.at(&at, "a key source is { header: NAME } or { query: NAME }"),
+        }
+    }
+    if out_from.is_empty() && from.is_none() {
+        out_from.push(KeySource::Header("x-api-key".to_owned()));
+    }
+    if let Some(h) = client_header {
+        if !header_name_ok(h) {
+            errs.at(&o.key("client_header"), format!("`{h}` is not a valid header name"));
+        } else if out_from.iter().any(|s| matches!(s, KeySource::Header(k) if k.eq_ignore_ascii_case(h))) {
+            errs.at(
+                &o.key("client_header"),
+                "client_header is stripped from every request, so it cannot carry the key too",
+            );
+        }
+    }
+    (errs.list.len() == before).then(|| ApiKeySet {
+        name: name.clone(),
+        keys,
+        from: out_from,
+        client_header: client_header.clone(),
+        forward_key: forward_key.unwrap_or(false),
+    })
 }
 
 impl Named for raw::JwtProvider {
@@ -28,12 +90,35 @@ impl Named for raw::JwtProvider {
     }
 }
 
-pub(super) fn check_providers<'a>(errs: &mut Errors<'_>, all: &'a [(Origin, raw::JwtProvider)]) -> Providers<'a> {
+pub(super) fn check_providers<'a>(
+    errs: &mut Errors<'_>,
+    all: &'a [(Origin, raw::JwtProvider)],
+    key_sets: &'a [(Origin, raw::ApiKeySet)],
+) -> Providers<'a> {
     let mut out = Providers {
         valid: BTreeMap::new(),
-        defined: all.iter().map(|(_, p)| p.name.as_str()).collect(),
+        api_keys: BTreeMap::new(),
+        defined: all
+            .iter()
+            .map(|(_, p)| p.name.as_str())
+            .chain(key_sets.iter().map(|(_, s)| s.name.as_str()))
+            .collect(),
         read_files: Vec::new(),
     };
+    for (o, s) in key_sets {
+        if let Some((po, _)) = all.iter().find(|(_, p)| p.name == s.name) {
+            let msg = format!(
+                "`{}` names both a JWT provider (at {}) and an API key set",
+                s.name,
+                errs.place(&po.key("name"))
+            );
+            errs.at(&o.key("name"), msg);
+            continue;
+        }
+        if let Some(set) = check_api_key_set(errs, o, s) {
+            insert_unique(errs, &mut out.api_keys, o, set.name.clone(), set, "API key set", key_sets);
+        }
+    }
     for (o, p) in all {
         if let Some(p) = check_provider(errs, o, p, &mut out.read_files) {
             insert_unique(errs, &mut out.valid, o, p.name.clone(), p, "JWT provider", all);
@@ -216,10 +301,17 @@ fn check_jwks(errs: &mut Errors<'_>, o: &Origin, j: &raw::Jwks, read_files: &mut
 /// suffices. `None` when it names something undefined (reported) or a
 /// provider with errors of its own.
 pub(super) fn resolve(errs: &mut Errors<'_>, o: &Origin, r: &raw::NameRef, providers: &Providers<'_>) -> Option<Auth> {
-    let valid: Vec<&str> = providers.valid.keys().map(String::as_str).collect();
-    let words = RefWords { noun: "auth provider", plural: "providers", key: "auth", home: "`auth: jwt:`" };
-    Some(match resolve_names(errs, o, r, &valid, &providers.defined, &words)? {
-        None => Auth::Public,
-        Some(names) => Auth::AnyOf(names),
-    })
+    let valid: Vec<&str> = providers.valid.keys().chain(providers.api_keys.keys()).map(String::as_str).collect();
+    let words =
+        RefWords { noun: "auth provider", plural: "providers", key: "auth", home: "`auth: jwt:` or `auth: api_keys:`" };
+    let Some(names) = resolve_names(errs, o, r, &valid, &providers.defined, &words)? else { return Some(Auth::Public) };
+    let keys = names.iter().filter(|n| providers.api_keys.contains_key(*n)).count();
+    if keys == 0 {
+        Some(Auth::AnyOf(names))
+    } else if keys == names.len() {
+        Some(Auth::ApiKeys(names))
+    } else {
+        errs.at(o, "an `auth` list takes JWT providers or API key sets, not both");
+        None
+    }
 }

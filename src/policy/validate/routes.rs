@@ -399,7 +399,7 @@ pub(super) fn check_route_limits(
     let at = o.key("rate_limit");
     let limits: Vec<&RateLimit> = names.iter().filter_map(|n| refs.limits.valid.get(n)).collect();
     for l in &limits {
-        if let (RateKey::Claim(c), Auth::Public) = (&l.key, auth) {
+        if let (RateKey::Claim(c), Auth::Public | Auth::ApiKeys(_)) = (&l.key, auth) {
             errs.at(
                 &at,
                 format!(
