@@ -61,15 +61,18 @@ fn settings_without_an_equivalent_are_errors_naming_the_entity_and_field() {
     };
     at(4, &["service `orders`", "protocol `grpc`"]);
     at(8, &["service `users`", "`tls_verify`"]);
-    at(12, &["route `users-route`", "`hosts`"]);
-    at(14, &["plugin `acl`", "not supported by this version"]);
-    at(17, &["plugin `rate-limiting` (route `users-route`)", "limit_by `service`"]);
-    at(19, &["Kong plugin `bot-detection` has no legate equivalent"]);
-    at(21, &["`add.querystring`"]);
-    at(21, &["`replace.headers`"]);
-    at(23, &["plugin `jwt` (global)", "`iss` only"]);
-    at(26, &["consumer `x`", "`keyauth_credentials`"]);
-    at(28, &["consumer `x`", "algorithm `PS256`"]);
+    at(11, &["plugin `jwt` (service `users`)", "`iss` only"]);
+    at(11, &["plugin `jwt` (service `users`)", "no consumer has jwt_secrets"]);
+    at(15, &["route `users-route`", "`hosts`"]);
+    at(18, &["plugin `rate-limiting` (route `users-route`)", "limit_by `service`"]);
+    at(19, &["plugins `jwt` and `key-auth` on one route"]);
+    at(19, &["plugin `key-auth` (route `users-route`)", "no consumer has keyauth_credentials"]);
+    at(26, &["plugin `acl` (route `lonely-route`)", "needs the jwt or key-auth plugin"]);
+    at(29, &["Kong plugin `bot-detection` has no legate equivalent"]);
+    at(31, &["`add.querystring`"]);
+    at(31, &["`replace.headers`"]);
+    at(34, &["consumer `x`", "`basicauth_credentials`"]);
+    at(36, &["consumer `x`", "algorithm `PS256`"]);
     // One line each, in file order, none twice.
     let lines: Vec<&str> = out.lines().collect();
     let mut sorted = lines.clone();
@@ -80,12 +83,12 @@ fn settings_without_an_equivalent_are_errors_naming_the_entity_and_field() {
     let (ok, out, _) = import(&[&file, "--partial"]);
     assert!(ok);
     assert!(out.contains("#   ") && out.contains("`hosts` has no legate equivalent"), "{out}");
-    assert!(out.contains("name: users") && !out.contains("name: users-route"), "{out}");
+    assert!(out.contains("name: lonely") && !out.contains("name: users-route"), "{out}");
 
     // In a policy folder the same problems stop the load, at the same places.
     let texts = vec![("kong.yaml".to_owned(), std::fs::read_to_string(case("unsupported.yaml")).expect("case"))];
     let errors = legate::policy::load_texts(&texts).expect_err("must not load").to_string();
-    assert!(errors.contains("kong.yaml:12:9: route `users-route`: `hosts` has no legate equivalent"), "{errors}");
+    assert!(errors.contains("kong.yaml:15:9: route `users-route`: `hosts` has no legate equivalent"), "{errors}");
 }
 
 #[test]
@@ -138,4 +141,52 @@ fn the_gateway_pattern_kong_config_serves_through_envoy() {
     // Another route of the same consumer still has its own count.
     let r = request("GET", &url("/api/orders/1"), &[("authorization", &auth)]).expect("answer");
     assert_eq!(r.status, 200, "{}", r.body);
+}
+
+#[test]
+fn kong_key_auth_narrowed_by_acl_serves_through_envoy() {
+    let mut gw = Gateway::new();
+    let up = gw.echo("reports");
+    let listen = free_port();
+    gw.write(
+        "kong.yaml",
+        &format!(
+            r#"_format_version: "3.0"
+services:
+  - name: reports
+    url: http://127.0.0.1:{up}
+    routes:
+      - name: reports
+        paths: [/reports]
+        plugins:
+          - name: key-auth
+          - name: acl
+            config: {{ allow: [partners] }}
+consumers:
+  - username: partner-a
+    keyauth_credentials: [{{ key: key-partner-a }}]
+    acls: [{{ group: partners }}]
+  - username: intern
+    keyauth_credentials: [{{ key: key-intern }}]
+"#
+        ),
+    );
+    gw.write("listeners.yaml", &format!("listeners:\n  - name: public\n    port: {listen}\n    address: 127.0.0.1\n"));
+    gw.serve();
+    gw.envoy("edge-1", "default");
+    let url = format!("http://127.0.0.1:{listen}/reports/7");
+    let r = request("GET", &url, &[("apikey", "key-partner-a")]).expect("answer");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let j = r.json();
+    assert_eq!(j["path"], "/7", "{j}");
+    assert_eq!(j["headers"]["x-consumer-username"], "partner-a", "{j}");
+    assert_eq!(j["headers"]["apikey"], "key-partner-a", "Kong passes the key on unless hide_credentials: {j}");
+    let r = request("GET", &format!("{url}?apikey=key-partner-a"), &[]).expect("answer");
+    assert_eq!(r.status, 200, "the key in the query, as Kong reads it: {}", r.body);
+    // A consumer outside the allowed group, a wrong key, no key: refused.
+    for headers in [&[("apikey", "key-intern")][..], &[("apikey", "nope")], &[]] {
+        let r = request("GET", &url, headers).expect("answer");
+        assert_eq!(r.status, 401, "{headers:?}: {}", r.body);
+        assert_eq!(r.json()["error"], "unauthorized");
+    }
 }

@@ -78,8 +78,15 @@ struct Ctx<'a> {
     routes: Vec<(Value, YamlPath)>,
     rate_limits: BTreeMap<String, Value>,
     providers: Vec<Value>,
-    /// Each consumer credential's JWKS and issuer, for the jwt plugin.
-    jwt_secrets: Vec<(String, String, YamlPath)>,
+    /// Each consumer credential's issuer and JWKS, with its consumer, for
+    /// the jwt plugin.
+    jwt_secrets: Vec<(String, String, String)>,
+    /// Each consumer's key-auth keys, with the consumer.
+    api_keys: Vec<(String, String)>,
+    /// Each consumer's ACL groups.
+    groups: BTreeMap<String, Vec<String>>,
+    /// API key sets made so far, by name.
+    key_sets: BTreeMap<String, Value>,
     /// Services with a `path`, which Kong puts in front of the upstream path.
     service_paths: BTreeMap<String, String>,
 }
@@ -121,6 +128,9 @@ pub(crate) fn convert(doc: &Value, own_listener: bool) -> Converted {
         rate_limits: BTreeMap::new(),
         providers: Vec::new(),
         jwt_secrets: Vec::new(),
+        api_keys: Vec::new(),
+        groups: BTreeMap::new(),
+        key_sets: BTreeMap::new(),
         service_paths: BTreeMap::new(),
     };
     let root = YamlPath::default();
@@ -223,8 +233,15 @@ pub(crate) fn convert(doc: &Value, own_listener: bool) -> Converted {
     if !cx.rate_limits.is_empty() {
         policy.insert(s("rate_limits"), Value::Sequence(cx.rate_limits.values().cloned().collect()));
     }
+    let mut auth = vec![];
     if !cx.providers.is_empty() {
-        policy.insert(s("auth"), map(vec![("jwt", Value::Sequence(cx.providers.clone()))]));
+        auth.push(("jwt", Value::Sequence(cx.providers.clone())));
+    }
+    if !cx.key_sets.is_empty() {
+        auth.push(("api_keys", Value::Sequence(cx.key_sets.values().cloned().collect())));
+    }
+    if !auth.is_empty() {
+        policy.insert(s("auth"), map(auth));
     }
     cx.out.policy = policy;
     // A global plugin's problem is found once per route it applies to.
@@ -259,8 +276,27 @@ fn consumer(cx: &mut Ctx<'_>, c: &Value, at: &YamlPath) {
     let name = get_str(c, "username").or_else(|| get_str(c, "custom_id")).unwrap_or("(unnamed)").to_owned();
     let entity = format!("consumer `{name}`");
     let mut known: Vec<&str> = META.to_vec();
-    known.extend(["username", "custom_id", "jwt_secrets"]);
+    known.extend(["username", "custom_id", "jwt_secrets", "keyauth_credentials", "acls"]);
     cx.only(&entity, c, at, &known, &[]);
+    for (i, cred) in list(c, "keyauth_credentials").into_iter().enumerate() {
+        let kat = at.key("keyauth_credentials").index(i);
+        let mut known: Vec<&str> = META.to_vec();
+        known.extend(["key", "ttl"]);
+        cx.only(&entity, cred, &kat, &known, &[]);
+        match get_str(cred, "key") {
+            Some(k) => cx.api_keys.push((name.clone(), k.to_owned())),
+            None => cx.problem(&kat, format!("{entity}: a keyauth credential needs its `key`")),
+        }
+    }
+    for (i, acl) in list(c, "acls").into_iter().enumerate() {
+        let aat = at.key("acls").index(i);
+        let mut known: Vec<&str> = META.to_vec();
+        known.push("group");
+        cx.only(&entity, acl, &aat, &known, &[]);
+        if let Some(g) = get_str(acl, "group") {
+            cx.groups.entry(name.clone()).or_default().push(g.to_owned());
+        }
+    }
     for (i, secret) in list(c, "jwt_secrets").into_iter().enumerate() {
         let sat = at.key("jwt_secrets").index(i);
         let mut known: Vec<&str> = META.to_vec();
@@ -290,7 +326,7 @@ fn consumer(cx: &mut Ctx<'_>, c: &Value, at: &YamlPath) {
         match jwk {
             Ok(jwk) => {
                 let jwks = serde_json::json!({ "keys": [jwk] }).to_string();
-                cx.jwt_secrets.push((key.to_owned(), jwks, sat));
+                cx.jwt_secrets.push((key.to_owned(), jwks, name.clone()));
             }
             Err(e) => cx.problem(&sat, format!("{entity}: {e}")),
         }
@@ -561,6 +597,40 @@ fn route<'a>(
 fn route_settings(cx: &mut Ctx<'_>, plugins: &BTreeMap<String, Plugin<'_>>) -> Vec<(&'static str, Value)> {
     let mut out = vec![("auth", s("none")), ("rate_limit", s("none"))];
     let has_jwt = plugins.contains_key("jwt");
+    // The acl plugin narrows who the route's authentication lets in.
+    let acl = match plugins.get("acl") {
+        None => None,
+        Some(p) => {
+            let what = format!("plugin `acl` ({})", p.scope);
+            let at = p.at.key("config");
+            cx.only(&what, p.config, &at, &["allow", "deny", "whitelist", "blacklist", "hide_groups_header"], &[]);
+            let allow: Vec<String> =
+                strings(p.config, "allow").into_iter().chain(strings(p.config, "whitelist")).collect();
+            let deny: Vec<String> =
+                strings(p.config, "deny").into_iter().chain(strings(p.config, "blacklist")).collect();
+            if !has_jwt && !plugins.contains_key("key-auth") {
+                cx.problem(
+                    &p.at,
+                    format!("{what}: needs the jwt or key-auth plugin on the same route to know the consumer"),
+                );
+            }
+            Some((allow, deny))
+        }
+    };
+    if has_jwt && plugins.contains_key("key-auth") {
+        let at = plugins.get("key-auth").map(|p| p.at.clone()).unwrap_or_default();
+        cx.problem(
+            &at,
+            "plugins `jwt` and `key-auth` on one route: legate takes one kind of credential per route".to_owned(),
+        );
+    }
+    let groups = cx.groups.clone();
+    let narrowed = acl.is_some();
+    let admitted = |consumer: &str| -> bool {
+        let Some((allow, deny)) = &acl else { return true };
+        let mine = groups.get(consumer).map(Vec::as_slice).unwrap_or_default();
+        (allow.is_empty() || mine.iter().any(|g| allow.contains(g))) && !mine.iter().any(|g| deny.contains(g))
+    };
     for p in plugins.values() {
         let what = format!("plugin `{}` ({})", p.name, p.scope);
         let c = p.config;
@@ -595,11 +665,11 @@ fn route_settings(cx: &mut Ctx<'_>, plugins: &BTreeMap<String, Plugin<'_>>) -> V
                         format!("{what}: legate reads tokens from the Authorization header"),
                     );
                 }
-                let names = jwt_providers(cx, &at, &what);
+                let names = jwt_providers(cx, &at, &what, &admitted, narrowed);
                 out[0] = ("auth", Value::Sequence(names.iter().map(|n| s(n)).collect()));
             }
             "rate-limiting" => {
-                if let Some(name) = rate_limit(cx, p, has_jwt) {
+                if let Some(name) = rate_limit(cx, p, has_jwt, plugins.contains_key("key-auth")) {
                     out[1] = ("rate_limit", s(&name));
                 }
             }
@@ -619,9 +689,12 @@ fn route_settings(cx: &mut Ctx<'_>, plugins: &BTreeMap<String, Plugin<'_>>) -> V
                     out.push(("ip_restriction", ip));
                 }
             }
-            "key-auth" | "acl" => {
-                cx.problem(&p.at.key("name"), format!("{what}: not supported by this version of legate yet"));
+            "key-auth" => {
+                if let Some(name) = key_set(cx, c, &at, &what, &admitted, narrowed) {
+                    out[0] = ("auth", s(&name));
+                }
             }
+            "acl" => {}
             other => cx.problem(&p.at.key("name"), format!("{what}: Kong plugin `{other}` has no legate equivalent")),
         }
     }
@@ -629,13 +702,23 @@ fn route_settings(cx: &mut Ctx<'_>, plugins: &BTreeMap<String, Plugin<'_>>) -> V
 }
 
 /// One legate JWT provider per consumer credential (issuer = the credential's `key`).
-fn jwt_providers(cx: &mut Ctx<'_>, at: &YamlPath, what: &str) -> Vec<String> {
-    if cx.jwt_secrets.is_empty() {
-        cx.problem(at, format!("{what}: no consumer has jwt_secrets, so no token could pass"));
+fn jwt_providers(
+    cx: &mut Ctx<'_>,
+    at: &YamlPath,
+    what: &str,
+    admitted: &dyn Fn(&str) -> bool,
+    narrowed: bool,
+) -> Vec<String> {
+    if !cx.jwt_secrets.iter().any(|(_, _, consumer)| admitted(consumer)) {
+        let which = if narrowed { " that the route's acl admits" } else { "" };
+        cx.problem(at, format!("{what}: no consumer{which} has jwt_secrets, so no token could pass"));
         return Vec::new();
     }
     let mut names = Vec::new();
-    for (i, (iss, jwks, _)) in cx.jwt_secrets.clone().into_iter().enumerate() {
+    for (i, (iss, jwks, consumer)) in cx.jwt_secrets.clone().into_iter().enumerate() {
+        if !admitted(&consumer) {
+            continue;
+        }
         let name = format!("kong-jwt-{}", i + 1);
         if !cx.providers.iter().any(|p| p.get("name").and_then(Value::as_str) == Some(name.as_str())) {
             cx.providers.push(map(vec![
@@ -651,7 +734,73 @@ fn jwt_providers(cx: &mut Ctx<'_>, at: &YamlPath, what: &str) -> Vec<String> {
     names
 }
 
-fn rate_limit(cx: &mut Ctx<'_>, p: &Plugin<'_>, has_jwt: bool) -> Option<String> {
+/// The key-auth plugin: an API key set of the admitted consumers' keys,
+/// one per distinct setting.
+fn key_set(
+    cx: &mut Ctx<'_>,
+    c: &Value,
+    at: &YamlPath,
+    what: &str,
+    admitted: &dyn Fn(&str) -> bool,
+    narrowed: bool,
+) -> Option<String> {
+    cx.only(
+        what,
+        c,
+        at,
+        &["key_names", "key_in_header", "key_in_query", "hide_credentials", "run_on_preflight"],
+        &[("key_in_body", false.into()), ("anonymous", Value::Null), ("realm", Value::Null)],
+    );
+    let mut keys = Mapping::new();
+    for (consumer, key) in cx.api_keys.iter().filter(|(c, _)| admitted(c)) {
+        let mut client = consumer.clone();
+        let mut n = 2;
+        while keys.contains_key(client.as_str()) {
+            client = format!("{consumer}-{n}");
+            n += 1;
+        }
+        keys.insert(s(&client), s(key));
+    }
+    if keys.is_empty() {
+        let which = if narrowed { " that the route's acl admits" } else { "" };
+        cx.problem(at, format!("{what}: no consumer{which} has keyauth_credentials, so no key could pass"));
+        return None;
+    }
+    let names = strings(c, "key_names");
+    let names = if names.is_empty() { vec!["apikey".to_owned()] } else { names };
+    let mut from = Vec::new();
+    for n in &names {
+        if get(c, "key_in_header").and_then(Value::as_bool) != Some(false) {
+            from.push(map(vec![("header", s(n))]));
+        }
+        if get(c, "key_in_query").and_then(Value::as_bool) != Some(false) {
+            from.push(map(vec![("query", s(n))]));
+        }
+    }
+    let body = vec![
+        ("keys", Value::Mapping(keys)),
+        ("from", Value::Sequence(from)),
+        // What Kong sets for the upstream.
+        ("client_header", s("X-Consumer-Username")),
+        ("forward_key", (get(c, "hide_credentials").and_then(Value::as_bool) != Some(true)).into()),
+    ];
+    let value = map(body.clone());
+    if let Some((name, _)) = cx.key_sets.iter().find(|(_, v)| {
+        let mut v = (*v).clone();
+        v.as_mapping_mut().map(|m| m.remove("name"));
+        v == value
+    }) {
+        return Some(name.clone());
+    }
+    let name =
+        if cx.key_sets.is_empty() { "kong-keys".to_owned() } else { format!("kong-keys-{}", cx.key_sets.len() + 1) };
+    let mut named = vec![("name", s(&name))];
+    named.extend(body);
+    cx.key_sets.insert(name.clone(), map(named));
+    Some(name)
+}
+
+fn rate_limit(cx: &mut Ctx<'_>, p: &Plugin<'_>, has_jwt: bool, has_key_auth: bool) -> Option<String> {
     let what = format!("plugin `rate-limiting` ({})", p.scope);
     let c = p.config;
     let at = p.at.key("config");
@@ -710,6 +859,8 @@ fn rate_limit(cx: &mut Ctx<'_>, p: &Plugin<'_>, has_jwt: bool) -> Option<String>
         },
         // The consumer is the credential a token was checked against: its issuer.
         "consumer" | "credential" if has_jwt => map(vec![("claim", s("iss"))]),
+        // key-auth names the consumer in X-Consumer-Username, set by Envoy.
+        "consumer" | "credential" if has_key_auth => map(vec![("header", s("X-Consumer-Username"))]),
         // Kong counts by client address when no consumer was identified.
         "consumer" | "credential" => s("client_ip"),
         other => {
