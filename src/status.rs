@@ -43,6 +43,7 @@ pub fn route_rows(p: &Policy) -> Vec<RouteRow> {
                     (PathMatch::Exact(x), _) => format!("path {x}"),
                     (PathMatch::Regex(x), _) => format!("regex {x}"),
                 };
+                let path = if r.hosts.is_empty() { path } else { format!("{path} on {}", r.hosts.join(",")) };
                 if r.methods.is_empty() {
                     path
                 } else {

@@ -63,7 +63,7 @@ fn settings_without_an_equivalent_are_errors_naming_the_entity_and_field() {
     at(8, &["service `users`", "`tls_verify`"]);
     at(11, &["plugin `jwt` (service `users`)", "`iss` only"]);
     at(11, &["plugin `jwt` (service `users`)", "no consumer has jwt_secrets"]);
-    at(15, &["route `users-route`", "`hosts`"]);
+    at(15, &["route `users-route`", "`snis`"]);
     at(18, &["plugin `rate-limiting` (route `users-route`)", "limit_by `service`"]);
     at(19, &["plugins `jwt` and `key-auth` on one route"]);
     at(19, &["plugin `key-auth` (route `users-route`)", "no consumer has keyauth_credentials"]);
@@ -82,13 +82,13 @@ fn settings_without_an_equivalent_are_errors_naming_the_entity_and_field() {
     // --partial writes what converts, with the rest as comments.
     let (ok, out, _) = import(&[&file, "--partial"]);
     assert!(ok);
-    assert!(out.contains("#   ") && out.contains("`hosts` has no legate equivalent"), "{out}");
+    assert!(out.contains("#   ") && out.contains("`snis` has no legate equivalent"), "{out}");
     assert!(out.contains("name: lonely") && !out.contains("name: users-route"), "{out}");
 
     // In a policy folder the same problems stop the load, at the same places.
     let texts = vec![("kong.yaml".to_owned(), std::fs::read_to_string(case("unsupported.yaml")).expect("case"))];
     let errors = legate::policy::load_texts(&texts).expect_err("must not load").to_string();
-    assert!(errors.contains("kong.yaml:15:9: route `users-route`: `hosts` has no legate equivalent"), "{errors}");
+    assert!(errors.contains("kong.yaml:15:9: route `users-route`: `snis` has no legate equivalent"), "{errors}");
 }
 
 #[test]

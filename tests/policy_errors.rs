@@ -1167,3 +1167,17 @@ auth:
         ],
     );
 }
+
+#[test]
+fn a_route_host_that_is_not_a_domain_is_reported() {
+    let text = format!(
+        "{ONE_LISTENER}services:\n  - name: s\n    url: http://10.0.0.1:80\nroutes:\n  - name: r\n    match: {{ prefix: /, hosts: [a.example.com, \"a.*.com\", A.example.com] }}\n    service: s\n"
+    );
+    check(
+        &[("a.yaml", &text)],
+        &[
+            ("a.yaml:9:48", &["host `a.*.com` is not a domain"]),
+            ("a.yaml:9:59", &["host `A.example.com` is listed twice"]),
+        ],
+    );
+}

@@ -29,6 +29,9 @@ defaults:
   request_headers: { add: { x-gateway: legate }, remove: [x-debug] }
   response_headers: { add: { x-served-by: legate } }
 routes:
+  - name: items-for-partners
+    match: { prefix: /api/items, hosts: [partner.example.com, "*.partners.example.org"] }
+    service: v2
   - name: items-v2-header
     match: { prefix: /api/items, headers: { api-version: v2 } }
     service: v1
@@ -83,6 +86,18 @@ fn headers_versions_forged_internal_headers_and_cors() {
     assert_eq!((seen["x-tier"].as_str(), seen["x-service-only"].as_str()), (Some("route"), Some("1")), "{seen}");
     assert_eq!(r.header("x-service"), Some("v1"), "{:?}", r.headers);
     assert!(seen.get("x-debug").is_none() && seen.get("x-client-secret").is_none(), "removed: {seen}");
+
+    // Routing by host name (any port, any case; a wildcard for subdomains).
+    for (host, service) in [
+        ("partner.example.com", "v2"),
+        ("Partner.Example.com:8443", "v2"),
+        ("a.b.partners.example.org", "v2"),
+        ("partners.example.org", "v1"),
+        ("other.example.com", "v1"),
+    ] {
+        let r = call("GET", &items, &[("host", host)]).json();
+        assert_eq!(r["service"], service, "Host {host}: {r}");
+    }
 
     // Versioning: by header (to /api/v2/... on the same service) and by query (to the v2 service).
     let r = call("GET", &items, &[("api-version", "v2")]).json();

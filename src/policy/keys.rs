@@ -46,7 +46,7 @@ const ROUTE: &[&str] = &[
     "ip_restriction",
 ];
 const CORS: &[&str] = &["origins", "methods", "headers", "expose_headers", "max_age", "credentials"];
-const MATCH: &[&str] = &["prefix", "path", "regex", "methods", "headers", "query"];
+const MATCH: &[&str] = &["prefix", "path", "regex", "methods", "headers", "query", "hosts"];
 const VALUE_MATCH: &[&str] = &["exact", "present", "regex"];
 const SPLIT: &[&str] = &["service", "weight"];
 const REWRITE: &[&str] = &["prefix", "regex", "substitution", "host"];

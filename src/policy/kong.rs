@@ -474,6 +474,7 @@ fn route<'a>(
         "paths",
         "methods",
         "headers",
+        "hosts",
         "strip_path",
         "preserve_host",
         "plugins",
@@ -522,6 +523,7 @@ fn route<'a>(
     let strip = get(r, "strip_path").and_then(Value::as_bool).unwrap_or(true);
     let preserve_host = get(r, "preserve_host").and_then(Value::as_bool).unwrap_or(false);
     let methods = strings(r, "methods");
+    let hosts = strings(r, "hosts");
     let mut headers = Mapping::new();
     if let Some(h) = get(r, "headers").and_then(Value::as_mapping) {
         for (k, vals) in h {
@@ -556,6 +558,9 @@ fn route<'a>(
         }
         if !methods.is_empty() {
             m.push(("methods", Value::Sequence(methods.iter().map(|x| s(x)).collect())));
+        }
+        if !hosts.is_empty() {
+            m.push(("hosts", Value::Sequence(hosts.iter().map(|x| s(x)).collect())));
         }
         if !headers.is_empty() {
             m.push(("headers", Value::Mapping(headers.clone())));

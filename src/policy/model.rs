@@ -410,6 +410,9 @@ pub struct Route {
     pub headers: Vec<ValueMatch>,
     /// Query-parameter matches, all must hold.
     pub query: Vec<ValueMatch>,
+    /// Host names (`*.example.com` wildcards allowed), one of which the
+    /// request's Host must be; empty for any (the listener's).
+    pub hosts: Vec<String>,
     /// Destination.
     pub backend: Backend,
     /// Path rewrite before forwarding.

@@ -236,6 +236,7 @@ pub(crate) struct Match {
     pub(crate) methods: Option<Vec<String>>,
     pub(crate) headers: Option<BTreeMap<String, ValueMatch>>,
     pub(crate) query: Option<BTreeMap<String, ValueMatch>>,
+    pub(crate) hosts: Option<Vec<String>>,
 }
 
 /// A header or query value to match: a plain string is an exact match.

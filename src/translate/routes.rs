@@ -66,6 +66,7 @@ fn route(policy: &Policy, r: &Route) -> EnvoyRoute {
         methods,
         headers,
         query,
+        hosts,
         backend,
         rewrite,
         host_rewrite,
@@ -79,6 +80,18 @@ fn route(policy: &Policy, r: &Route) -> EnvoyRoute {
         ip_restriction: _,
     } = r;
     let mut header_matchers: Vec<HeaderMatcher> = headers.iter().map(header_matcher).collect();
+    if !hosts.is_empty() {
+        header_matchers.insert(
+            0,
+            HeaderMatcher {
+                name: ":authority".into(),
+                header_match_specifier: Some(HeaderMatchSpecifier::StringMatch(string_matcher(
+                    MatchPattern::SafeRegex(regex(&host_regex(hosts))),
+                ))),
+                ..Default::default()
+            },
+        );
+    }
     if !methods.is_empty() {
         let pattern = if let [one] = methods.as_slice() {
             MatchPattern::Exact(one.clone())
@@ -219,6 +232,27 @@ fn header_add(key: &str, value: &str) -> HeaderValueOption {
         append_action: HeaderAppendAction::OverwriteIfExistsOrAdd.into(),
         ..Default::default()
     }
+}
+
+/// The Host (`:authority`) of a request for one of `hosts`, with any port:
+/// `*.example.com` stands for one or more labels before `.example.com`,
+/// `example.*` for any after `example.`, `*` for anything.
+fn host_regex(hosts: &[String]) -> String {
+    let alternatives: Vec<String> = hosts
+        .iter()
+        .map(|h| {
+            if h == "*" {
+                ".+".to_owned()
+            } else if let Some(rest) = h.strip_prefix("*.") {
+                format!(r"[^:]+\.{}", regex_syntax::escape(rest))
+            } else if let Some(rest) = h.strip_suffix(".*") {
+                format!(r"{}\.[^:]+", regex_syntax::escape(rest))
+            } else {
+                regex_syntax::escape(h)
+            }
+        })
+        .collect();
+    format!("(?i)({})(:[0-9]+)?", alternatives.join("|"))
 }
 
 fn regex(pattern: &str) -> RegexMatcher {

@@ -126,6 +126,7 @@ pub(super) fn check_aggregation(
         methods,
         headers: Vec::new(),
         query: Vec::new(),
+        hosts: Vec::new(),
         backend: Backend::Aggregation(name.clone()),
         rewrite: None,
         host_rewrite: None,

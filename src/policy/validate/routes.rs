@@ -23,7 +23,7 @@ pub(super) fn precedence(
         PathMatch::Prefix(p) => (2, p.len()),
     };
     use std::cmp::Reverse as R;
-    (kind, R(len), r.methods.is_empty(), R(r.headers.len()), R(r.query.len()))
+    (kind, R(len), r.methods.is_empty(), R(r.headers.len() + usize::from(!r.hosts.is_empty())), R(r.query.len()))
 }
 
 fn value_matches(
@@ -134,7 +134,12 @@ pub(super) fn check_route(
     let listener = listener_of(errs, o, "route", name, listener.as_ref(), policy, defined);
 
     let m = o.key("match");
-    let raw::Match { prefix, path, regex: re, methods, headers, query } = matcher;
+    let raw::Match { prefix, path, regex: re, methods, headers, query, hosts } = matcher;
+    let mut host_list: Vec<String> = Vec::new();
+    for (i, h) in hosts.iter().flatten().enumerate() {
+        super::listeners::check_host(errs, &m.key("hosts").index(i), h, &host_list);
+        host_list.push(h.to_ascii_lowercase());
+    }
     let path_match = match (prefix, path, re) {
         (Some(p), None, None) if p.starts_with('/') => Some(PathMatch::Prefix(p.clone())),
         (None, Some(p), None) if p.starts_with('/') => Some(PathMatch::Exact(p.clone())),
@@ -309,6 +314,7 @@ pub(super) fn check_route(
         methods: method_list,
         headers,
         query,
+        hosts: host_list,
         backend: backend?,
         rewrite,
         host_rewrite,
