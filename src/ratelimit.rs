@@ -239,11 +239,9 @@ impl Service {
             let hits = d.hits_addend.as_ref().map_or(u64::from(req.hits_addend), |h| h.value).max(1);
             let mut worst: Option<(Window, u64, u64, u64, bool)> = None;
             for (window, limit) in &spec.limits {
-                let w = window.seconds();
-                let index = now / w;
-                let reset = (index + 1) * w - now;
+                let (index, reset) = window.at(now);
                 let counter = format!("legate:rl:{}:{}:{index}:{}", spec.name, window.name(), key.join("|"));
-                let count = self.counters.add(&counter, hits, w + 1).await?;
+                let count = self.counters.add(&counter, hits, reset + 1).await?;
                 let remaining = limit.saturating_sub(count);
                 let over = count > *limit;
                 let tighter = worst
@@ -312,6 +310,8 @@ fn unit(w: Window) -> Unit {
         Window::Minute => Unit::Minute,
         Window::Hour => Unit::Hour,
         Window::Day => Unit::Day,
+        Window::Month => Unit::Month,
+        Window::Year => Unit::Year,
     }
 }
 
@@ -377,6 +377,7 @@ mod tests {
         };
         assert_eq!(spec.encode(), "per-client|minute=100,hour=5000|headers");
         assert_eq!(GlobalSpec::decode(&spec.encode()), Some(spec));
+        assert_eq!(GlobalSpec::decode("q|day=10,month=100,year=1000|").map(|s| s.limits.len()), Some(3));
         for bad in ["", "x", "x|minute=0|", "x|week=1|", "x|minute=a|", "|minute=1|", "x|minute=1||"] {
             assert_eq!(GlobalSpec::decode(bad), None, "{bad}");
         }
@@ -419,6 +420,21 @@ mod tests {
         }
         let r = svc.decide(&request("s|minute=1|shadow", "c"), now).await.expect("decision");
         assert_eq!(r.request_headers_to_add.first().map(|h| h.value.as_str()), Some("s"));
+    }
+
+    #[tokio::test]
+    async fn a_month_is_a_calendar_month() {
+        let svc = service();
+        let last_day = 1_709_208_000; // 2024-02-29T12:00:00Z
+        for want in [Code::Ok, Code::Ok, Code::OverLimit] {
+            let r = svc.decide(&request("m|month=2|headers", "c"), last_day).await.expect("decision");
+            assert_eq!(r.overall_code, i32::from(want));
+        }
+        let r = svc.decide(&request("m|month=2|headers", "c"), last_day).await.expect("decision");
+        let reset = r.response_headers_to_add.iter().find(|h| h.key == "x-ratelimit-reset").map(|h| h.value.clone());
+        assert_eq!(reset.as_deref(), Some("43200"), "twelve hours to 2024-03-01");
+        let march = svc.decide(&request("m|month=2|headers", "c"), last_day + 43_200).await.expect("decision");
+        assert_eq!(march.overall_code, i32::from(Code::Ok), "a new month starts afresh");
     }
 
     #[tokio::test]

@@ -818,6 +818,8 @@ fn rate_limit(cx: &mut Ctx<'_>, p: &Plugin<'_>, has_jwt: bool, has_key_auth: boo
             "minute",
             "hour",
             "day",
+            "month",
+            "year",
             "limit_by",
             "header_name",
             "policy",
@@ -835,22 +837,16 @@ fn rate_limit(cx: &mut Ctx<'_>, p: &Plugin<'_>, has_jwt: bool, has_key_auth: boo
             "redis_server_name",
             "redis",
         ],
-        &[
-            ("month", Value::Null),
-            ("year", Value::Null),
-            ("error_code", 429.into()),
-            ("error_message", s("API rate limit exceeded")),
-            ("path", Value::Null),
-        ],
+        &[("error_code", 429.into()), ("error_message", s("API rate limit exceeded")), ("path", Value::Null)],
     );
     let mut limits = Mapping::new();
-    for w in ["second", "minute", "hour", "day"] {
+    for w in ["second", "minute", "hour", "day", "month", "year"] {
         if let Some(n) = get(c, w).and_then(Value::as_u64) {
             limits.insert(s(w), n.into());
         }
     }
     if limits.is_empty() {
-        cx.problem(&at, format!("{what}: no limit in second, minute, hour or day"));
+        cx.problem(&at, format!("{what}: no limit in second, minute, hour, day, month or year"));
         return None;
     }
     let key = match get_str(c, "limit_by").unwrap_or("consumer") {

@@ -516,11 +516,16 @@ pub enum Window {
     Hour,
     /// One day.
     Day,
+    /// A calendar month (UTC) when counted globally; 30 days locally.
+    Month,
+    /// A calendar year (UTC) when counted globally; 365 days locally.
+    Year,
 }
 
 impl Window {
     /// Every window, shortest first.
-    pub const ALL: [Window; 4] = [Window::Second, Window::Minute, Window::Hour, Window::Day];
+    pub const ALL: [Window; 6] =
+        [Window::Second, Window::Minute, Window::Hour, Window::Day, Window::Month, Window::Year];
 
     /// Its name in policy files.
     #[must_use]
@@ -530,10 +535,12 @@ impl Window {
             Window::Minute => "minute",
             Window::Hour => "hour",
             Window::Day => "day",
+            Window::Month => "month",
+            Window::Year => "year",
         }
     }
 
-    /// Its length in seconds.
+    /// Its (nominal) length in seconds: a month is 30 days, a year 365.
     #[must_use]
     pub fn seconds(self) -> u64 {
         match self {
@@ -541,6 +548,32 @@ impl Window {
             Window::Minute => 60,
             Window::Hour => 3600,
             Window::Day => 86_400,
+            Window::Month => 30 * 86_400,
+            Window::Year => 365 * 86_400,
+        }
+    }
+
+    /// The window `now` (seconds since the epoch) falls in: its number, and
+    /// the seconds until the next one starts. Months and years follow the
+    /// UTC calendar; the others are aligned to the epoch.
+    #[must_use]
+    pub fn at(self, now: u64) -> (u64, u64) {
+        let start_of = |y: i64, m: u32| u64::try_from(days_from_civil(y, m, 1)).unwrap_or(0) * 86_400;
+        match self {
+            Window::Month | Window::Year => {
+                let (y, m) = civil_from_days(i64::try_from(now / 86_400).unwrap_or(i64::MAX));
+                let (index, next) = if self == Window::Month {
+                    let next = if m == 12 { start_of(y + 1, 1) } else { start_of(y, m + 1) };
+                    (u64::try_from(y).unwrap_or(0) * 12 + u64::from(m - 1), next)
+                } else {
+                    (u64::try_from(y).unwrap_or(0), start_of(y + 1, 1))
+                };
+                (index, next.saturating_sub(now))
+            }
+            _ => {
+                let w = self.seconds();
+                (now / w, (now / w + 1) * w - now)
+            }
         }
     }
 
@@ -548,6 +581,51 @@ impl Window {
     #[must_use]
     pub fn from_name(name: &str) -> Option<Window> {
         Window::ALL.into_iter().find(|w| w.name() == name)
+    }
+}
+
+/// (year, month) of a day counted from 1970-01-01 (H. Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, u32::try_from(m).unwrap_or(1))
+}
+
+/// Days from 1970-01-01 to a date (H. Hinnant's algorithm).
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let m = i64::from(m);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Window;
+
+    #[test]
+    fn calendar_windows_start_on_the_first_of_the_month_and_year() {
+        // 2024-02-29T12:00:00Z
+        let now = 1_709_208_000;
+        let (month, reset) = Window::Month.at(now);
+        assert_eq!(month, 2024 * 12 + 1);
+        assert_eq!(reset, 1_709_251_200 - now, "until 2024-03-01T00:00:00Z");
+        let (year, reset) = Window::Year.at(now);
+        assert_eq!(year, 2024);
+        assert_eq!(reset, 1_735_689_600 - now, "until 2025-01-01T00:00:00Z");
+        // December rolls over to January of the next year.
+        let dec = 1_734_048_000; // 2024-12-13T00:00:00Z
+        assert_eq!(Window::Month.at(dec), (2024 * 12 + 11, 1_735_689_600 - dec));
+        assert_eq!(Window::Minute.at(125), (2, 55));
     }
 }
 

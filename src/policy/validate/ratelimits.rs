@@ -8,7 +8,7 @@ use crate::policy::model::{RateKey, RateLimit, Scope, Window};
 use crate::policy::raw;
 use crate::policy::source::Origin;
 
-const WINDOWS: &[&str] = &["second", "minute", "hour", "day"];
+const WINDOWS: &[&str] = &["second", "minute", "hour", "day", "month", "year"];
 const KEYS: &[&str] = &["client_ip", "route"];
 const SCOPES: &[&str] = &["local", "global"];
 
