@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{free_port, request_from, Gateway};
+use common::{request_from, Gateway};
 
 const POLICY: &str = r#"
 listeners:
@@ -41,11 +41,7 @@ defaults:
 #[test]
 fn client_addresses_are_allowed_and_refused_as_the_policy_says() {
     let mut gw = Gateway::new();
-    let up = gw.echo("up");
-    let listen = free_port();
-    gw.write("gateway.yaml", &POLICY.replace("@LISTEN", &listen.to_string()).replace("@UP", &up.to_string()));
-    gw.serve();
-    gw.envoy("edge-1", "default");
+    let listen = gw.serve_one(POLICY);
     let status = |from: &str, path: &str| {
         let r = request_from(from, "GET", &format!("http://127.0.0.1:{listen}{path}"), &[])
             .unwrap_or_else(|e| panic!("{e}"));

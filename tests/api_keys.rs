@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{free_port, request, Gateway, Resp};
+use common::{request, Gateway, Resp};
 
 const POLICY: &str = r#"
 listeners:
@@ -40,11 +40,7 @@ auth:
 #[test]
 fn api_keys_let_their_clients_in_and_no_one_else() {
     let mut gw = Gateway::new();
-    let up = gw.echo("up");
-    let listen = free_port();
-    gw.write("gateway.yaml", &POLICY.replace("@LISTEN", &listen.to_string()).replace("@UP", &up.to_string()));
-    gw.serve();
-    gw.envoy("edge-1", "default");
+    let listen = gw.serve_one(POLICY);
     let get = |path: &str, headers: &[(&str, &str)]| -> Resp {
         request("GET", &format!("http://127.0.0.1:{listen}{path}"), headers).unwrap_or_else(|e| panic!("{e}"))
     };

@@ -477,6 +477,19 @@ impl Gateway {
         });
     }
 
+    /// The usual single-Envoy set-up: an echo upstream `up`, `policy` with
+    /// `@LISTEN` and `@UP` filled in (a free listener port, the echo's
+    /// port) as `gateway.yaml`, `legate serve` and one Envoy `edge-1`.
+    /// Returns the listener port.
+    pub(crate) fn serve_one(&mut self, policy: &str) -> u16 {
+        let up = self.echo("up");
+        let listen = free_port();
+        self.write("gateway.yaml", &policy.replace("@LISTEN", &listen.to_string()).replace("@UP", &up.to_string()));
+        self.serve();
+        self.envoy("edge-1", "default");
+        listen
+    }
+
     /// Start `legate serve` on the policy folder and wait until `/readyz` is 200.
     pub(crate) fn serve(&mut self) {
         self.serve_unready();
