@@ -63,6 +63,7 @@ fn settings_without_an_equivalent_are_errors_naming_the_entity_and_field() {
     at(8, &["service `users`", "`tls_verify`"]);
     at(11, &["plugin `jwt` (service `users`)", "`iss` only"]);
     at(11, &["plugin `jwt` (service `users`)", "no consumer has jwt_secrets"]);
+    at(11, &["plugin `jwt` (service `users`)", "`secret_is_base64` has no legate equivalent"]);
     at(15, &["route `users-route`", "`snis`"]);
     at(18, &["plugin `rate-limiting` (route `users-route`)", "limit_by `service`"]);
     at(19, &["plugins `jwt` and `key-auth` on one route"]);

@@ -646,15 +646,10 @@ fn route_settings(cx: &mut Ctx<'_>, plugins: &BTreeMap<String, Plugin<'_>>) -> V
                     &what,
                     c,
                     &at,
+                    &["claims_to_verify", "key_claim_name", "header_names", "uri_param_names", "run_on_preflight"],
                     &[
-                        "claims_to_verify",
-                        "key_claim_name",
-                        "header_names",
-                        "uri_param_names",
-                        "run_on_preflight",
-                        "secret_is_base64",
-                    ],
-                    &[
+                        // The HS keys are converted as written; base64 ones would need decoding first.
+                        ("secret_is_base64", false.into()),
                         ("maximum_expiration", 0.into()),
                         ("cookie_names", Value::Sequence(vec![])),
                         ("anonymous", Value::Null),
