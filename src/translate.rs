@@ -72,6 +72,25 @@ fn proto_duration(d: Duration) -> envoy_types::pb::google::protobuf::Duration {
     }
 }
 
+/// An HTTP filter of the connection manager, with its typed config.
+fn http_filter(
+    name: &str,
+    config: envoy_types::pb::google::protobuf::Any,
+) -> envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpFilter {
+    use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{http_filter, HttpFilter};
+    HttpFilter {
+        name: name.to_owned(),
+        config_type: Some(http_filter::ConfigType::TypedConfig(config)),
+        ..Default::default()
+    }
+}
+
+/// Whether a route served on `listener` needs what `needs` looks for (and
+/// so the listener needs the filter that does it).
+fn listener_needs(policy: &Policy, listener: &str, needs: impl Fn(&crate::policy::Route) -> bool) -> bool {
+    policy.routes.iter().any(|r| r.listener == listener && needs(r))
+}
+
 fn any<M: prost::Message + prost::Name>(msg: &M) -> envoy_types::pb::google::protobuf::Any {
     envoy_types::pb::google::protobuf::Any { type_url: M::type_url(), value: msg.encode_to_vec() }
 }

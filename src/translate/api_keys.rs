@@ -10,7 +10,7 @@ use envoy_types::pb::envoy::config::route::v3::FilterConfig;
 use envoy_types::pb::envoy::extensions::filters::http::api_key_auth::v3::{
     ApiKeyAuth, ApiKeyAuthPerRoute, Credential, Forwarding, KeySource as EnvoyKeySource,
 };
-use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{http_filter, HttpFilter};
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpFilter;
 use envoy_types::pb::google::protobuf::Any;
 
 use super::any;
@@ -20,15 +20,10 @@ const FILTER: &str = "envoy.filters.http.api_key_auth";
 
 /// The filter, disabled, when a route on `listener` takes API keys.
 pub(super) fn http_filters(policy: &Policy, listener: &str) -> Vec<HttpFilter> {
-    if !policy.routes.iter().any(|r| r.listener == listener && matches!(r.auth, Auth::ApiKeys(_))) {
+    if !super::listener_needs(policy, listener, |r| matches!(r.auth, Auth::ApiKeys(_))) {
         return Vec::new();
     }
-    vec![HttpFilter {
-        name: FILTER.into(),
-        config_type: Some(http_filter::ConfigType::TypedConfig(any(&ApiKeyAuth::default()))),
-        disabled: true,
-        ..Default::default()
-    }]
+    vec![HttpFilter { disabled: true, ..super::http_filter(FILTER, any(&ApiKeyAuth::default())) }]
 }
 
 /// The route's keys, enabling the filter for it.

@@ -19,7 +19,7 @@ use envoy_types::pb::envoy::extensions::filters::http::jwt_authn::v3::{
     JwksAsyncFetch, JwtAuthentication, JwtCacheConfig, JwtClaimToHeader, JwtHeader, JwtProvider as EnvoyProvider,
     JwtRequirement, JwtRequirementOrList, PerRouteConfig, RemoteJwks,
 };
-use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{http_filter, HttpFilter};
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpFilter;
 use envoy_types::pb::google::protobuf::Any;
 
 use super::{any, proto_duration};
@@ -48,7 +48,7 @@ pub(super) fn http_filters(policy: &Policy, listener: &str) -> Vec<HttpFilter> {
             mutations: Some(Mutations { request_mutations, ..Default::default() }),
             ..Default::default()
         };
-        out.push(filter(STRIP_FILTER, any(&config)));
+        out.push(super::http_filter(STRIP_FILTER, any(&config)));
     }
     let requirements: BTreeSet<&[String]> = policy
         .routes
@@ -74,7 +74,7 @@ pub(super) fn http_filters(policy: &Policy, listener: &str) -> Vec<HttpFilter> {
         bypass_cors_preflight: true,
         ..Default::default()
     };
-    out.push(filter(JWT_FILTER, any(&config)));
+    out.push(super::http_filter(JWT_FILTER, any(&config)));
     out
 }
 
@@ -172,14 +172,6 @@ fn provider(p: &JwtProvider) -> EnvoyProvider {
         // a client's repeated requests skip the signature check. The cache
         // goes with the filter config: a key rotation starts a new one.
         jwt_cache_config: Some(JwtCacheConfig { jwt_cache_size: JWT_CACHE_SIZE, ..Default::default() }),
-        ..Default::default()
-    }
-}
-
-fn filter(name: &str, config: Any) -> HttpFilter {
-    HttpFilter {
-        name: name.to_owned(),
-        config_type: Some(http_filter::ConfigType::TypedConfig(config)),
         ..Default::default()
     }
 }

@@ -3,7 +3,7 @@
 //! `CorsPolicy` per route.
 
 use envoy_types::pb::envoy::extensions::filters::http::cors::v3::{Cors as CorsFilter, CorsPolicy};
-use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{http_filter, HttpFilter};
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpFilter;
 use envoy_types::pb::envoy::r#type::matcher::v3::{string_matcher::MatchPattern, RegexMatcher, StringMatcher};
 use envoy_types::pb::google::protobuf::{Any, BoolValue};
 
@@ -14,14 +14,10 @@ const FILTER: &str = "envoy.filters.http.cors";
 
 /// The CORS filter, when a route on `listener` has `cors`.
 pub(super) fn http_filters(policy: &Policy, listener: &str) -> Vec<HttpFilter> {
-    if !policy.routes.iter().any(|r| r.listener == listener && r.cors.is_some()) {
+    if !super::listener_needs(policy, listener, |r| r.cors.is_some()) {
         return Vec::new();
     }
-    vec![HttpFilter {
-        name: FILTER.into(),
-        config_type: Some(http_filter::ConfigType::TypedConfig(any(&CorsFilter::default()))),
-        ..Default::default()
-    }]
+    vec![super::http_filter(FILTER, any(&CorsFilter::default()))]
 }
 
 /// The route's `CorsPolicy`.

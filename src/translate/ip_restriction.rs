@@ -9,7 +9,7 @@ use envoy_types::pb::envoy::config::rbac::v3::{
     permission, principal, rbac::Action, Permission, Policy as RbacPolicy, Principal, Rbac as RbacRules,
 };
 use envoy_types::pb::envoy::extensions::filters::http::rbac::v3::{Rbac, RbacPerRoute};
-use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{http_filter, HttpFilter};
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpFilter;
 use envoy_types::pb::google::protobuf::{Any, UInt32Value};
 
 use super::any;
@@ -20,14 +20,10 @@ const FILTER: &str = "envoy.filters.http.rbac";
 /// The RBAC filter, enforcing nothing itself, when a route on `listener`
 /// has an `ip_restriction`.
 pub(super) fn http_filters(policy: &Policy, listener: &str) -> Vec<HttpFilter> {
-    if !policy.routes.iter().any(|r| r.listener == listener && r.ip_restriction.is_some()) {
+    if !super::listener_needs(policy, listener, |r| r.ip_restriction.is_some()) {
         return Vec::new();
     }
-    vec![HttpFilter {
-        name: FILTER.into(),
-        config_type: Some(http_filter::ConfigType::TypedConfig(any(&Rbac::default()))),
-        ..Default::default()
-    }]
+    vec![super::http_filter(FILTER, any(&Rbac::default()))]
 }
 
 /// The route's RBAC policy.

@@ -6,7 +6,7 @@ use envoy_types::pb::envoy::config::listener::v3::{filter, Filter, FilterChain, 
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     http_connection_manager::{RouteSpecifier, ServerHeaderTransformation},
-    http_filter, HttpConnectionManager, HttpFilter, Rds,
+    HttpConnectionManager, HttpFilter, Rds,
 };
 use envoy_types::pb::google::protobuf::BoolValue;
 
@@ -88,11 +88,7 @@ fn redirect_listener(l: &Listener) -> Option<EnvoyListener> {
 }
 
 fn router() -> HttpFilter {
-    HttpFilter {
-        name: "envoy.filters.http.router".into(),
-        config_type: Some(http_filter::ConfigType::TypedConfig(any(&Router::default()))),
-        ..Default::default()
-    }
+    super::http_filter("envoy.filters.http.router", any(&Router::default()))
 }
 
 fn hcm(policy: &Policy, listener: &str) -> HttpConnectionManager {

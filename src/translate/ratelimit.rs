@@ -37,7 +37,7 @@ use envoy_types::pb::envoy::extensions::filters::http::local_ratelimit::v3::Loca
 use envoy_types::pb::envoy::extensions::filters::http::ratelimit::v3::{
     rate_limit::XRateLimitHeadersRfcVersion as GlobalHeaders, RateLimit as GlobalRateLimit,
 };
-use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{http_filter, HttpFilter};
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpFilter;
 use envoy_types::pb::envoy::r#type::metadata::v3::{metadata_key, MetadataKey};
 use envoy_types::pb::envoy::r#type::v3::{
     fractional_percent::DenominatorType, FractionalPercent, HttpStatus, StatusCode, TokenBucket,
@@ -81,14 +81,14 @@ pub(super) fn http_filters(policy: &Policy, listener: &str) -> Vec<HttpFilter> {
     if !used(Scope::Local).is_empty() {
         // Off here (no bucket, 0% enabled); each route with limits turns it on.
         let config = LocalRateLimit { stat_prefix: "legate_local_rate_limit".into(), ..Default::default() };
-        out.push(filter(LOCAL_FILTER, any(&config)));
+        out.push(super::http_filter(LOCAL_FILTER, any(&config)));
     }
     let global = used(Scope::Global);
     if global.iter().any(|l| !l.fail_closed) {
-        out.push(filter(GLOBAL_FILTER, any(&global_filter(STAGE_OPEN, false))));
+        out.push(super::http_filter(GLOBAL_FILTER, any(&global_filter(STAGE_OPEN, false))));
     }
     if global.iter().any(|l| l.fail_closed) {
-        out.push(filter(GLOBAL_FILTER_CLOSED, any(&global_filter(STAGE_CLOSED, true))));
+        out.push(super::http_filter(GLOBAL_FILTER_CLOSED, any(&global_filter(STAGE_CLOSED, true))));
     }
     out
 }
@@ -285,13 +285,5 @@ fn bucket(limit: u64, every: Duration) -> TokenBucket {
         max_tokens: n,
         tokens_per_fill: Some(UInt32Value { value: n }),
         fill_interval: Some(proto_duration(every)),
-    }
-}
-
-fn filter(name: &str, config: Any) -> HttpFilter {
-    HttpFilter {
-        name: name.to_owned(),
-        config_type: Some(http_filter::ConfigType::TypedConfig(config)),
-        ..Default::default()
     }
 }
