@@ -76,7 +76,7 @@ struct Ctx<'a> {
     global: Vec<Plugin<'a>>,
     services: Vec<(String, Value, YamlPath)>,
     routes: Vec<(Value, YamlPath)>,
-    rate_limits: BTreeMap<String, Value>,
+    rate_limits: Distinct,
     providers: Vec<Value>,
     /// Each consumer credential's issuer and JWKS, with its consumer, for
     /// the jwt plugin.
@@ -85,8 +85,8 @@ struct Ctx<'a> {
     api_keys: Vec<(String, String)>,
     /// Each consumer's ACL groups.
     groups: BTreeMap<String, Vec<String>>,
-    /// API key sets made so far, by name.
-    key_sets: BTreeMap<String, Value>,
+    /// API key sets made so far.
+    key_sets: Distinct,
     /// Services with a `path`, which Kong puts in front of the upstream path.
     service_paths: BTreeMap<String, String>,
 }
@@ -112,6 +112,37 @@ impl Ctx<'_> {
     }
 }
 
+/// Policies the conversion makes (rate limits, API key sets): one per
+/// distinct body, named `base`, else `base-2`, `base-3`, ... by the first
+/// place that needs it.
+#[derive(Debug, Default)]
+struct Distinct(BTreeMap<String, Vec<(&'static str, Value)>>);
+
+impl Distinct {
+    /// The name of the policy with this body, made if there is none yet.
+    fn name_for(&mut self, base: &str, body: Vec<(&'static str, Value)>) -> String {
+        if let Some((name, _)) = self.0.iter().find(|(_, b)| **b == body) {
+            return name.clone();
+        }
+        let mut name = base.to_owned();
+        let mut n = 2;
+        while self.0.contains_key(&name) {
+            name = format!("{base}-{n}");
+            n += 1;
+        }
+        self.0.insert(name.clone(), body);
+        name
+    }
+
+    /// Each policy with its `name` first, in name order.
+    fn values(&self) -> Vec<Value> {
+        self.0
+            .iter()
+            .map(|(name, body)| map(std::iter::once(("name", s(name))).chain(body.iter().cloned()).collect()))
+            .collect()
+    }
+}
+
 /// Fields every Kong entity may carry that mean nothing to routing.
 const META: &[&str] = &["id", "tags", "created_at", "updated_at"];
 
@@ -125,12 +156,12 @@ pub(crate) fn convert(doc: &Value, own_listener: bool) -> Converted {
         global: Vec::new(),
         services: Vec::new(),
         routes: Vec::new(),
-        rate_limits: BTreeMap::new(),
+        rate_limits: Distinct::default(),
         providers: Vec::new(),
         jwt_secrets: Vec::new(),
         api_keys: Vec::new(),
         groups: BTreeMap::new(),
-        key_sets: BTreeMap::new(),
+        key_sets: Distinct::default(),
         service_paths: BTreeMap::new(),
     };
     let root = YamlPath::default();
@@ -230,15 +261,15 @@ pub(crate) fn convert(doc: &Value, own_listener: bool) -> Converted {
         routes.push(v.clone());
     }
     policy.insert(s("routes"), Value::Sequence(routes));
-    if !cx.rate_limits.is_empty() {
-        policy.insert(s("rate_limits"), Value::Sequence(cx.rate_limits.values().cloned().collect()));
+    if !cx.rate_limits.0.is_empty() {
+        policy.insert(s("rate_limits"), Value::Sequence(cx.rate_limits.values()));
     }
     let mut auth = vec![];
     if !cx.providers.is_empty() {
         auth.push(("jwt", Value::Sequence(cx.providers.clone())));
     }
-    if !cx.key_sets.is_empty() {
-        auth.push(("api_keys", Value::Sequence(cx.key_sets.values().cloned().collect())));
+    if !cx.key_sets.0.is_empty() {
+        auth.push(("api_keys", Value::Sequence(cx.key_sets.values())));
     }
     if !auth.is_empty() {
         policy.insert(s("auth"), map(auth));
@@ -784,20 +815,7 @@ fn key_set(
         ("client_header", s("X-Consumer-Username")),
         ("forward_key", (get(c, "hide_credentials").and_then(Value::as_bool) != Some(true)).into()),
     ];
-    let value = map(body.clone());
-    if let Some((name, _)) = cx.key_sets.iter().find(|(_, v)| {
-        let mut v = (*v).clone();
-        v.as_mapping_mut().map(|m| m.remove("name"));
-        v == value
-    }) {
-        return Some(name.clone());
-    }
-    let name =
-        if cx.key_sets.is_empty() { "kong-keys".to_owned() } else { format!("kong-keys-{}", cx.key_sets.len() + 1) };
-    let mut named = vec![("name", s(&name))];
-    named.extend(body);
-    cx.key_sets.insert(name.clone(), map(named));
-    Some(name)
+    Some(cx.key_sets.name_for("kong-keys", body))
 }
 
 fn rate_limit(cx: &mut Ctx<'_>, p: &Plugin<'_>, has_jwt: bool, has_key_auth: bool) -> Option<String> {
@@ -879,25 +897,9 @@ fn rate_limit(cx: &mut Ctx<'_>, p: &Plugin<'_>, has_jwt: bool, has_key_auth: boo
     if scope == "global" && get(c, "fault_tolerant").and_then(Value::as_bool) == Some(false) {
         out.push(("fail_closed", true.into()));
     }
-    // One policy per distinct setting, named after where it was first written.
-    let body = map(out.clone());
-    if let Some((name, _)) = cx.rate_limits.iter().find(|(_, v)| {
-        let mut v = (*v).clone();
-        v.as_mapping_mut().map(|m| m.remove("name"));
-        v == body
-    }) {
-        return Some(name.clone());
-    }
+    // Named after where it was first written.
     let base = format!("rate-limiting-{}", p.scope.replace(['`', ' '], "-").replace("--", "-").trim_end_matches('-'));
-    let mut name = base.clone();
-    let mut n = 2;
-    while cx.rate_limits.contains_key(&name) {
-        name = format!("{base}-{n}");
-        n += 1;
-    }
-    out.insert(0, ("name", s(&name)));
-    cx.rate_limits.insert(name.clone(), map(out));
-    Some(name)
+    Some(cx.rate_limits.name_for(&base, out))
 }
 
 /// `add.headers` / `remove.headers` of a request- or response-transformer.
