@@ -59,16 +59,20 @@ impl Origin {
 pub(crate) struct Parsed {
     pub(crate) docs: Vec<(usize, usize, PolicyFile)>,
     pub(crate) errors: Vec<Diagnostic>,
-    /// For documents converted from Kong, by (file, document): where each
-    /// list item of the converted policy came from in the Kong file.
-    pub(crate) origins: std::collections::HashMap<(usize, usize), Vec<(YamlPath, YamlPath)>>,
+    /// Where the items of documents converted from Kong came from.
+    pub(crate) origins: KongOrigins,
 }
 
-impl Parsed {
+/// For documents converted from Kong, by (file, document): where each list
+/// item of the converted policy came from in the Kong file.
+#[derive(Debug, Default)]
+pub(crate) struct KongOrigins(std::collections::HashMap<(usize, usize), Vec<(YamlPath, YamlPath)>>);
+
+impl KongOrigins {
     /// Where the item at `path` of document `doc` of file `file` is written.
     pub(crate) fn origin(&self, file: usize, doc: usize, path: YamlPath) -> Origin {
         let path = self
-            .origins
+            .0
             .get(&(file, doc))
             .and_then(|m| m.iter().find(|(legate, _)| *legate == path))
             .map_or(path, |(_, kong)| kong.clone());
@@ -148,7 +152,7 @@ pub(crate) fn from_texts(texts: &[(String, String)]) -> Vec<SourceFile> {
 
 /// Parse every document of every file; collect all syntax errors and unknown keys.
 pub(crate) fn parse_all(files: &[SourceFile]) -> Parsed {
-    let mut out = Parsed { docs: Vec::new(), errors: Vec::new(), origins: std::collections::HashMap::new() };
+    let mut out = Parsed { docs: Vec::new(), errors: Vec::new(), origins: KongOrigins::default() };
     let mut kong_files = Vec::new();
     for (fi, file) in files.iter().enumerate() {
         if kong::is_kong(&file.text) {
@@ -213,7 +217,7 @@ fn parse_kong(fi: usize, file: &SourceFile, own_listener: bool, shared: bool, ou
         match serde_yaml::from_value::<PolicyFile>(serde_yaml::Value::Mapping(converted.policy)) {
             Ok(pf) => {
                 out.docs.push((fi, doc, pf));
-                out.origins.insert((fi, doc), converted.origins);
+                out.origins.0.insert((fi, doc), converted.origins);
             }
             Err(e) => out
                 .errors

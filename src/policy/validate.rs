@@ -68,7 +68,7 @@ pub(crate) fn validate(files: &[SourceFile], parsed: Parsed) -> Result<Policy, D
     let mut api_keys = Vec::new();
     let mut rate_limits = Vec::new();
     let mut aggregations = Vec::new();
-    let kong_origins = Parsed { docs: Vec::new(), errors: Vec::new(), origins: parsed.origins };
+    let kong_origins = parsed.origins;
     for (file, doc, pf) in parsed.docs {
         // Where item `i` of list `key` is written (for a converted Kong
         // file: the Kong entity it came from).
