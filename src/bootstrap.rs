@@ -16,6 +16,8 @@ pub struct BootstrapOptions {
     pub aggregator_addrs: Vec<(String, u16)>,
     /// Envoy's admin port on 127.0.0.1.
     pub admin_port: u16,
+    /// Incremental (delta) xDS instead of state of the world.
+    pub delta: bool,
 }
 
 /// The bootstrap as YAML that `envoy -c` accepts unchanged.
@@ -41,7 +43,7 @@ fn bootstrap(o: &BootstrapOptions) -> Value {
         "admin": { "address": { "socket_address": { "address": "127.0.0.1", "port_value": o.admin_port } } },
         "dynamic_resources": {
             "ads_config": {
-                "api_type": "GRPC",
+                "api_type": if o.delta { "DELTA_GRPC" } else { "GRPC" },
                 "transport_api_version": "V3",
                 "grpc_services": [{ "envoy_grpc": { "cluster_name": "legate_xds" } }],
                 "set_node_on_first_message_only": true

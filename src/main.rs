@@ -217,9 +217,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         },
         Command::Bootstrap { node_id, node_cluster, xds_addr, admin_port, aggregator_addr, delta } => {
-            if delta {
-                anyhow::bail!("incremental (delta) xDS is not supported by this legate yet; omit --delta for SotW ADS");
-            }
             let xds_addrs =
                 xds_addr.iter().map(|a| parse_host_port("--xds-addr", a)).collect::<anyhow::Result<Vec<_>>>()?;
             let aggregator_addrs = if aggregator_addr.is_empty() {
@@ -230,7 +227,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     .map(|a| parse_host_port("--aggregator-addr", a))
                     .collect::<anyhow::Result<Vec<_>>>()?
             };
-            let opts = BootstrapOptions { node_id, node_cluster, xds_addrs, aggregator_addrs, admin_port };
+            let opts = BootstrapOptions { node_id, node_cluster, xds_addrs, aggregator_addrs, admin_port, delta };
             print!("{}", bootstrap_yaml(&opts));
         }
         Command::Up { config, demo, xds_addr, admin_addr, aggregator_addr, envoy_admin_port } => {

@@ -112,6 +112,13 @@ pub struct Resource {
 }
 
 impl Resource {
+    /// The resource's own version (delta xDS): its hash, the same on every
+    /// replica and after every restart.
+    #[must_use]
+    pub fn version(&self) -> &str {
+        &self.hash
+    }
+
     fn new<M: prost::Message + Name>(name: String, msg: &M) -> Arc<Resource> {
         let raw = msg.encode_to_vec();
         let value = match crate::descriptors::message(&M::type_url()) {
@@ -241,11 +248,17 @@ impl Snapshot {
 /// The version of a set of resources: a hash of their names and contents.
 #[must_use]
 pub fn version_of(resources: &Resources) -> String {
+    version_of_pairs(resources.iter().map(|(name, r)| (name.as_str(), r.version())))
+}
+
+/// [`version_of`] from names and resource versions alone, in name order, as
+/// a delta stream knows what a proxy holds.
+pub fn version_of_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
     let mut h = Sha256::new();
-    for (name, r) in resources {
+    for (name, version) in pairs {
         h.update(name.as_bytes());
         h.update([0]);
-        h.update(r.hash.as_bytes());
+        h.update(version.as_bytes());
     }
     hex(&h.finalize())[..16].to_owned()
 }

@@ -107,6 +107,7 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
         xds_addrs: reachable(opts.xds_addr),
         aggregator_addrs: reachable(opts.aggregator_addr),
         admin_port: opts.envoy_admin_port,
+        delta: false,
     });
     let boot_path = std::env::temp_dir().join(format!("legate-up-{}.yaml", std::process::id()));
     std::fs::write(&boot_path, boot).with_context(|| format!("cannot write {}", boot_path.display()))?;

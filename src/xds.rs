@@ -1,6 +1,7 @@
 //! The ADS server: one task per stream, each driving a [`Tracker`] against
 //! the latest published snapshot. It knows nothing about policy files.
 
+pub mod delta;
 pub mod fleet;
 pub mod tracker;
 
@@ -22,10 +23,78 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::metrics::TypeLabel;
+use crate::snapshot::{Kind, View};
 use crate::state::State;
+use delta::DeltaTracker;
 use tracker::{Event, Tracker};
 
-pub use tracker::{NodeInfo, ProtocolError};
+pub use tracker::{NodeInfo, ProtocolError, TypeStatus};
+
+/// One variant of the ADS protocol as a stream task drives it: the state
+/// machine of [`Tracker`] (SotW) or [`DeltaTracker`] (incremental).
+pub trait Protocol: Default + Send + 'static {
+    /// What the proxy sends.
+    type Request: Send + 'static;
+    /// What legate sends.
+    type Response: Send + 'static;
+    /// `sotw` or `delta`, for logs and `/api/status`.
+    const NAME: &'static str;
+    /// Take in one request.
+    ///
+    /// # Errors
+    /// When the request breaks the protocol; the stream ends.
+    fn on_request(&mut self, req: Self::Request, now: Instant) -> Result<Event, ProtocolError>;
+    /// The next response due against `view`.
+    fn next_response(&mut self, view: &View, now: Instant) -> Option<Self::Response>;
+    /// The node, once known.
+    fn node(&self) -> Option<&NodeInfo>;
+    /// Per subscribed type: what the proxy ACKed or NACKed.
+    fn status(&self) -> Vec<(Kind, TypeStatus)>;
+    /// A response's type URL, version and resource count, for logs and metrics.
+    fn describe(resp: &Self::Response) -> (&str, &str, usize);
+}
+
+impl Protocol for Tracker {
+    type Request = DiscoveryRequest;
+    type Response = DiscoveryResponse;
+    const NAME: &'static str = "sotw";
+    fn on_request(&mut self, req: DiscoveryRequest, now: Instant) -> Result<Event, ProtocolError> {
+        Tracker::on_request(self, req, now)
+    }
+    fn next_response(&mut self, view: &View, now: Instant) -> Option<DiscoveryResponse> {
+        Tracker::next_response(self, view, now)
+    }
+    fn node(&self) -> Option<&NodeInfo> {
+        Tracker::node(self)
+    }
+    fn status(&self) -> Vec<(Kind, TypeStatus)> {
+        Tracker::status(self).collect()
+    }
+    fn describe(resp: &DiscoveryResponse) -> (&str, &str, usize) {
+        (&resp.type_url, &resp.version_info, resp.resources.len())
+    }
+}
+
+impl Protocol for DeltaTracker {
+    type Request = DeltaDiscoveryRequest;
+    type Response = DeltaDiscoveryResponse;
+    const NAME: &'static str = "delta";
+    fn on_request(&mut self, req: DeltaDiscoveryRequest, now: Instant) -> Result<Event, ProtocolError> {
+        DeltaTracker::on_request(self, req, now)
+    }
+    fn next_response(&mut self, view: &View, now: Instant) -> Option<DeltaDiscoveryResponse> {
+        DeltaTracker::next_response(self, view, now)
+    }
+    fn node(&self) -> Option<&NodeInfo> {
+        DeltaTracker::node(self)
+    }
+    fn status(&self) -> Vec<(Kind, TypeStatus)> {
+        DeltaTracker::status(self).collect()
+    }
+    fn describe(resp: &DeltaDiscoveryResponse) -> (&str, &str, usize) {
+        (&resp.type_url, &resp.system_version_info, resp.resources.len() + resp.removed_resources.len())
+    }
+}
 
 /// The `AggregatedDiscoveryService` implementation.
 #[derive(Debug, Clone)]
@@ -59,31 +128,43 @@ impl AggregatedDiscoveryService for Ads {
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        let id = self.streams.fetch_add(1, Ordering::Relaxed) + 1;
-        let peer = request.remote_addr().map(|a| a.to_string()).unwrap_or_default();
-        let (tx, rx) = mpsc::channel(4);
-        let state = Arc::clone(&self.state);
-        let span = info_span!("ads", stream = id, %peer);
-        tokio::spawn(run_stream(id, request.into_inner(), tx, state).instrument(span));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(self.open::<Tracker>(request)))
     }
 
     async fn delta_aggregated_resources(
         &self,
-        _request: Request<Streaming<DeltaDiscoveryRequest>>,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        Err(Status::unimplemented("incremental (delta) xDS is not supported by this legate yet; use SotW ADS"))
+        Ok(Response::new(self.open::<DeltaTracker>(request)))
     }
 }
 
-async fn run_stream(
+impl Ads {
+    /// Start a stream's task; its responses are the returned stream.
+    fn open<P: Protocol>(&self, request: Request<Streaming<P::Request>>) -> ResponseStream<P::Response>
+    where
+        P::Request: prost::Message + Default,
+    {
+        let id = self.streams.fetch_add(1, Ordering::Relaxed) + 1;
+        let peer = request.remote_addr().map(|a| a.to_string()).unwrap_or_default();
+        let (tx, rx) = mpsc::channel(4);
+        let state = Arc::clone(&self.state);
+        let span = info_span!("ads", stream = id, %peer, protocol = P::NAME);
+        tokio::spawn(run_stream::<P>(id, request.into_inner(), tx, state).instrument(span));
+        Box::pin(ReceiverStream::new(rx))
+    }
+}
+
+async fn run_stream<P: Protocol>(
     id: u64,
-    mut inbound: Streaming<DiscoveryRequest>,
-    tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
+    mut inbound: Streaming<P::Request>,
+    tx: mpsc::Sender<Result<P::Response, Status>>,
     state: Arc<State>,
-) {
+) where
+    P::Request: prost::Message + Default,
+{
     let mut snapshots = state.subscribe();
-    let mut tracker = Tracker::new();
+    let mut tracker = P::default();
     let connected_at = SystemTime::now();
     let mut counted = false;
     'stream: loop {
@@ -97,15 +178,16 @@ async fn run_stream(
             if let Some(snapshot) = snapshot {
                 let view = snapshot.view(&node.cluster);
                 while let Some(resp) = tracker.next_response(&view, Instant::now()) {
-                    let kind = crate::snapshot::Kind::from_type_url(&resp.type_url).map_or("?", |k| k.short());
-                    debug!(r#type = kind, version = %resp.version_info, resources = resp.resources.len(), "push");
+                    let (type_url, version, resources) = P::describe(&resp);
+                    let kind = Kind::from_type_url(type_url).map_or("?", |k| k.short());
+                    debug!(r#type = kind, version, resources, "push");
                     state.metrics.pushes.get_or_create(&TypeLabel { r#type: kind }).inc();
                     if tx.send(Ok(resp)).await.is_err() {
                         break 'stream;
                     }
                 }
             }
-            state.fleet.update(id, &node, connected_at, &tracker);
+            state.fleet.update(id, &node, connected_at, P::NAME, tracker.status());
         }
         tokio::select! {
             msg = inbound.message() => match msg {
@@ -145,11 +227,11 @@ fn is_disconnect(status: &Status) -> bool {
 }
 
 /// Apply one request; false when the stream must end.
-async fn handle(
+async fn handle<P: Protocol>(
     state: &State,
-    tracker: &mut Tracker,
-    req: DiscoveryRequest,
-    tx: &mpsc::Sender<Result<DiscoveryResponse, Status>>,
+    tracker: &mut P,
+    req: P::Request,
+    tx: &mpsc::Sender<Result<P::Response, Status>>,
 ) -> bool {
     match tracker.on_request(req, Instant::now()) {
         Ok(Event::Ack { kind, latency, .. }) => {

@@ -458,18 +458,13 @@ fn a_restarted_legate_causes_no_churn() {
     let envoy = gw.envoy("envoy-r", "edge");
     let url = format!("http://127.0.0.1:{listen}/a");
     gw.wait("the route", PUSH, || common::get(&url).ok().filter(|r| r.status == 200));
-    let stat = |name: &str| -> Option<u64> {
-        let text = envoy.admin("/stats?filter=update_success").body;
-        text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(": ")?.trim().parse().ok())
-    };
     let updates = || {
-        [
+        envoy.stats([
             "cluster_manager.cds.update_success",
             "listener_manager.lds.update_success",
             "http.public.rds.public.update_success",
             "cluster.alpha.update_success",
-        ]
-        .map(|s| stat(s).unwrap_or_else(|| panic!("Envoy has no stat {s}")))
+        ])
     };
     let before = updates();
     let lds = "type.googleapis.com/envoy.config.listener.v3.Listener";

@@ -2,7 +2,8 @@
 //! process. They check what an Envoy would see on the wire (first fetch,
 //! ACK, NACK, stale nonces, subscription changes, pushes, reconnects) and
 //! that garbage or protocol violations end only the offending stream, with a
-//! gRPC status that says what was wrong.
+//! gRPC status that says what was wrong. The second half does the same for
+//! incremental (delta) xDS.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,7 +15,9 @@ use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::envoy::config::listener::v3::Listener;
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
-use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+};
 use envoy_types::pb::google::rpc::Status as RpcStatus;
 use prost::bytes::{Buf, BufMut, Bytes};
 use prost::Message;
@@ -36,6 +39,7 @@ const WAIT: Duration = Duration::from_secs(10);
 const QUIET: Duration = Duration::from_millis(500);
 
 const ADS_PATH: &str = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
+const DELTA_PATH: &str = "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
 
 const CDS: Kind = Kind::Cluster;
 const EDS: Kind = Kind::Endpoint;
@@ -47,6 +51,9 @@ const BASE: &str = include_str!("fixtures/xds/base.yaml");
 
 /// BASE plus service `c` and a route to it.
 const C_ADDED: &str = include_str!("fixtures/xds/c-added.yaml");
+
+/// BASE with `b` and its route replaced by `c`.
+const B_REPLACED_BY_C: &str = include_str!("fixtures/xds/b-replaced-by-c.yaml");
 
 /// `public` for every fleet, `internal` for `ops` only.
 const FLEETS: &str = include_str!("fixtures/xds/fleets.yaml");
@@ -494,6 +501,15 @@ impl Decoder for RawCodec {
 
 /// A new ADS stream that carries `frames` as raw gRPC messages.
 async fn raw_stream(addr: SocketAddr, frames: Vec<Bytes>) -> (mpsc::Sender<Bytes>, Streaming<Bytes>) {
+    raw_stream_at(addr, ADS_PATH, frames).await
+}
+
+/// [`raw_stream`] on the method at `path`.
+async fn raw_stream_at(
+    addr: SocketAddr,
+    path: &'static str,
+    frames: Vec<Bytes>,
+) -> (mpsc::Sender<Bytes>, Streaming<Bytes>) {
     let mut grpc = tonic::client::Grpc::new(channel(addr).await);
     timeout(WAIT, grpc.ready()).await.expect("ready timed out").expect("channel ready");
     let (tx, rx) = mpsc::channel(frames.len().max(1));
@@ -501,7 +517,7 @@ async fn raw_stream(addr: SocketAddr, frames: Vec<Bytes>) -> (mpsc::Sender<Bytes
         tx.send(f).await.expect("queue a frame");
     }
     let request = tonic::Request::new(ReceiverStream::new(rx));
-    let call = grpc.streaming(request, PathAndQuery::from_static(ADS_PATH), RawCodec);
+    let call = grpc.streaming(request, PathAndQuery::from_static(path), RawCodec);
     let resp = timeout(WAIT, call).await.expect("the call timed out").expect("the stream opens");
     (tx, resp.into_inner())
 }
@@ -610,15 +626,355 @@ async fn types_legate_does_not_serve_are_ignored() {
     assert_eq!(names(&ads.recv_kind(CDS).await), ["a", "b"]);
 }
 
+// ------------------------------------------------------------ delta xDS
+
+/// One delta ADS stream, as an Envoy with `DELTA_GRPC` would hold it.
+struct Delta {
+    tx: mpsc::Sender<DeltaDiscoveryRequest>,
+    rx: Streaming<DeltaDiscoveryResponse>,
+}
+
+impl Delta {
+    async fn open(addr: SocketAddr) -> Delta {
+        let mut client = AggregatedDiscoveryServiceClient::new(channel(addr).await);
+        let (tx, rx) = mpsc::channel(16);
+        let call = client.delta_aggregated_resources(ReceiverStream::new(rx));
+        let rx = timeout(WAIT, call).await.expect("opening the stream timed out").expect("open the delta stream");
+        Delta { tx, rx: rx.into_inner() }
+    }
+
+    async fn send(&self, req: DeltaDiscoveryRequest) {
+        self.tx.send(req).await.expect("the request stream is open");
+    }
+
+    async fn recv_kind(&mut self, kind: Kind) -> DeltaDiscoveryResponse {
+        let resp = match timeout(WAIT, self.rx.message()).await {
+            Err(_) => panic!("no response within {WAIT:?}"),
+            Ok(Err(status)) => panic!("the stream failed: {status:?}"),
+            Ok(Ok(None)) => panic!("the stream ended"),
+            Ok(Ok(Some(resp))) => resp,
+        };
+        assert_eq!(resp.type_url, kind.type_url(), "expected a {kind} response: {:?}", put(&resp));
+        resp
+    }
+
+    async fn quiet(&mut self) {
+        match timeout(QUIET, self.rx.message()).await {
+            Err(_) => {}
+            Ok(Ok(Some(resp))) => panic!(
+                "unexpected response {}: put {:?}, removed {:?}",
+                resp.type_url,
+                put(&resp),
+                resp.removed_resources
+            ),
+            Ok(other) => panic!("the stream ended: {other:?}"),
+        }
+    }
+
+    async fn ended(&mut self) -> Status {
+        loop {
+            match timeout(WAIT, self.rx.message()).await {
+                Err(_) => panic!("the stream did not end within {WAIT:?}"),
+                Ok(Ok(Some(_))) => {}
+                Ok(Ok(None)) => panic!("the stream ended without an error status"),
+                Ok(Err(status)) => return status,
+            }
+        }
+    }
+}
+
+fn delta(kind: Kind, subscribe: &[&str], unsubscribe: &[&str]) -> DeltaDiscoveryRequest {
+    DeltaDiscoveryRequest {
+        type_url: kind.type_url().to_owned(),
+        resource_names_subscribe: subscribe.iter().map(|&n| n.to_owned()).collect(),
+        resource_names_unsubscribe: unsubscribe.iter().map(|&n| n.to_owned()).collect(),
+        ..Default::default()
+    }
+}
+
+fn delta_hello(id: &str, kind: Kind, subscribe: &[&str]) -> DeltaDiscoveryRequest {
+    DeltaDiscoveryRequest { node: node(id, "default"), ..delta(kind, subscribe, &[]) }
+}
+
+fn delta_ack(resp: &DeltaDiscoveryResponse) -> DeltaDiscoveryRequest {
+    DeltaDiscoveryRequest {
+        response_nonce: resp.nonce.clone(),
+        ..delta(Kind::from_type_url(&resp.type_url).expect("a served type"), &[], &[])
+    }
+}
+
+/// Names of the resources a delta response puts, checked against the
+/// resources themselves (name, type, version).
+fn put(resp: &DeltaDiscoveryResponse) -> Vec<String> {
+    resp.resources
+        .iter()
+        .map(|r| {
+            let any = r.resource.as_ref().expect("a resource body");
+            assert_eq!(any.type_url, resp.type_url, "every resource is of the response's type");
+            assert_eq!(r.version.len(), 64, "every resource has its own version (a SHA-256)");
+            let named = names(&DiscoveryResponse {
+                type_url: resp.type_url.clone(),
+                resources: vec![any.clone()],
+                ..Default::default()
+            });
+            assert_eq!(named, std::slice::from_ref(&r.name), "the resource is the one named");
+            r.name.clone()
+        })
+        .collect()
+}
+
+/// What the proxy holds after `resps`: name → version.
+fn holdings(resps: &[&DeltaDiscoveryResponse]) -> std::collections::HashMap<String, String> {
+    let mut held = std::collections::HashMap::new();
+    for resp in resps {
+        held.extend(resp.resources.iter().map(|r| (r.name.clone(), r.version.clone())));
+        for n in &resp.removed_resources {
+            held.remove(n);
+        }
+    }
+    held
+}
+
+/// Everything in BASE fetched the way Envoy does it over delta, all ACKed.
+async fn delta_sync_base(ads: &mut Delta, id: &str) -> [DeltaDiscoveryResponse; 4] {
+    ads.send(delta_hello(id, CDS, &[])).await;
+    ads.send(delta(LDS, &[], &[])).await;
+    let cds = ads.recv_kind(CDS).await;
+    ads.send(delta(EDS, &["a", "b"], &[])).await;
+    let eds = ads.recv_kind(EDS).await;
+    ads.send(delta_ack(&cds)).await;
+    ads.send(delta_ack(&eds)).await;
+    let lds = ads.recv_kind(LDS).await;
+    ads.send(delta(RDS, &["public"], &[])).await;
+    ads.send(delta_ack(&lds)).await;
+    let rds = ads.recv_kind(RDS).await;
+    ads.send(delta_ack(&rds)).await;
+    ads.quiet().await;
+    [cds, eds, lds, rds]
+}
+
 #[tokio::test]
-async fn delta_xds_is_refused_with_unimplemented() {
-    use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
+async fn delta_first_fetch_has_per_resource_versions_and_acks_show_in_status() {
+    let (addr, state) = serve(BASE).await;
+    let mut ads = Delta::open(addr).await;
+    let [cds, eds, lds, rds] = delta_sync_base(&mut ads, "envoy-d").await;
+    let view = state.current().expect("published").view("default");
+    assert_eq!(put(&cds), ["a", "b"]);
+    assert_eq!(put(&eds), ["a", "b"]);
+    assert_eq!(put(&lds), ["public"]);
+    assert_eq!(put(&rds), ["public"]);
+    assert_eq!(cds.resources[1].version, view.resources(CDS)["b"].version());
+    let nonces: std::collections::BTreeSet<_> = [&cds, &eds, &lds, &rds].iter().map(|r| r.nonce.clone()).collect();
+    assert_eq!(nonces.len(), 4, "a fresh nonce per response");
+
+    let doc = status_until(&state, "the delta node's ACKs", |d| {
+        node_resource(d, "envoy-d", RDS).is_some_and(|r| r["acked_version"] == view.version(RDS))
+    })
+    .await;
+    assert_eq!(doc["nodes"][0]["protocol"], "delta");
+    for kind in [CDS, EDS, LDS] {
+        let r = node_resource(&doc, "envoy-d", kind).expect("listed");
+        assert_eq!(r["acked_version"], view.version(kind), "{kind}: the same version SotW would show");
+    }
+}
+
+#[tokio::test]
+async fn delta_pushes_only_what_changed_and_removes_clusters_after_their_routes() {
+    let (addr, state) = serve(BASE).await;
+    let mut ads = Delta::open(addr).await;
+    delta_sync_base(&mut ads, "envoy-d").await;
+
+    assert!(state.publish(snapshot(B_REPLACED_BY_C)));
+    let cds = ads.recv_kind(CDS).await;
+    assert_eq!((put(&cds), cds.removed_resources.clone()), (vec!["c".to_owned()], vec![]), "`b` stays for now");
+    ads.send(delta(EDS, &["c"], &[])).await;
+    let eds = ads.recv_kind(EDS).await;
+    assert_eq!(put(&eds), ["c"]);
+    ads.send(delta_ack(&eds)).await;
+    ads.send(delta_ack(&cds)).await;
+    let lds = ads.recv_kind(LDS).await;
+    assert_eq!(put(&lds), ["public"], "the port changed");
+    ads.send(delta_ack(&lds)).await;
+    let rds = ads.recv_kind(RDS).await;
+    assert_eq!(put(&rds), ["public"]);
+    ads.quiet().await;
+    ads.send(delta_ack(&rds)).await;
+    let removal = ads.recv_kind(CDS).await;
+    assert!(removal.resources.is_empty());
+    assert_eq!(removal.removed_resources, ["b"], "removed once the routes that used it are replaced");
+    // As Envoy does: dropping the cluster drops its endpoints' subscription, then the ACK.
+    ads.send(delta(EDS, &[], &["b"])).await;
+    ads.send(delta_ack(&removal)).await;
+    ads.quiet().await;
+
+    let view = state.current().expect("published").view("default");
+    status_until(&state, "the new clusters ACKed", |d| {
+        node_resource(d, "envoy-d", CDS).is_some_and(|r| r["acked_version"] == view.version(CDS))
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn delta_nack_is_recorded_and_not_answered_by_resending() {
+    let (addr, state) = serve(BASE).await;
+    let mut ads = Delta::open(addr).await;
+    ads.send(delta_hello("envoy-d", CDS, &[])).await;
+    let cds = ads.recv_kind(CDS).await;
+    let acked_before = cds.system_version_info.clone();
+    ads.send(DeltaDiscoveryRequest {
+        error_detail: Some(RpcStatus { code: 3, message: "cluster a: bad".into(), details: vec![] }),
+        ..delta_ack(&cds)
+    })
+    .await;
+    ads.quiet().await;
+    let doc =
+        status_until(&state, "the NACK", |d| node_resource(d, "envoy-d", CDS).is_some_and(|r| !r["nack"].is_null()))
+            .await;
+    let r = node_resource(&doc, "envoy-d", CDS).expect("listed");
+    assert_eq!(r["nack"]["message"], "cluster a: bad");
+    assert_eq!(r["nack"]["version"], acked_before.as_str());
+    assert!(r["acked_version"].is_null(), "{r}");
+    assert!(state.metrics.render().contains("legate_nacks_total{type=\"cds\"} 1"));
+
+    // The next change is sent, and its ACK clears the NACK.
+    assert!(state.publish(snapshot(C_ADDED)));
+    let next = ads.recv_kind(CDS).await;
+    assert_eq!(put(&next), ["c"]);
+    ads.send(delta_ack(&next)).await;
+    status_until(&state, "the NACK cleared", |d| node_resource(d, "envoy-d", CDS).is_some_and(|r| r["nack"].is_null()))
+        .await;
+}
+
+#[tokio::test]
+async fn delta_stale_nonce_acks_nothing_but_its_subscription_change_counts() {
+    let (addr, state) = serve(BASE).await;
+    let mut ads = Delta::open(addr).await;
+    let [_, eds, ..] = delta_sync_base(&mut ads, "envoy-d").await;
+    assert!(state.publish(snapshot(&BASE.replace("10.0.0.1", "10.0.0.7").replace("10.0.0.2", "10.0.0.8"))));
+    let changed = ads.recv_kind(EDS).await;
+    assert_eq!(put(&changed), ["a", "b"]);
+    // An answer to the old EDS response, unsubscribing `b`: no ACK, but `b` is dropped.
+    ads.send(DeltaDiscoveryRequest { response_nonce: eds.nonce.clone(), ..delta(EDS, &[], &["b"]) }).await;
+    ads.quiet().await;
+    ads.send(delta_ack(&changed)).await;
+    assert!(state.publish(snapshot(&BASE.replace("10.0.0.1", "10.0.0.5").replace("10.0.0.2", "10.0.0.6"))));
+    let next = ads.recv_kind(EDS).await;
+    assert_eq!(put(&next), ["a"], "`b` was unsubscribed by the stale-nonce request");
+}
+
+#[tokio::test]
+async fn delta_wildcard_subscribe_unsubscribe_and_names_before_they_exist() {
+    let (addr, state) = serve(BASE).await;
+    let mut ads = Delta::open(addr).await;
+    ads.send(delta_hello("envoy-d", CDS, &["*"])).await;
+    let cds = ads.recv_kind(CDS).await;
+    assert_eq!(put(&cds), ["a", "b"], "`*` is every cluster");
+    ads.send(delta_ack(&cds)).await;
+
+    // Endpoints for `c`, which does not exist yet: said so, then sent when it appears.
+    ads.send(delta(EDS, &["a", "c"], &[])).await;
+    let eds = ads.recv_kind(EDS).await;
+    assert_eq!((put(&eds), eds.removed_resources.clone()), (vec!["a".to_owned()], vec!["c".to_owned()]));
+    ads.send(delta_ack(&eds)).await;
+    ads.quiet().await;
+    assert!(state.publish(snapshot(C_ADDED)));
+    let cds = ads.recv_kind(CDS).await;
+    assert_eq!(put(&cds), ["c"]);
+    let eds = ads.recv_kind(EDS).await;
+    assert_eq!((put(&eds), eds.removed_resources.clone()), (vec!["c".to_owned()], vec![]), "sent once it exists");
+    ads.send(delta_ack(&cds)).await;
+    ads.send(delta_ack(&eds)).await;
+
+    // Unsubscribed: not sent; subscribed again: sent again.
+    ads.send(delta(EDS, &[], &["c"])).await;
+    ads.quiet().await;
+    ads.send(delta(EDS, &["c"], &[])).await;
+    let again = ads.recv_kind(EDS).await;
+    assert_eq!(put(&again), ["c"]);
+    ads.send(delta_ack(&again)).await;
+
+    // Leaving the wildcard for one name.
+    ads.send(delta(CDS, &["a"], &["*"])).await;
+    let a = ads.recv_kind(CDS).await;
+    assert_eq!(put(&a), ["a"]);
+}
+
+#[tokio::test]
+async fn delta_reconnect_sends_only_what_differs_and_removes_what_is_gone() {
     let (addr, _state) = serve(BASE).await;
-    let mut client = AggregatedDiscoveryServiceClient::new(channel(addr).await);
-    let (tx, rx) = mpsc::channel::<DeltaDiscoveryRequest>(1);
-    let result = timeout(WAIT, client.delta_aggregated_resources(ReceiverStream::new(rx))).await.expect("timed out");
-    drop(tx);
-    let status = result.expect_err("delta is not served");
-    assert_eq!(status.code(), Code::Unimplemented);
-    assert!(status.message().contains("SotW"), "{status:?}");
+    let mut ads = Delta::open(addr).await;
+    let [cds, eds, lds, rds] = delta_sync_base(&mut ads, "envoy-d").await;
+    drop(ads);
+
+    // Another replica (or a restarted legate) with the same files: nothing to send.
+    let (same, same_state) = serve(BASE).await;
+    let mut again = Delta::open(same).await;
+    again
+        .send(DeltaDiscoveryRequest {
+            initial_resource_versions: holdings(&[&cds]),
+            ..delta_hello("envoy-d", CDS, &[])
+        })
+        .await;
+    again.send(DeltaDiscoveryRequest { initial_resource_versions: holdings(&[&lds]), ..delta(LDS, &[], &[]) }).await;
+    again
+        .send(DeltaDiscoveryRequest { initial_resource_versions: holdings(&[&eds]), ..delta(EDS, &["a", "b"], &[]) })
+        .await;
+    again
+        .send(DeltaDiscoveryRequest { initial_resource_versions: holdings(&[&rds]), ..delta(RDS, &["public"], &[]) })
+        .await;
+    again.quiet().await;
+    let view = same_state.current().expect("published").view("default");
+    status_until(&same_state, "the reconnected node's versions", |d| {
+        [CDS, EDS, LDS, RDS]
+            .iter()
+            .all(|&k| node_resource(d, "envoy-d", k).is_some_and(|r| r["acked_version"] == view.version(k)))
+    })
+    .await;
+
+    // A replica with changed files: `b` gone, `c` new; only that moves.
+    let (changed, _) = serve(B_REPLACED_BY_C).await;
+    let mut moved = Delta::open(changed).await;
+    moved
+        .send(DeltaDiscoveryRequest {
+            initial_resource_versions: holdings(&[&cds]),
+            ..delta_hello("envoy-d", CDS, &[])
+        })
+        .await;
+    let cds2 = moved.recv_kind(CDS).await;
+    assert_eq!(put(&cds2), ["c"], "`a` is unchanged and not resent");
+    assert_eq!(cds2.removed_resources, ["b"], "what no longer exists is removed");
+}
+
+#[tokio::test]
+async fn delta_protocol_violations_and_garbage_end_only_that_stream() {
+    let (addr, state) = serve(BASE).await;
+    let mut bystander = Delta::open(addr).await;
+    bystander.send(delta_hello("envoy-ok", CDS, &[])).await;
+    let first = bystander.recv_kind(CDS).await;
+    bystander.send(delta_ack(&first)).await;
+
+    let mut ads = Delta::open(addr).await;
+    ads.send(delta_hello("envoy-1", CDS, &[])).await;
+    ads.recv_kind(CDS).await;
+    ads.send(DeltaDiscoveryRequest { response_nonce: "99".into(), ..delta(CDS, &[], &[]) }).await;
+    let status = ads.ended().await;
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert_eq!(status.message(), "response_nonce `99` was never sent on this stream");
+
+    let mut ads = Delta::open(addr).await;
+    ads.send(delta(CDS, &[], &[])).await;
+    let status = ads.ended().await;
+    assert_eq!(status.message(), "the first request on a stream must carry node.id");
+
+    let (_tx, mut garbage) = raw_stream_at(addr, DELTA_PATH, vec![Bytes::from_static(&[0x0f, 0xff, 0xff, 0xff])]).await;
+    let status = match timeout(WAIT, garbage.message()).await.expect("the garbage stream did not end") {
+        Err(status) => status,
+        Ok(other) => panic!("expected an error status, got {other:?}"),
+    };
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("unreadable request"), "{status:?}");
+
+    assert!(state.publish(snapshot(C_ADDED)));
+    assert_eq!(put(&bystander.recv_kind(CDS).await), ["c"]);
+    assert!(state.metrics.render().contains("legate_stream_errors_total 3"));
 }

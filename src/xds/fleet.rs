@@ -7,7 +7,8 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
-use super::tracker::{NodeInfo, Tracker};
+use super::tracker::{NodeInfo, TypeStatus};
+use crate::snapshot::Kind;
 
 /// One stream's proxy, as `/api/status` shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -18,6 +19,8 @@ pub struct NodeStatus {
     pub cluster: String,
     /// RFC 3339.
     pub connected_at: String,
+    /// `sotw` or `delta` (incremental) xDS.
+    pub protocol: &'static str,
     /// By type URL.
     pub resources: BTreeMap<String, ResourceStatus>,
 }
@@ -59,9 +62,16 @@ impl Fleet {
     ///
     /// # Panics
     /// If the lock was poisoned by a panicking stream.
-    pub fn update(&self, stream: u64, node: &NodeInfo, connected_at: SystemTime, tracker: &Tracker) {
-        let resources = tracker
-            .status()
+    pub fn update(
+        &self,
+        stream: u64,
+        node: &NodeInfo,
+        connected_at: SystemTime,
+        protocol: &'static str,
+        status: Vec<(Kind, TypeStatus)>,
+    ) {
+        let resources = status
+            .into_iter()
             .map(|(kind, s)| {
                 let nack = s.nack.map(|n| NackStatus { version: n.version, message: n.message, at: timestamp(n.at) });
                 (kind.type_url().to_owned(), ResourceStatus { acked_version: s.acked_version, nack })
@@ -71,6 +81,7 @@ impl Fleet {
             id: node.id.clone(),
             cluster: node.cluster.clone(),
             connected_at: timestamp(connected_at),
+            protocol,
             resources,
         };
         self.nodes.lock().expect("fleet lock").insert(stream, status);

