@@ -10,7 +10,7 @@ mod canonical;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use prost::Name;
 use sha2::{Digest, Sha256};
@@ -109,6 +109,10 @@ pub struct Resource {
     pub any: Any,
     /// Hex SHA-256 of the encoded bytes.
     pub hash: String,
+    /// The resource as a SotW response entry, made on first use.
+    sotw_entry: OnceLock<Vec<u8>>,
+    /// The resource as a delta response entry, made on first use.
+    delta_entry: OnceLock<Vec<u8>>,
 }
 
 impl Resource {
@@ -126,7 +130,34 @@ impl Resource {
             None => raw,
         };
         let hash = hex(&Sha256::digest(&value));
-        Arc::new(Resource { name, any: Any { type_url: M::type_url(), value }, hash })
+        Arc::new(Resource {
+            name,
+            any: Any { type_url: M::type_url(), value },
+            hash,
+            sotw_entry: OnceLock::new(),
+            delta_entry: OnceLock::new(),
+        })
+    }
+
+    /// This resource as it appears in every SotW response that carries it:
+    /// `resources` (field 2) holding its `Any`. Encoded once, shared by
+    /// every stream.
+    pub fn sotw_entry(&self) -> &[u8] {
+        self.sotw_entry.get_or_init(|| crate::xds::wire::entry(&self.any))
+    }
+
+    /// This resource as it appears in every delta response that carries it:
+    /// `resources` (field 2) holding a `Resource` with its name, version and
+    /// `Any`. Encoded once, shared by every stream.
+    pub fn delta_entry(&self) -> &[u8] {
+        self.delta_entry.get_or_init(|| {
+            crate::xds::wire::entry(&envoy_types::pb::envoy::service::discovery::v3::Resource {
+                name: self.name.clone(),
+                version: self.hash.clone(),
+                resource: Some(self.any.clone()),
+                ..Default::default()
+            })
+        })
     }
 }
 
@@ -210,6 +241,22 @@ impl Snapshot {
         }
         let version = hex(&h.finalize())[..16].to_owned();
         Snapshot { all, fleets, version, views: Mutex::default() }
+    }
+
+    /// Share `previous`'s copy of every resource that did not change, with
+    /// the wire encodings it has already made: after an edit, only what
+    /// changed is encoded for the wire, and unchanged resources are held
+    /// once in memory however many snapshots streams still hold.
+    pub fn reuse(&mut self, previous: &Snapshot) {
+        for kind in Kind::ALL {
+            let old = &previous.all.resources[kind.index()];
+            for (name, r) in &mut self.all.resources[kind.index()] {
+                if let Some(o) = old.get(name).filter(|o| o.hash == r.hash) {
+                    *r = Arc::clone(o);
+                }
+            }
+        }
+        self.views.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
     }
 
     /// A hash of everything in the snapshot.

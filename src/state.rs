@@ -80,10 +80,13 @@ impl State {
 
     /// Publish a valid snapshot to every stream. Returns false when it is
     /// identical to the current one (nothing is pushed).
-    pub fn publish(&self, snapshot: Snapshot) -> bool {
+    pub fn publish(&self, mut snapshot: Snapshot) -> bool {
         self.snapshot.send_if_modified(|cur| {
-            if cur.as_ref().is_some_and(|c| c.version() == snapshot.version()) {
-                return false;
+            if let Some(c) = cur.as_ref() {
+                if c.version() == snapshot.version() {
+                    return false;
+                }
+                snapshot.reuse(c);
             }
             *cur = Some(Arc::new(snapshot));
             true
@@ -119,5 +122,35 @@ impl State {
     #[must_use]
     pub fn last_reload(&self) -> Option<Reload> {
         self.reload.lock().expect("reload lock").clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::State;
+    use crate::snapshot::{Kind, Snapshot};
+
+    fn snapshot(yaml: &str) -> Snapshot {
+        let policy = crate::policy::load_texts(&[("gateway.yaml".to_owned(), yaml.to_owned())]).expect("valid");
+        crate::translate::translate(&policy)
+    }
+
+    #[test]
+    fn a_new_snapshot_shares_what_did_not_change_with_its_wire_encodings() {
+        let state = State::new();
+        assert!(state.publish(snapshot(include_str!("../tests/fixtures/xds/base.yaml"))));
+        let before = state.current().expect("published");
+        let a_entry = before.all().resources(Kind::Cluster)["a"].sotw_entry().as_ptr();
+        assert!(state.publish(snapshot(include_str!("../tests/fixtures/xds/c-added.yaml"))));
+        let after = state.current().expect("published");
+        let (old, new) = (before.all().resources(Kind::Cluster), after.all().resources(Kind::Cluster));
+        assert!(Arc::ptr_eq(&old["a"], &new["a"]), "unchanged: the same resource");
+        assert_eq!(new["a"].sotw_entry().as_ptr(), a_entry, "and not encoded again");
+        assert!(!old.contains_key("c"));
+        let (old_rds, new_rds) = (before.all().resources(Kind::Route), after.all().resources(Kind::Route));
+        assert!(!Arc::ptr_eq(&old_rds["public"], &new_rds["public"]), "changed: a new resource");
+        assert_eq!(after.view("default").resources(Kind::Cluster).len(), 3, "views see the new snapshot");
     }
 }

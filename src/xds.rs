@@ -4,22 +4,16 @@
 pub mod delta;
 pub mod fleet;
 pub mod tracker;
+pub mod wire;
 
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
-    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
-};
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
-};
-use futures::Stream;
+use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Request, Status, Streaming};
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::metrics::TypeLabel;
@@ -27,16 +21,16 @@ use crate::snapshot::{Kind, View};
 use crate::state::State;
 use delta::DeltaTracker;
 use tracker::{Event, Tracker};
+use wire::{AdsServer, Push, PushStream, Streams};
 
 pub use tracker::{NodeInfo, ProtocolError, TypeStatus};
 
 /// One variant of the ADS protocol as a stream task drives it: the state
-/// machine of [`Tracker`] (SotW) or [`DeltaTracker`] (incremental).
+/// machine of [`Tracker`] (SotW) or [`DeltaTracker`] (incremental). Both
+/// answer with a [`Push`], which encodes as that variant's response.
 pub trait Protocol: Default + Send + 'static {
     /// What the proxy sends.
-    type Request: Send + 'static;
-    /// What legate sends.
-    type Response: Send + 'static;
+    type Request: prost::Message + Default + Send + 'static;
     /// `sotw` or `delta`, for logs and `/api/status`.
     const NAME: &'static str;
     /// Take in one request.
@@ -45,23 +39,20 @@ pub trait Protocol: Default + Send + 'static {
     /// When the request breaks the protocol; the stream ends.
     fn on_request(&mut self, req: Self::Request, now: Instant) -> Result<Event, ProtocolError>;
     /// The next response due against `view`.
-    fn next_response(&mut self, view: &View, now: Instant) -> Option<Self::Response>;
+    fn next_response(&mut self, view: &View, now: Instant) -> Option<Push>;
     /// The node, once known.
     fn node(&self) -> Option<&NodeInfo>;
     /// Per subscribed type: what the proxy ACKed or NACKed.
     fn status(&self) -> Vec<(Kind, TypeStatus)>;
-    /// A response's type URL, version and resource count, for logs and metrics.
-    fn describe(resp: &Self::Response) -> (&str, &str, usize);
 }
 
 impl Protocol for Tracker {
     type Request = DiscoveryRequest;
-    type Response = DiscoveryResponse;
     const NAME: &'static str = "sotw";
     fn on_request(&mut self, req: DiscoveryRequest, now: Instant) -> Result<Event, ProtocolError> {
         Tracker::on_request(self, req, now)
     }
-    fn next_response(&mut self, view: &View, now: Instant) -> Option<DiscoveryResponse> {
+    fn next_response(&mut self, view: &View, now: Instant) -> Option<Push> {
         Tracker::next_response(self, view, now)
     }
     fn node(&self) -> Option<&NodeInfo> {
@@ -70,19 +61,15 @@ impl Protocol for Tracker {
     fn status(&self) -> Vec<(Kind, TypeStatus)> {
         Tracker::status(self).collect()
     }
-    fn describe(resp: &DiscoveryResponse) -> (&str, &str, usize) {
-        (&resp.type_url, &resp.version_info, resp.resources.len())
-    }
 }
 
 impl Protocol for DeltaTracker {
     type Request = DeltaDiscoveryRequest;
-    type Response = DeltaDiscoveryResponse;
     const NAME: &'static str = "delta";
     fn on_request(&mut self, req: DeltaDiscoveryRequest, now: Instant) -> Result<Event, ProtocolError> {
         DeltaTracker::on_request(self, req, now)
     }
-    fn next_response(&mut self, view: &View, now: Instant) -> Option<DeltaDiscoveryResponse> {
+    fn next_response(&mut self, view: &View, now: Instant) -> Option<Push> {
         DeltaTracker::next_response(self, view, now)
     }
     fn node(&self) -> Option<&NodeInfo> {
@@ -90,9 +77,6 @@ impl Protocol for DeltaTracker {
     }
     fn status(&self) -> Vec<(Kind, TypeStatus)> {
         DeltaTracker::status(self).collect()
-    }
-    fn describe(resp: &DeltaDiscoveryResponse) -> (&str, &str, usize) {
-        (&resp.type_url, &resp.system_version_info, resp.resources.len() + resp.removed_resources.len())
     }
 }
 
@@ -112,39 +96,12 @@ impl Ads {
 
     /// As a tonic service.
     #[must_use]
-    pub fn into_service(self) -> AggregatedDiscoveryServiceServer<Ads> {
-        AggregatedDiscoveryServiceServer::new(self).max_decoding_message_size(16 << 20)
-    }
-}
-
-type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
-
-#[tonic::async_trait]
-impl AggregatedDiscoveryService for Ads {
-    type StreamAggregatedResourcesStream = ResponseStream<DiscoveryResponse>;
-    type DeltaAggregatedResourcesStream = ResponseStream<DeltaDiscoveryResponse>;
-
-    async fn stream_aggregated_resources(
-        &self,
-        request: Request<Streaming<DiscoveryRequest>>,
-    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        Ok(Response::new(self.open::<Tracker>(request)))
+    pub fn into_service(self) -> AdsServer<Ads> {
+        AdsServer::new(self, 16 << 20)
     }
 
-    async fn delta_aggregated_resources(
-        &self,
-        request: Request<Streaming<DeltaDiscoveryRequest>>,
-    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        Ok(Response::new(self.open::<DeltaTracker>(request)))
-    }
-}
-
-impl Ads {
     /// Start a stream's task; its responses are the returned stream.
-    fn open<P: Protocol>(&self, request: Request<Streaming<P::Request>>) -> ResponseStream<P::Response>
-    where
-        P::Request: prost::Message + Default,
-    {
+    fn open<P: Protocol>(&self, request: Request<Streaming<P::Request>>) -> PushStream {
         let id = self.streams.fetch_add(1, Ordering::Relaxed) + 1;
         let peer = request.remote_addr().map(|a| a.to_string()).unwrap_or_default();
         let (tx, rx) = mpsc::channel(4);
@@ -155,14 +112,22 @@ impl Ads {
     }
 }
 
+impl Streams for Ads {
+    fn sotw(&self, request: Request<Streaming<DiscoveryRequest>>) -> PushStream {
+        self.open::<Tracker>(request)
+    }
+
+    fn delta(&self, request: Request<Streaming<DeltaDiscoveryRequest>>) -> PushStream {
+        self.open::<DeltaTracker>(request)
+    }
+}
+
 async fn run_stream<P: Protocol>(
     id: u64,
     mut inbound: Streaming<P::Request>,
-    tx: mpsc::Sender<Result<P::Response, Status>>,
+    tx: mpsc::Sender<Result<Push, Status>>,
     state: Arc<State>,
-) where
-    P::Request: prost::Message + Default,
-{
+) {
     let mut snapshots = state.subscribe();
     let mut tracker = P::default();
     let connected_at = SystemTime::now();
@@ -177,12 +142,11 @@ async fn run_stream<P: Protocol>(
             let snapshot = snapshots.borrow_and_update().clone();
             if let Some(snapshot) = snapshot {
                 let view = snapshot.view(&node.cluster);
-                while let Some(resp) = tracker.next_response(&view, Instant::now()) {
-                    let (type_url, version, resources) = P::describe(&resp);
-                    let kind = Kind::from_type_url(type_url).map_or("?", |k| k.short());
-                    debug!(r#type = kind, version, resources, "push");
+                while let Some(push) = tracker.next_response(&view, Instant::now()) {
+                    let kind = push.kind.short();
+                    debug!(r#type = kind, version = %push.version, resources = push.resources.len(), removed = push.removed.len(), "push");
                     state.metrics.pushes.get_or_create(&TypeLabel { r#type: kind }).inc();
-                    if tx.send(Ok(resp)).await.is_err() {
+                    if tx.send(Ok(push)).await.is_err() {
                         break 'stream;
                     }
                 }
@@ -231,7 +195,7 @@ async fn handle<P: Protocol>(
     state: &State,
     tracker: &mut P,
     req: P::Request,
-    tx: &mpsc::Sender<Result<P::Response, Status>>,
+    tx: &mpsc::Sender<Result<Push, Status>>,
 ) -> bool {
     match tracker.on_request(req, Instant::now()) {
         Ok(Event::Ack { kind, latency, .. }) => {

@@ -27,12 +27,15 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Instant, SystemTime};
 
-use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource};
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 
 use super::tracker::{
     holds_back, identify, parse_nonce, served_kind, Event, Nack, NodeInfo, ProtocolError, TypeStatus,
 };
-use crate::snapshot::{version_of_pairs, Kind, View};
+use super::wire::Push;
+use crate::snapshot::{version_of_pairs, Kind, Resource, View};
 
 /// The wildcard subscription name.
 const WILDCARD: &str = "*";
@@ -65,7 +68,7 @@ struct InFlight {
 #[derive(Debug, Default)]
 struct Diff<'v> {
     /// New or changed resources, in name order.
-    put: Vec<&'v crate::snapshot::Resource>,
+    put: Vec<&'v Arc<Resource>>,
     /// Names the proxy holds that must go.
     removed: Vec<String>,
     /// Subscribed names that don't exist and haven't been reported.
@@ -182,7 +185,7 @@ impl DeltaTracker {
 
     /// The next response to send for `view`, if any is due; call again after
     /// sending, as another may be due at once.
-    pub fn next_response(&mut self, view: &View, now: Instant) -> Option<DeltaDiscoveryResponse> {
+    pub fn next_response(&mut self, view: &View, now: Instant) -> Option<Push> {
         for kind in Kind::ALL {
             if self.waiting(kind) {
                 continue;
@@ -207,22 +210,13 @@ impl DeltaTracker {
             }
             t.reported_absent.extend(diff.absent.iter().cloned());
             let version = version_of_pairs(t.held.iter().map(|(n, v)| (n.as_str(), v.as_str())));
-            let resp = DeltaDiscoveryResponse {
-                system_version_info: version.clone(),
-                resources: diff
-                    .put
-                    .iter()
-                    .map(|r| Resource {
-                        name: r.name.clone(),
-                        version: r.version().to_owned(),
-                        resource: Some(r.any.clone()),
-                        ..Default::default()
-                    })
-                    .collect(),
-                type_url: kind.type_url().to_owned(),
-                removed_resources: diff.removed.into_iter().chain(diff.absent).collect(),
+            let resp = Push {
+                delta: true,
+                kind,
+                version: version.clone(),
                 nonce: nonce.to_string(),
-                ..Default::default()
+                resources: diff.put.into_iter().cloned().collect(),
+                removed: diff.removed.into_iter().chain(diff.absent).collect(),
             };
             t.last_nonce = Some(nonce);
             t.in_flight = Some(InFlight { nonce, version, at: now });
@@ -261,8 +255,8 @@ impl DeltaTracker {
             return diff;
         }
         let all = view.resources(kind);
-        let sendable = |(name, r): (&String, &'v std::sync::Arc<crate::snapshot::Resource>)| {
-            (t.held.get(name).map(String::as_str) != Some(r.version())).then_some(&**r)
+        let sendable = |(name, r): (&String, &'v Arc<Resource>)| {
+            (t.held.get(name).map(String::as_str) != Some(r.version())).then_some(r)
         };
         diff.put = if t.wildcard {
             all.iter().filter_map(sendable).collect()
@@ -305,9 +299,9 @@ impl DeltaTracker {
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
-    use std::sync::Arc;
 
     use envoy_types::pb::envoy::config::core::v3::Node;
+    use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryResponse;
     use envoy_types::pb::google::rpc::Status;
 
     use super::*;
@@ -374,7 +368,7 @@ mod tests {
     }
 
     fn next(t: &mut DeltaTracker, v: &View) -> Option<DeltaDiscoveryResponse> {
-        t.next_response(v, Instant::now())
+        t.next_response(v, Instant::now()).map(|p| p.to_delta())
     }
 
     fn feed(t: &mut DeltaTracker, req: DeltaDiscoveryRequest) -> Event {

@@ -16,7 +16,9 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant, SystemTime};
 
-use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
+
+use super::wire::Push;
 
 use crate::snapshot::{version_of, Kind, Resources, View};
 
@@ -197,7 +199,7 @@ impl Tracker {
     /// in flight (the next waits for its ACK or NACK), except that endpoints
     /// may follow clusters before the clusters' ACK. Call again after
     /// sending: another may be due at once.
-    pub fn next_response(&mut self, view: &View, now: Instant) -> Option<DiscoveryResponse> {
+    pub fn next_response(&mut self, view: &View, now: Instant) -> Option<Push> {
         for kind in Kind::ALL {
             if self.waiting(kind) {
                 continue;
@@ -219,12 +221,13 @@ impl Tracker {
             let version = version_of(&desired);
             self.nonces += 1;
             let nonce = self.nonces;
-            let resp = DiscoveryResponse {
-                version_info: version.clone(),
-                resources: desired.values().map(|r| r.any.clone()).collect(),
-                type_url: kind.type_url().to_owned(),
+            let resp = Push {
+                delta: false,
+                kind,
+                version: version.clone(),
                 nonce: nonce.to_string(),
-                ..Default::default()
+                resources: desired.values().cloned().collect(),
+                removed: Vec::new(),
             };
             t.sent = Some(desired);
             t.sent_version = version.clone();
@@ -360,6 +363,7 @@ mod tests {
     use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
     use envoy_types::pb::envoy::config::listener::v3::Listener;
     use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+    use envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse;
     use envoy_types::pb::google::rpc::Status;
     use prost::Message;
 
@@ -450,7 +454,7 @@ mod tests {
     }
 
     fn next(t: &mut Tracker, v: &View) -> Option<DiscoveryResponse> {
-        t.next_response(v, Instant::now())
+        t.next_response(v, Instant::now()).map(|p| p.to_sotw())
     }
 
     /// Take in a request that must be fine.
@@ -821,7 +825,7 @@ mod tests {
         let mut t = Tracker::new();
         feed(&mut t, hello(CDS, &[], "default"));
         let sent_at = Instant::now();
-        let cds = t.next_response(&v, sent_at).expect("CDS");
+        let cds = t.next_response(&v, sent_at).expect("CDS").to_sotw();
         let event = t.on_request(ack(&cds, &[]), sent_at + Duration::from_millis(7)).expect("ACK");
         let Event::Ack { latency, .. } = event else { panic!("expected an ACK, got {event:?}") };
         assert_eq!(latency, Duration::from_millis(7));
