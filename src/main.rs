@@ -182,7 +182,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 access_log,
                 aggregator_addr,
             };
-            runtime()?.block_on(legate::serve::serve(opts, legate::serve::shutdown_signal()))?;
+            let rt = runtime()?;
+            let served = rt.block_on(legate::serve::serve(opts, legate::serve::shutdown_signal()));
+            // Don't wait on the file watcher's and other blocking threads.
+            rt.shutdown_timeout(std::time::Duration::from_millis(200));
+            served?;
         }
         Command::Validate { config } => match legate::policy::load_dir(&config) {
             Ok(p) => {

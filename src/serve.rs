@@ -34,6 +34,9 @@ pub struct ServeOptions {
     pub aggregator_addr: SocketAddr,
 }
 
+/// How long in-flight gRPC calls get to finish once shutdown starts.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Run until `shutdown` resolves.
 ///
 /// # Errors
@@ -77,6 +80,26 @@ pub async fn serve(
     let admin_task = tokio::spawn(axum::serve(admin, admin::router(Arc::clone(&state))).into_future());
     let aggregator_task =
         tokio::spawn(axum::serve(aggregator, Aggregator::new(Arc::clone(&state)).router()).into_future());
+    // On shutdown, end every proxy stream (they never end by themselves), and
+    // give in-flight calls a moment before leaving regardless: Envoy's
+    // access-log streams, too, stay open for as long as they may.
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = {
+        let state = Arc::clone(&state);
+        async move {
+            shutdown.await;
+            info!("shutting down: closing proxy streams");
+            state.stop();
+            let _ = stop_tx.send(());
+        }
+    };
+    let deadline = async move {
+        if stop_rx.await.is_ok() {
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
     let grpc = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
         .add_service(Ads::new(Arc::clone(&state)).into_service())
@@ -85,6 +108,7 @@ pub async fn serve(
         .serve_with_incoming_shutdown(TcpListenerStream::new(xds), shutdown);
     tokio::select! {
         r = grpc => r.context("xDS server failed")?,
+        () = deadline => {}
         r = watcher => r?.context("policy watcher failed")?,
         r = admin_task => r?.context("admin API failed")?,
         r = aggregator_task => r?.context("aggregator failed")?,

@@ -33,6 +33,8 @@ pub struct State {
     pub fleet: Fleet,
     /// Prometheus metrics.
     pub metrics: Metrics,
+    /// Set once legate is shutting down.
+    stopping: watch::Sender<bool>,
 }
 
 impl Default for State {
@@ -44,6 +46,7 @@ impl Default for State {
             aggregations: std::sync::RwLock::default(),
             fleet: Fleet::default(),
             metrics: Metrics::default(),
+            stopping: watch::channel(false).0,
         }
     }
 }
@@ -97,6 +100,20 @@ impl State {
     #[must_use]
     pub fn current(&self) -> Option<Arc<Snapshot>> {
         self.snapshot.borrow().clone()
+    }
+
+    /// Shut down: every proxy stream ends, so that proxies move to another
+    /// replica at once rather than when this process is gone.
+    pub fn stop(&self) {
+        self.stopping.send_replace(true);
+    }
+
+    /// Resolves once [`State::stop`] is called.
+    pub fn stopped(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.stopping.subscribe();
+        async move {
+            let _ = rx.wait_for(|stopping| *stopping).await;
+        }
     }
 
     /// Follow published snapshots.

@@ -82,8 +82,8 @@ fn text(v: &Value) -> String {
 
 /// One type's state on a node: (type, ACKed version, last NACK).
 type TypeRow = (String, String, String);
-/// One node: (id, cluster, connected at, its types).
-type NodeRow = (String, String, String, Vec<TypeRow>);
+/// One node: (id, cluster, connected at, xDS protocol, its types).
+type NodeRow = (String, String, String, String, Vec<TypeRow>);
 
 fn nodes(status: &Value) -> Vec<NodeRow> {
     let Some(list) = status["nodes"].as_array() else { return Vec::new() };
@@ -105,7 +105,7 @@ fn nodes(status: &Value) -> Vec<NodeRow> {
                 })
                 .unwrap_or_default();
             kinds.sort();
-            (text(&n["id"]), text(&n["cluster"]), text(&n["connected_at"]), kinds)
+            (text(&n["id"]), text(&n["cluster"]), text(&n["connected_at"]), text(&n["protocol"]), kinds)
         })
         .collect()
 }
@@ -144,10 +144,10 @@ pub fn html(status: &Value) -> String {
         }
         o.push_str("</ul>");
     }
-    o.push_str("<h2>Proxies</h2><table id=\"nodes\"><tr><th>node</th><th>cluster</th><th>connected</th><th>type</th><th>ACKed version</th><th>last NACK</th></tr>");
-    for (id, cluster, at, kinds) in nodes(status) {
+    o.push_str("<h2>Proxies</h2><table id=\"nodes\"><tr><th>node</th><th>cluster</th><th>connected</th><th>xDS</th><th>type</th><th>ACKed version</th><th>last NACK</th></tr>");
+    for (id, cluster, at, protocol, kinds) in nodes(status) {
         let rows = kinds.len().max(1);
-        let _ = write!(o, "<tr class=\"node\"><td rowspan=\"{rows}\">{}</td><td rowspan=\"{rows}\">{}</td><td rowspan=\"{rows}\">{}</td>", esc(&id), esc(&cluster), esc(&at));
+        let _ = write!(o, "<tr class=\"node\"><td rowspan=\"{rows}\">{}</td><td rowspan=\"{rows}\">{}</td><td rowspan=\"{rows}\">{}</td><td rowspan=\"{rows}\">{}</td>", esc(&id), esc(&cluster), esc(&at), esc(&protocol));
         if kinds.is_empty() {
             o.push_str("<td></td><td></td><td></td></tr>");
         }
@@ -199,13 +199,14 @@ pub fn table(status: &Value) -> String {
             );
         }
     }
-    let _ = writeln!(o, "\n{:<20} {:<12} {:<8} {:<18} LAST NACK", "NODE", "CLUSTER", "TYPE", "ACKED VERSION");
-    for (id, cluster, _, kinds) in nodes(status) {
+    let _ =
+        writeln!(o, "\n{:<20} {:<12} {:<6} {:<22} {:<18} LAST NACK", "NODE", "CLUSTER", "XDS", "TYPE", "ACKED VERSION");
+    for (id, cluster, _, protocol, kinds) in nodes(status) {
         if kinds.is_empty() {
-            let _ = writeln!(o, "{id:<20} {cluster:<12}");
+            let _ = writeln!(o, "{id:<20} {cluster:<12} {protocol:<6}");
         }
         for (kind, acked, nack) in kinds {
-            let _ = writeln!(o, "{id:<20} {cluster:<12} {kind:<8} {acked:<18} {nack}");
+            let _ = writeln!(o, "{id:<20} {cluster:<12} {protocol:<6} {kind:<22} {acked:<18} {nack}");
         }
     }
     let _ = writeln!(

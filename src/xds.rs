@@ -129,6 +129,7 @@ async fn run_stream<P: Protocol>(
     state: Arc<State>,
 ) {
     let mut snapshots = state.subscribe();
+    let mut stopped = std::pin::pin!(state.stopped());
     let mut tracker = P::default();
     let connected_at = SystemTime::now();
     let mut counted = false;
@@ -173,6 +174,11 @@ async fn run_stream<P: Protocol>(
                 }
             },
             changed = snapshots.changed() => if changed.is_err() { break },
+            () = &mut stopped => {
+                // UNAVAILABLE: Envoy reconnects at once, to another replica if it has one.
+                let _ = tx.send(Err(Status::unavailable("legate is shutting down"))).await;
+                break;
+            }
         }
     }
     if counted {

@@ -75,6 +75,10 @@ fn killing_the_replica_an_envoy_uses_moves_it_to_another_with_nothing_reapplied(
     let before = applied(&envoy);
 
     gw.stop(connected.0);
+    // SIGTERM ends its streams (UNAVAILABLE, so Envoy moves at once) and it
+    // exits by itself rather than being killed.
+    let log = std::fs::read_to_string(gw.log(connected.0)).expect("the replica's log");
+    assert!(log.contains("legate stopped"), "{} did not stop by itself on SIGTERM:\n{log}", connected.0);
     let moved = gw.wait(&format!("Envoy to reconnect to {survivor_name}"), RECONNECT, || {
         node_at(survivor_admin, "envoy-ha").filter(|n| n["resources"][LDS]["acked_version"] == acked)
     });
