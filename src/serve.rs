@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio_stream::wrappers::TcpListenerStream;
 use tracing::info;
 
@@ -59,14 +59,11 @@ pub async fn serve(
         let state = Arc::clone(&state);
         tokio::task::spawn_blocking(move || watch::reload(&dir, &state)).await?.unwrap_or_default()
     };
-    let xds = TcpListener::bind(opts.xds_addr)
-        .await
+    let xds = listen(opts.xds_addr)
         .with_context(|| format!("cannot listen for xDS on {}", opts.xds_addr))?;
-    let admin = TcpListener::bind(opts.admin_addr)
-        .await
+    let admin = listen(opts.admin_addr)
         .with_context(|| format!("cannot listen for the admin API on {}", opts.admin_addr))?;
-    let aggregator = TcpListener::bind(opts.aggregator_addr)
-        .await
+    let aggregator = listen(opts.aggregator_addr)
         .with_context(|| format!("cannot listen for the aggregator on {}", opts.aggregator_addr))?;
     info!(
         xds = %xds.local_addr()?,
@@ -105,7 +102,7 @@ pub async fn serve(
         .add_service(Ads::new(Arc::clone(&state)).into_service())
         .add_service(ratelimit::Service::new(Arc::new(counters), Arc::clone(&state)).into_service())
         .add_service(accesslog::Service::new(sink, Arc::clone(&state)).into_service())
-        .serve_with_incoming_shutdown(TcpListenerStream::new(xds), shutdown);
+        .serve_with_incoming_shutdown(no_delay(TcpListenerStream::new(xds)), shutdown);
     tokio::select! {
         r = grpc => r.context("xDS server failed")?,
         () = deadline => {}
@@ -115,6 +112,33 @@ pub async fn serve(
     }
     info!("legate stopped");
     Ok(())
+}
+
+/// Pending connections a listener queues: a fleet reconnects all at once
+/// after a restart, and the default (128) resets connections beyond it.
+const BACKLOG: u32 = 4096;
+
+/// A listener on `addr` with a [`BACKLOG`]-long accept queue.
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
+}
+
+/// Accepted connections with Nagle's algorithm off: small xDS and
+/// rate-limit messages go out at once. (tonic ignores its own `tcp_nodelay`
+/// for an incoming stream given to it.)
+fn no_delay(
+    incoming: TcpListenerStream,
+) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> + Send + 'static {
+    use futures::StreamExt;
+    incoming.map(|conn| {
+        conn.inspect(|c| {
+            // A socket that refuses it is served all the same.
+            let _ = c.set_nodelay(true);
+        })
+    })
 }
 
 /// Resolves on SIGINT or SIGTERM.
