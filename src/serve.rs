@@ -59,10 +59,9 @@ pub async fn serve(
         let state = Arc::clone(&state);
         tokio::task::spawn_blocking(move || watch::reload(&dir, &state)).await?.unwrap_or_default()
     };
-    let xds = listen(opts.xds_addr)
-        .with_context(|| format!("cannot listen for xDS on {}", opts.xds_addr))?;
-    let admin = listen(opts.admin_addr)
-        .with_context(|| format!("cannot listen for the admin API on {}", opts.admin_addr))?;
+    let xds = listen(opts.xds_addr).with_context(|| format!("cannot listen for xDS on {}", opts.xds_addr))?;
+    let admin =
+        listen(opts.admin_addr).with_context(|| format!("cannot listen for the admin API on {}", opts.admin_addr))?;
     let aggregator = listen(opts.aggregator_addr)
         .with_context(|| format!("cannot listen for the aggregator on {}", opts.aggregator_addr))?;
     info!(

@@ -116,11 +116,12 @@ pub struct Resource {
 }
 
 impl Resource {
-    /// The resource's own version (delta xDS): its hash, the same on every
-    /// replica and after every restart.
+    /// The resource's own version (delta xDS): the first 16 hex digits
+    /// (64 bits) of its hash, the same on every replica and after every
+    /// restart.
     #[must_use]
     pub fn version(&self) -> &str {
-        &self.hash
+        &self.hash[..16]
     }
 
     fn new<M: prost::Message + Name>(name: String, msg: &M) -> Arc<Resource> {
@@ -153,7 +154,7 @@ impl Resource {
         self.delta_entry.get_or_init(|| {
             crate::xds::wire::entry(&envoy_types::pb::envoy::service::discovery::v3::Resource {
                 name: self.name.clone(),
-                version: self.hash.clone(),
+                version: self.version().to_owned(),
                 resource: Some(self.any.clone()),
                 ..Default::default()
             })

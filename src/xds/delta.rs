@@ -32,7 +32,7 @@ use std::sync::Arc;
 use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 
 use super::tracker::{
-    holds_back, identify, parse_nonce, served_kind, Event, Nack, NodeInfo, ProtocolError, TypeStatus,
+    holds_back, identify, parse_nonce, served_kind, Dirty, Event, Nack, NodeInfo, ProtocolError, TypeStatus,
 };
 use super::wire::Push;
 use crate::snapshot::{version_of_pairs, Kind, Resource, View};
@@ -48,13 +48,39 @@ struct TypeState {
     /// What the proxy holds: resource name → version. Its own report on
     /// (re)connecting, then everything sent (a NACKed resource counts as
     /// held: it is not sent again until it changes).
-    held: BTreeMap<String, String>,
+    held: BTreeMap<String, Held>,
     /// Subscribed names already reported as not existing.
     reported_absent: BTreeSet<String>,
     last_nonce: Option<u64>,
     in_flight: Option<InFlight>,
     acked_version: Option<String>,
     nack: Option<Nack>,
+}
+
+/// A resource version a proxy holds.
+#[derive(Debug)]
+enum Held {
+    /// One this stream sent: shared with the snapshot, compared by pointer first.
+    Sent(Arc<Resource>),
+    /// As the proxy reported it on (re)connecting.
+    Reported(String),
+}
+
+impl Held {
+    fn version(&self) -> &str {
+        match self {
+            Held::Sent(r) => r.version(),
+            Held::Reported(v) => v,
+        }
+    }
+
+    /// Whether the proxy has exactly `r`.
+    fn is(&self, r: &Arc<Resource>) -> bool {
+        match self {
+            Held::Sent(s) => Arc::ptr_eq(s, r) || s.hash == r.hash,
+            Held::Reported(v) => v == r.version(),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -73,6 +99,8 @@ struct Diff<'v> {
     removed: Vec<String>,
     /// Subscribed names that don't exist and haven't been reported.
     absent: Vec<String>,
+    /// Some removal waits for clusters, listeners or routes.
+    held_back: bool,
 }
 
 impl Diff<'_> {
@@ -87,6 +115,7 @@ pub struct DeltaTracker {
     node: Option<NodeInfo>,
     types: [TypeState; Kind::ALL.len()],
     nonces: u64,
+    dirty: Dirty,
 }
 
 impl DeltaTracker {
@@ -125,6 +154,7 @@ impl DeltaTracker {
             Err(unserved) => return Ok(unserved),
         };
         let nonce = parse_nonce(&req.response_nonce, self.nonces)?;
+        self.dirty.touch(kind);
         let t = &mut self.types[kind as usize];
 
         // Subscriptions are deltas: they count whatever the nonce.
@@ -133,10 +163,11 @@ impl DeltaTracker {
         if first {
             t.subscribed = true;
             t.wildcard = kind.is_wildcard() && req.resource_names_subscribe.is_empty();
-            t.held = req.initial_resource_versions.iter().map(|(n, v)| (n.clone(), v.clone())).collect();
+            t.held =
+                req.initial_resource_versions.iter().map(|(n, v)| (n.clone(), Held::Reported(v.clone()))).collect();
             if !t.held.is_empty() {
                 // What a reconnecting proxy holds is what it last applied.
-                t.acked_version = Some(version_of_pairs(t.held.iter().map(|(n, v)| (n.as_str(), v.as_str()))));
+                t.acked_version = Some(version_of_pairs(t.held.iter().map(|(n, h)| (n.as_str(), h.version()))));
             }
         }
         for name in req.resource_names_subscribe {
@@ -186,19 +217,22 @@ impl DeltaTracker {
     /// The next response to send for `view`, if any is due; call again after
     /// sending, as another may be due at once.
     pub fn next_response(&mut self, view: &View, now: Instant) -> Option<Push> {
+        self.dirty.see(view);
         for kind in Kind::ALL {
-            if self.waiting(kind) {
+            if self.waiting(kind) || !self.dirty.needs_look(kind) {
                 continue;
             }
             let diff = self.diff(kind, view);
             if diff.is_empty() {
+                self.dirty.settle(kind, diff.held_back);
                 continue;
             }
+            self.dirty.touch(kind);
             self.nonces += 1;
             let nonce = self.nonces;
             let t = &mut self.types[kind as usize];
             for r in &diff.put {
-                t.held.insert(r.name.clone(), r.version().to_owned());
+                t.held.insert(r.name.clone(), Held::Sent(Arc::clone(r)));
                 t.reported_absent.remove(&r.name);
             }
             for name in &diff.removed {
@@ -209,7 +243,7 @@ impl DeltaTracker {
                 }
             }
             t.reported_absent.extend(diff.absent.iter().cloned());
-            let version = version_of_pairs(t.held.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+            let version = version_of_pairs(t.held.iter().map(|(n, h)| (n.as_str(), h.version())));
             let resp = Push {
                 delta: true,
                 kind,
@@ -255,9 +289,7 @@ impl DeltaTracker {
             return diff;
         }
         let all = view.resources(kind);
-        let sendable = |(name, r): (&String, &'v Arc<Resource>)| {
-            (t.held.get(name).map(String::as_str) != Some(r.version())).then_some(r)
-        };
+        let sendable = |(name, r): (&String, &'v Arc<Resource>)| t.held.get(name).is_none_or(|h| !h.is(r)).then_some(r);
         diff.put = if t.wildcard {
             all.iter().filter_map(sendable).collect()
         } else {
@@ -270,13 +302,13 @@ impl DeltaTracker {
                 hold_named && (!t.wildcard || t.names.contains(name))
             }
         };
-        diff.removed = t
-            .held
-            .keys()
-            .filter(|n| !all.contains_key(*n) || !(t.wildcard || t.names.contains(*n)))
-            .filter(|n| !held_back(n))
-            .cloned()
-            .collect();
+        for name in t.held.keys().filter(|n| !all.contains_key(*n) || !(t.wildcard || t.names.contains(*n))) {
+            if held_back(name) {
+                diff.held_back = true;
+            } else {
+                diff.removed.push(name.clone());
+            }
+        }
         diff.absent = t
             .names
             .iter()
@@ -419,7 +451,7 @@ mod tests {
         assert_eq!(feed(&mut t, hello(CDS, &[], "default")), Event::Subscribed(CDS));
         let resp = next(&mut t, &v).expect("CDS");
         assert_eq!(put(&resp), ["a", "b"]);
-        assert!(resp.resources.iter().all(|r| r.version.len() == 64 && r.resource.is_some()));
+        assert!(resp.resources.iter().all(|r| r.version.len() == 16 && r.resource.is_some()));
         assert_eq!(resp.resources[0].version, v.resources(CDS)["a"].version());
         assert!(removed(&resp).is_empty());
         assert_eq!(resp.nonce, "1");

@@ -106,6 +106,7 @@ pub struct Tracker {
     node: Option<NodeInfo>,
     types: [TypeState; Kind::ALL.len()],
     nonces: u64,
+    dirty: Dirty,
 }
 
 /// What `/api/status` shows for one type on one stream.
@@ -151,6 +152,7 @@ impl Tracker {
             Err(unserved) => return Ok(unserved),
         };
         let nonce = parse_nonce(&req.response_nonce, self.nonces)?;
+        self.dirty.touch(kind);
         let t = &mut self.types[kind as usize];
         if let Some(n) = nonce {
             if t.last_nonce != Some(n) {
@@ -200,8 +202,12 @@ impl Tracker {
     /// may follow clusters before the clusters' ACK. Call again after
     /// sending: another may be due at once.
     pub fn next_response(&mut self, view: &View, now: Instant) -> Option<Push> {
+        self.dirty.see(view);
         for kind in Kind::ALL {
             if self.waiting(kind) {
+                continue;
+            }
+            if !self.dirty.needs_look(kind) {
                 continue;
             }
             let Some(desired) = self.desired(kind, view) else { continue };
@@ -211,10 +217,15 @@ impl Tracker {
                     // Reconnected with exactly this: nothing to send.
                     t.sent_version = initial.clone();
                     t.sent = Some(desired);
+                    self.dirty.touch(kind);
                     continue;
                 }
             }
             if !needs_send(kind, t.sent.as_ref(), &desired) {
+                // Clusters kept for the old routes wait on listeners and routes.
+                let all = view.resources(kind);
+                let held_back = t.sent.as_ref().is_some_and(|sent| sent.keys().any(|n| !all.contains_key(n)));
+                self.dirty.settle(kind, kind == Kind::Cluster && held_back);
                 continue;
             }
             // Hashed only when sending: every request passes through here.
@@ -233,6 +244,7 @@ impl Tracker {
             t.sent_version = version.clone();
             t.last_nonce = Some(nonce);
             t.in_flight = Some(InFlight { nonce, version, at: now });
+            self.dirty.touch(kind);
             return Some(resp);
         }
         None
@@ -283,6 +295,56 @@ impl Tracker {
             let Some(desired) = self.desired(k, view) else { return true };
             !needs_send(k, t.sent.as_ref(), &desired) && t.nack.is_none()
         })
+    }
+}
+
+/// Which types a stream must compare against the view again. A type is
+/// looked at when the view's version of it changed, when a request or a
+/// response of it went by, or when it holds back a removal (clusters for
+/// old routes; in delta, resources that left the snapshot) and clusters,
+/// listeners or routes moved. Otherwise it is skipped: a change to one
+/// route costs each stream one comparison of route configurations, not of
+/// every type, however many clusters the policy has.
+#[derive(Debug, Default)]
+pub(super) struct Dirty {
+    clean: [bool; Kind::ALL.len()],
+    seen: [String; Kind::ALL.len()],
+    held_back: [bool; Kind::ALL.len()],
+}
+
+impl Dirty {
+    /// Something about `kind` changed.
+    pub(super) fn touch(&mut self, kind: Kind) {
+        self.clean[kind as usize] = false;
+        if matches!(kind, Kind::Cluster | Kind::Listener | Kind::Route) {
+            for k in Kind::ALL {
+                if self.held_back[k as usize] {
+                    self.clean[k as usize] = false;
+                }
+            }
+        }
+    }
+
+    /// Note the view about to be compared: types whose version changed are touched.
+    pub(super) fn see(&mut self, view: &View) {
+        for k in Kind::ALL {
+            if self.seen[k as usize] != view.version(k) {
+                view.version(k).clone_into(&mut self.seen[k as usize]);
+                self.touch(k);
+            }
+        }
+    }
+
+    /// Whether `kind` must be compared.
+    pub(super) fn needs_look(&self, kind: Kind) -> bool {
+        !self.clean[kind as usize]
+    }
+
+    /// `kind` was compared and needs nothing sent; `held_back` if it waits
+    /// on clusters, listeners or routes for a removal.
+    pub(super) fn settle(&mut self, kind: Kind, held_back: bool) {
+        self.clean[kind as usize] = true;
+        self.held_back[kind as usize] = held_back;
     }
 }
 
@@ -345,7 +407,7 @@ fn needs_send(kind: Kind, sent: Option<&Resources>, desired: &Resources) -> bool
         return kind.is_wildcard() || !desired.is_empty();
     };
     let differs = |(name, r): (&String, &std::sync::Arc<crate::snapshot::Resource>)| {
-        sent.get(name).is_none_or(|s| s.hash != r.hash)
+        sent.get(name).is_none_or(|s| !std::sync::Arc::ptr_eq(s, r) && s.hash != r.hash)
     };
     if kind.is_wildcard() {
         sent.len() != desired.len() || desired.iter().any(differs)
