@@ -25,15 +25,13 @@
 //! routes that used them are replaced.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 
-use super::tracker::{
-    holds_back, identify, parse_nonce, served_kind, Dirty, Event, Nack, NodeInfo, ProtocolError, TypeStatus,
-};
+use super::tracker::{waiting, Acks, Event, Header, NodeInfo, ProtocolError, TypeStatus};
 use super::wire::Push;
 use crate::snapshot::{version_of_pairs, Kind, Resource, View};
 
@@ -51,10 +49,7 @@ struct TypeState {
     held: BTreeMap<String, Held>,
     /// Subscribed names already reported as not existing.
     reported_absent: BTreeSet<String>,
-    last_nonce: Option<u64>,
-    in_flight: Option<InFlight>,
-    acked_version: Option<String>,
-    nack: Option<Nack>,
+    acks: Acks,
 }
 
 /// A resource version a proxy holds.
@@ -83,13 +78,6 @@ impl Held {
     }
 }
 
-#[derive(Debug)]
-struct InFlight {
-    nonce: u64,
-    version: String,
-    at: Instant,
-}
-
 /// What must change at the proxy for one type.
 #[derive(Debug, Default)]
 struct Diff<'v> {
@@ -112,10 +100,8 @@ impl Diff<'_> {
 /// The subscription and ACK/NACK/nonce state of one delta ADS stream.
 #[derive(Debug, Default)]
 pub struct DeltaTracker {
-    node: Option<NodeInfo>,
+    header: Header,
     types: [TypeState; Kind::ALL.len()],
-    nonces: u64,
-    dirty: Dirty,
 }
 
 impl DeltaTracker {
@@ -128,18 +114,17 @@ impl DeltaTracker {
     /// The node, once the first request has named it.
     #[must_use]
     pub fn node(&self) -> Option<&NodeInfo> {
-        self.node.as_ref()
+        self.header.node.as_ref()
     }
 
     /// Status of every type the proxy has asked for. The ACKed version is
     /// that of the set the proxy holds, so it equals the SotW version of the
     /// same resources.
     pub fn status(&self) -> impl Iterator<Item = (Kind, TypeStatus)> + '_ {
-        Kind::ALL
-            .into_iter()
-            .map(|k| (k, &self.types[k as usize]))
-            .filter(|(_, t)| t.subscribed)
-            .map(|(k, t)| (k, TypeStatus { acked_version: t.acked_version.clone(), nack: t.nack.clone() }))
+        Kind::ALL.into_iter().filter_map(|k| {
+            let t = &self.types[k as usize];
+            t.subscribed.then(|| (k, t.acks.status()))
+        })
     }
 
     /// Take in one request.
@@ -148,13 +133,10 @@ impl DeltaTracker {
     /// When the request breaks the protocol: no node on the first request,
     /// no type URL, or a nonce this stream never sent.
     pub fn on_request(&mut self, req: DeltaDiscoveryRequest, now: Instant) -> Result<Event, ProtocolError> {
-        identify(&mut self.node, req.node.as_ref())?;
-        let kind = match served_kind(req.type_url)? {
-            Ok(kind) => kind,
+        let (kind, nonce) = match self.header.begin(req.node.as_ref(), req.type_url, &req.response_nonce)? {
+            Ok(known) => known,
             Err(unserved) => return Ok(unserved),
         };
-        let nonce = parse_nonce(&req.response_nonce, self.nonces)?;
-        self.dirty.touch(kind);
         let t = &mut self.types[kind as usize];
 
         // Subscriptions are deltas: they count whatever the nonce.
@@ -167,7 +149,7 @@ impl DeltaTracker {
                 req.initial_resource_versions.iter().map(|(n, v)| (n.clone(), Held::Reported(v.clone()))).collect();
             if !t.held.is_empty() {
                 // What a reconnecting proxy holds is what it last applied.
-                t.acked_version = Some(version_of_pairs(t.held.iter().map(|(n, h)| (n.as_str(), h.version()))));
+                t.acks.acked_version = Some(version_of_pairs(t.held.iter().map(|(n, h)| (n.as_str(), h.version()))));
             }
         }
         for name in req.resource_names_subscribe {
@@ -200,36 +182,27 @@ impl DeltaTracker {
         let Some(n) = nonce else {
             return Ok(Event::Subscribed(kind));
         };
-        let Some(flight) = t.in_flight.take_if(|f| f.nonce == n) else {
+        if !t.acks.awaits(n) {
             return Ok(if changed { Event::Subscribed(kind) } else { Event::Stale(kind) });
-        };
-        let latency = now.saturating_duration_since(flight.at);
-        if let Some(status) = req.error_detail {
-            let nack = Nack { version: flight.version, message: status.message, at: SystemTime::now() };
-            t.nack = Some(nack.clone());
-            return Ok(Event::Nack { kind, nack });
         }
-        t.acked_version = Some(flight.version.clone());
-        t.nack = None;
-        Ok(Event::Ack { kind, version: flight.version, latency })
+        // An ACK takes the set sent (a delta ACK names no version).
+        Ok(t.acks.answer(kind, n, req.error_detail, None, now))
     }
 
     /// The next response to send for `view`, if any is due; call again after
     /// sending, as another may be due at once.
     pub fn next_response(&mut self, view: &View, now: Instant) -> Option<Push> {
-        self.dirty.see(view);
+        self.header.dirty.see(view);
         for kind in Kind::ALL {
-            if self.waiting(kind) || !self.dirty.needs_look(kind) {
+            if self.waiting(kind) || !self.header.dirty.needs_look(kind) {
                 continue;
             }
             let diff = self.diff(kind, view);
             if diff.is_empty() {
-                self.dirty.settle(kind, diff.held_back);
+                self.header.dirty.settle(kind, diff.held_back);
                 continue;
             }
-            self.dirty.touch(kind);
-            self.nonces += 1;
-            let nonce = self.nonces;
+            let nonce = self.header.sending(kind);
             let t = &mut self.types[kind as usize];
             for r in &diff.put {
                 t.held.insert(r.name.clone(), Held::Sent(Arc::clone(r)));
@@ -252,16 +225,15 @@ impl DeltaTracker {
                 resources: diff.put.into_iter().cloned().collect(),
                 removed: diff.removed.into_iter().chain(diff.absent).collect(),
             };
-            t.last_nonce = Some(nonce);
-            t.in_flight = Some(InFlight { nonce, version, at: now });
+            t.acks.sent(nonce, version, now);
             return Some(resp);
         }
         None
     }
 
-    /// See [`holds_back`].
+    /// See [`waiting`].
     fn waiting(&self, kind: Kind) -> bool {
-        Kind::ALL.into_iter().any(|k| self.types[k as usize].in_flight.is_some() && holds_back(k, kind))
+        waiting(kind, |k| self.types[k as usize].acks.in_flight.is_some())
     }
 
     /// What must change at the proxy for `kind` to match `view`.
@@ -275,7 +247,7 @@ impl DeltaTracker {
         let routes_done = self.routes_caught_up(view);
         let clusters_done = routes_done && {
             let cds = &self.types[Kind::Cluster as usize];
-            cds.in_flight.is_none() && self.diff_with(Kind::Cluster, view, false, true).is_empty()
+            cds.acks.in_flight.is_none() && self.diff_with(Kind::Cluster, view, false, true).is_empty()
         };
         self.diff_with(kind, view, !routes_done, !clusters_done)
     }
@@ -323,7 +295,7 @@ impl DeltaTracker {
     fn routes_caught_up(&self, view: &View) -> bool {
         [Kind::Listener, Kind::Route].into_iter().all(|k| {
             let t = &self.types[k as usize];
-            !t.subscribed || (t.nack.is_none() && self.diff_with(k, view, true, true).is_empty())
+            !t.subscribed || (t.acks.nack.is_none() && self.diff_with(k, view, true, true).is_empty())
         })
     }
 }

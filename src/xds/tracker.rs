@@ -85,28 +85,14 @@ struct TypeState {
     /// What the last response of this type carried (for named types, only
     /// the names still subscribed: a name requested again is sent again).
     sent: Option<Resources>,
-    sent_version: String,
-    last_nonce: Option<u64>,
-    /// The last response of this type, until its ACK or NACK.
-    in_flight: Option<InFlight>,
-    acked_version: Option<String>,
-    nack: Option<Nack>,
-}
-
-#[derive(Debug)]
-struct InFlight {
-    nonce: u64,
-    version: String,
-    at: Instant,
+    acks: Acks,
 }
 
 /// The ACK/NACK/nonce state of one ADS stream.
 #[derive(Debug, Default)]
 pub struct Tracker {
-    node: Option<NodeInfo>,
+    header: Header,
     types: [TypeState; Kind::ALL.len()],
-    nonces: u64,
-    dirty: Dirty,
 }
 
 /// What `/api/status` shows for one type on one stream.
@@ -128,16 +114,15 @@ impl Tracker {
     /// The node, once the first request has named it.
     #[must_use]
     pub fn node(&self) -> Option<&NodeInfo> {
-        self.node.as_ref()
+        self.header.node.as_ref()
     }
 
     /// Status of every type the proxy has asked for.
     pub fn status(&self) -> impl Iterator<Item = (Kind, TypeStatus)> + '_ {
-        Kind::ALL
-            .into_iter()
-            .map(|k| (k, &self.types[k as usize]))
-            .filter(|(_, t)| t.subscribed)
-            .map(|(k, t)| (k, TypeStatus { acked_version: t.acked_version.clone(), nack: t.nack.clone() }))
+        Kind::ALL.into_iter().filter_map(|k| {
+            let t = &self.types[k as usize];
+            t.subscribed.then(|| (k, t.acks.status()))
+        })
     }
 
     /// Take in one request.
@@ -146,18 +131,13 @@ impl Tracker {
     /// When the request breaks the protocol: no node on the first request,
     /// no type URL, or a nonce this stream never sent.
     pub fn on_request(&mut self, req: DiscoveryRequest, now: Instant) -> Result<Event, ProtocolError> {
-        identify(&mut self.node, req.node.as_ref())?;
-        let kind = match served_kind(req.type_url)? {
-            Ok(kind) => kind,
+        let (kind, nonce) = match self.header.begin(req.node.as_ref(), req.type_url, &req.response_nonce)? {
+            Ok(known) => known,
             Err(unserved) => return Ok(unserved),
         };
-        let nonce = parse_nonce(&req.response_nonce, self.nonces)?;
-        self.dirty.touch(kind);
         let t = &mut self.types[kind as usize];
-        if let Some(n) = nonce {
-            if t.last_nonce != Some(n) {
-                return Ok(Event::Stale(kind));
-            }
+        if nonce.is_some_and(|n| !t.acks.is_latest(n)) {
+            return Ok(Event::Stale(kind));
         }
 
         // Subscription: the names asked for, or everything.
@@ -166,7 +146,7 @@ impl Tracker {
         if !t.subscribed && nonce.is_none() && !req.version_info.is_empty() {
             // A reconnect: the proxy already has this version.
             t.initial_version = Some(req.version_info.clone());
-            t.acked_version = Some(req.version_info.clone());
+            t.acks.acked_version = Some(req.version_info.clone());
         }
         if !wildcard {
             // Envoy drops what it unsubscribes from; forget that it was sent.
@@ -181,20 +161,9 @@ impl Tracker {
         let Some(n) = nonce else {
             return Ok(Event::Subscribed(kind));
         };
-        // The answer to our latest response of this type.
-        let flight = t.in_flight.take_if(|f| f.nonce == n);
-        let (version, latency) = flight.map_or_else(
-            || (t.sent_version.clone(), Duration::ZERO),
-            |f| (f.version, now.saturating_duration_since(f.at)),
-        );
-        if let Some(status) = req.error_detail {
-            let nack = Nack { version, message: status.message, at: SystemTime::now() };
-            t.nack = Some(nack.clone());
-            return Ok(Event::Nack { kind, nack });
-        }
-        t.acked_version = Some(req.version_info.clone());
-        t.nack = None;
-        Ok(Event::Ack { kind, version: req.version_info, latency })
+        // The answer to our latest response of this type; an ACK says
+        // which version the proxy now runs.
+        Ok(t.acks.answer(kind, n, req.error_detail, Some(req.version_info), now))
     }
 
     /// The next response to send for `view`, if any is due. At most one is
@@ -202,12 +171,12 @@ impl Tracker {
     /// may follow clusters before the clusters' ACK. Call again after
     /// sending: another may be due at once.
     pub fn next_response(&mut self, view: &View, now: Instant) -> Option<Push> {
-        self.dirty.see(view);
+        self.header.dirty.see(view);
         for kind in Kind::ALL {
             if self.waiting(kind) {
                 continue;
             }
-            if !self.dirty.needs_look(kind) {
+            if !self.header.dirty.needs_look(kind) {
                 continue;
             }
             let Some(desired) = self.desired(kind, view) else { continue };
@@ -215,9 +184,9 @@ impl Tracker {
             if t.sent.is_none() {
                 if let Some(initial) = t.initial_version.as_ref().filter(|v| **v == version_of(&desired)) {
                     // Reconnected with exactly this: nothing to send.
-                    t.sent_version = initial.clone();
+                    t.acks.sent_version = initial.clone();
                     t.sent = Some(desired);
-                    self.dirty.touch(kind);
+                    self.header.dirty.touch(kind);
                     continue;
                 }
             }
@@ -225,13 +194,12 @@ impl Tracker {
                 // Clusters kept for the old routes wait on listeners and routes.
                 let all = view.resources(kind);
                 let held_back = t.sent.as_ref().is_some_and(|sent| sent.keys().any(|n| !all.contains_key(n)));
-                self.dirty.settle(kind, kind == Kind::Cluster && held_back);
+                self.header.dirty.settle(kind, kind == Kind::Cluster && held_back);
                 continue;
             }
             // Hashed only when sending: every request passes through here.
             let version = version_of(&desired);
-            self.nonces += 1;
-            let nonce = self.nonces;
+            let nonce = self.header.sending(kind);
             let resp = Push {
                 delta: false,
                 kind,
@@ -241,10 +209,7 @@ impl Tracker {
                 removed: Vec::new(),
             };
             t.sent = Some(desired);
-            t.sent_version = version.clone();
-            t.last_nonce = Some(nonce);
-            t.in_flight = Some(InFlight { nonce, version, at: now });
-            self.dirty.touch(kind);
+            t.acks.sent(nonce, version, now);
             return Some(resp);
         }
         None
@@ -256,7 +221,7 @@ impl Tracker {
     /// clusters only once it has their endpoints, and warms a listener or
     /// cluster with TLS only once it has its secrets.
     fn waiting(&self, kind: Kind) -> bool {
-        Kind::ALL.into_iter().any(|k| self.types[k as usize].in_flight.is_some() && holds_back(k, kind))
+        waiting(kind, |k| self.types[k as usize].acks.in_flight.is_some())
     }
 
     /// What the client should have of `kind` now, or `None` if it has not asked.
@@ -293,9 +258,122 @@ impl Tracker {
                 return true;
             }
             let Some(desired) = self.desired(k, view) else { return true };
-            !needs_send(k, t.sent.as_ref(), &desired) && t.nack.is_none()
+            !needs_send(k, t.sent.as_ref(), &desired) && t.acks.nack.is_none()
         })
     }
+}
+
+/// What a stream knows beyond its types: the node, the nonces it has
+/// sent, and which types need comparing again. Shared by SotW and delta.
+#[derive(Debug, Default)]
+pub(super) struct Header {
+    pub(super) node: Option<NodeInfo>,
+    nonces: u64,
+    pub(super) dirty: Dirty,
+}
+
+impl Header {
+    /// The checks every request passes: a node on the first, a served type
+    /// (`Err(Event::Unserved)` for another Envoy type, which is ignored), a
+    /// nonce this stream sent. Returns the type and the nonce.
+    pub(super) fn begin(
+        &mut self,
+        node: Option<&envoy_types::pb::envoy::config::core::v3::Node>,
+        type_url: String,
+        nonce: &str,
+    ) -> Result<Result<(Kind, Option<u64>), Event>, ProtocolError> {
+        identify(&mut self.node, node)?;
+        let kind = match served_kind(type_url)? {
+            Ok(kind) => kind,
+            Err(unserved) => return Ok(Err(unserved)),
+        };
+        let nonce = parse_nonce(nonce, self.nonces)?;
+        self.dirty.touch(kind);
+        Ok(Ok((kind, nonce)))
+    }
+
+    /// A response of `kind` is going out: its nonce.
+    pub(super) fn sending(&mut self, kind: Kind) -> u64 {
+        self.dirty.touch(kind);
+        self.nonces += 1;
+        self.nonces
+    }
+}
+
+/// One type's response awaiting an answer, and what the proxy last took or
+/// refused. Shared by SotW and delta.
+#[derive(Debug, Default)]
+pub(super) struct Acks {
+    last_nonce: Option<u64>,
+    /// The last response of this type, until its ACK or NACK.
+    pub(super) in_flight: Option<InFlight>,
+    /// The version of the last response sent.
+    pub(super) sent_version: String,
+    pub(super) acked_version: Option<String>,
+    pub(super) nack: Option<Nack>,
+}
+
+#[derive(Debug)]
+pub(super) struct InFlight {
+    nonce: u64,
+    version: String,
+    at: Instant,
+}
+
+impl Acks {
+    /// A response with `nonce` and `version` went out.
+    pub(super) fn sent(&mut self, nonce: u64, version: String, now: Instant) {
+        self.last_nonce = Some(nonce);
+        self.sent_version.clone_from(&version);
+        self.in_flight = Some(InFlight { nonce, version, at: now });
+    }
+
+    /// Whether `nonce` is that of the latest response of this type.
+    pub(super) fn is_latest(&self, nonce: u64) -> bool {
+        self.last_nonce == Some(nonce)
+    }
+
+    /// Whether `nonce` is that of the response awaiting its answer.
+    pub(super) fn awaits(&self, nonce: u64) -> bool {
+        self.in_flight.as_ref().is_some_and(|f| f.nonce == nonce)
+    }
+
+    /// The proxy answered response `nonce`: a NACK if `error`, else an ACK,
+    /// of `running` (what SotW proxies say they run) or the version sent.
+    pub(super) fn answer(
+        &mut self,
+        kind: Kind,
+        nonce: u64,
+        error: Option<envoy_types::pb::google::rpc::Status>,
+        running: Option<String>,
+        now: Instant,
+    ) -> Event {
+        let flight = self.in_flight.take_if(|f| f.nonce == nonce);
+        let (version, latency) = flight.map_or_else(
+            || (self.sent_version.clone(), Duration::ZERO),
+            |f| (f.version, now.saturating_duration_since(f.at)),
+        );
+        if let Some(status) = error {
+            let nack = Nack { version, message: status.message, at: SystemTime::now() };
+            self.nack = Some(nack.clone());
+            return Event::Nack { kind, nack };
+        }
+        let version = running.unwrap_or(version);
+        self.acked_version = Some(version.clone());
+        self.nack = None;
+        Event::Ack { kind, version, latency }
+    }
+
+    /// As `/api/status` shows it.
+    pub(super) fn status(&self) -> TypeStatus {
+        TypeStatus { acked_version: self.acked_version.clone(), nack: self.nack.clone() }
+    }
+}
+
+/// True when a response of `kind` must wait, given which types have one
+/// `in_flight`: see [`holds_back`].
+pub(super) fn waiting(kind: Kind, in_flight: impl Fn(Kind) -> bool) -> bool {
+    Kind::ALL.into_iter().any(|k| in_flight(k) && holds_back(k, kind))
 }
 
 /// Which types a stream must compare against the view again. A type is
@@ -350,7 +428,7 @@ impl Dirty {
 
 /// Take the node from a stream's first request; later requests need not
 /// repeat it (`set_node_on_first_message_only`).
-pub(super) fn identify(
+fn identify(
     known: &mut Option<NodeInfo>,
     node: Option<&envoy_types::pb::envoy::config::core::v3::Node>,
 ) -> Result<(), ProtocolError> {
@@ -365,7 +443,7 @@ pub(super) fn identify(
 
 /// The kind a request's type URL names; `Err(Event::Unserved)` for another
 /// Envoy type, which is ignored.
-pub(super) fn served_kind(type_url: String) -> Result<Result<Kind, Event>, ProtocolError> {
+fn served_kind(type_url: String) -> Result<Result<Kind, Event>, ProtocolError> {
     if type_url.is_empty() {
         return Err(ProtocolError("request without a type_url".into()));
     }
@@ -377,7 +455,7 @@ pub(super) fn served_kind(type_url: String) -> Result<Result<Kind, Event>, Proto
 }
 
 /// A request's `response_nonce`: none, or one of the `sent` nonces (1..=sent).
-pub(super) fn parse_nonce(nonce: &str, sent: u64) -> Result<Option<u64>, ProtocolError> {
+fn parse_nonce(nonce: &str, sent: u64) -> Result<Option<u64>, ProtocolError> {
     if nonce.is_empty() {
         return Ok(None);
     }
