@@ -86,10 +86,38 @@ async fn channel(addr: SocketAddr) -> Channel {
     timeout(WAIT, endpoint.connect()).await.expect("connect timed out").expect("connect to the ADS server")
 }
 
-/// One ADS stream, as an Envoy would hold it.
-struct Ads {
-    tx: mpsc::Sender<DiscoveryRequest>,
-    rx: Streaming<DiscoveryResponse>,
+/// One ADS stream, as an Envoy would hold it: SotW ([`Ads`]) or delta ([`Delta`]).
+struct Client<Req, Resp> {
+    tx: mpsc::Sender<Req>,
+    rx: Streaming<Resp>,
+}
+
+type Ads = Client<DiscoveryRequest, DiscoveryResponse>;
+type Delta = Client<DeltaDiscoveryRequest, DeltaDiscoveryResponse>;
+
+/// What a test needs to know of a response to check or report it.
+trait Answer: std::fmt::Debug {
+    fn type_url(&self) -> &str;
+    /// A line saying what it carries.
+    fn describe(&self) -> String;
+}
+
+impl Answer for DiscoveryResponse {
+    fn type_url(&self) -> &str {
+        &self.type_url
+    }
+    fn describe(&self) -> String {
+        format!("{} response, version {}: {:?}", short(self), self.version_info, names(self))
+    }
+}
+
+impl Answer for DeltaDiscoveryResponse {
+    fn type_url(&self) -> &str {
+        &self.type_url
+    }
+    fn describe(&self) -> String {
+        format!("{} delta response: put {:?}, removed {:?}", self.type_url, put(self), self.removed_resources)
+    }
 }
 
 impl Ads {
@@ -98,15 +126,27 @@ impl Ads {
         let (tx, rx) = mpsc::channel(16);
         let call = client.stream_aggregated_resources(ReceiverStream::new(rx));
         let rx = timeout(WAIT, call).await.expect("opening the stream timed out").expect("open the ADS stream");
-        Ads { tx, rx: rx.into_inner() }
+        Client { tx, rx: rx.into_inner() }
     }
+}
 
-    async fn send(&self, req: DiscoveryRequest) {
+impl Delta {
+    async fn open(addr: SocketAddr) -> Delta {
+        let mut client = AggregatedDiscoveryServiceClient::new(channel(addr).await);
+        let (tx, rx) = mpsc::channel(16);
+        let call = client.delta_aggregated_resources(ReceiverStream::new(rx));
+        let rx = timeout(WAIT, call).await.expect("opening the stream timed out").expect("open the delta stream");
+        Client { tx, rx: rx.into_inner() }
+    }
+}
+
+impl<Req, Resp: Answer + Default + prost::Message + 'static> Client<Req, Resp> {
+    async fn send(&self, req: Req) {
         self.tx.send(req).await.expect("the request stream is open");
     }
 
     /// The next response; fails the test if none comes in time or the stream ends.
-    async fn recv(&mut self) -> DiscoveryResponse {
+    async fn recv(&mut self) -> Resp {
         match timeout(WAIT, self.rx.message()).await {
             Err(_) => panic!("no response within {WAIT:?}"),
             Ok(Err(status)) => panic!("the stream failed: {status:?}"),
@@ -116,9 +156,9 @@ impl Ads {
     }
 
     /// The next response, which must be of `kind`.
-    async fn recv_kind(&mut self, kind: Kind) -> DiscoveryResponse {
+    async fn recv_kind(&mut self, kind: Kind) -> Resp {
         let resp = self.recv().await;
-        assert_eq!(resp.type_url, kind.type_url(), "expected a {kind} response");
+        assert_eq!(resp.type_url(), kind.type_url(), "expected a {kind} response, got a {}", resp.describe());
         resp
     }
 
@@ -126,9 +166,7 @@ impl Ads {
     async fn quiet(&mut self) {
         match timeout(QUIET, self.rx.message()).await {
             Err(_) => {}
-            Ok(Ok(Some(resp))) => {
-                panic!("unexpected {} response, version {}: {:?}", short(&resp), resp.version_info, names(&resp))
-            }
+            Ok(Ok(Some(resp))) => panic!("unexpected {}", resp.describe()),
             Ok(other) => panic!("the stream ended: {other:?}"),
         }
     }
@@ -627,61 +665,6 @@ async fn types_legate_does_not_serve_are_ignored() {
 }
 
 // ------------------------------------------------------------ delta xDS
-
-/// One delta ADS stream, as an Envoy with `DELTA_GRPC` would hold it.
-struct Delta {
-    tx: mpsc::Sender<DeltaDiscoveryRequest>,
-    rx: Streaming<DeltaDiscoveryResponse>,
-}
-
-impl Delta {
-    async fn open(addr: SocketAddr) -> Delta {
-        let mut client = AggregatedDiscoveryServiceClient::new(channel(addr).await);
-        let (tx, rx) = mpsc::channel(16);
-        let call = client.delta_aggregated_resources(ReceiverStream::new(rx));
-        let rx = timeout(WAIT, call).await.expect("opening the stream timed out").expect("open the delta stream");
-        Delta { tx, rx: rx.into_inner() }
-    }
-
-    async fn send(&self, req: DeltaDiscoveryRequest) {
-        self.tx.send(req).await.expect("the request stream is open");
-    }
-
-    async fn recv_kind(&mut self, kind: Kind) -> DeltaDiscoveryResponse {
-        let resp = match timeout(WAIT, self.rx.message()).await {
-            Err(_) => panic!("no response within {WAIT:?}"),
-            Ok(Err(status)) => panic!("the stream failed: {status:?}"),
-            Ok(Ok(None)) => panic!("the stream ended"),
-            Ok(Ok(Some(resp))) => resp,
-        };
-        assert_eq!(resp.type_url, kind.type_url(), "expected a {kind} response: {:?}", put(&resp));
-        resp
-    }
-
-    async fn quiet(&mut self) {
-        match timeout(QUIET, self.rx.message()).await {
-            Err(_) => {}
-            Ok(Ok(Some(resp))) => panic!(
-                "unexpected response {}: put {:?}, removed {:?}",
-                resp.type_url,
-                put(&resp),
-                resp.removed_resources
-            ),
-            Ok(other) => panic!("the stream ended: {other:?}"),
-        }
-    }
-
-    async fn ended(&mut self) -> Status {
-        loop {
-            match timeout(WAIT, self.rx.message()).await {
-                Err(_) => panic!("the stream did not end within {WAIT:?}"),
-                Ok(Ok(Some(_))) => {}
-                Ok(Ok(None)) => panic!("the stream ended without an error status"),
-                Ok(Err(status)) => return status,
-            }
-        }
-    }
-}
 
 fn delta(kind: Kind, subscribe: &[&str], unsubscribe: &[&str]) -> DeltaDiscoveryRequest {
     DeltaDiscoveryRequest {
