@@ -50,56 +50,84 @@ fn node_at(admin_port: u16, id: &str) -> Option<serde_json::Value> {
     status["nodes"].as_array()?.iter().find(|n| n["id"] == id).cloned()
 }
 
+/// The replica `id` is connected to, among `replicas` (name, admin port),
+/// once exactly one lists it with `acked` as its ACKed listeners version.
+fn connected_replica<'a>(
+    gw: &Gateway,
+    replicas: &[(&'a str, u16)],
+    id: &str,
+    acked: &serde_json::Value,
+) -> (&'a str, u16) {
+    gw.wait(&format!("{id} on exactly one replica, with listeners {acked}"), RECONNECT, || {
+        let on: Vec<_> = replicas
+            .iter()
+            .filter(|(_, admin)| {
+                node_at(*admin, id).is_some_and(|n| acked.is_null() || n["resources"][LDS]["acked_version"] == *acked)
+            })
+            .collect();
+        let others = replicas.iter().filter(|(_, admin)| node_at(*admin, id).is_some()).count();
+        (on.len() == 1 && others == 1).then(|| *on[0])
+    })
+}
+
+/// No update applied and nothing pushed by the replica now serving it.
+fn assert_nothing_reapplied(envoy: &Envoy, before: [u64; 7], replica: (&str, u16)) {
+    // Give any (wrong) push time to arrive and be applied.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(applied(envoy), before, "Envoy re-applied config after failing over to {}", replica.0);
+    let metrics = common::must_get(&format!("http://127.0.0.1:{}/metrics", replica.1)).body;
+    for kind in ["cds", "eds", "lds", "rds"] {
+        let series = format!("legate_pushes_total{{type=\"{kind}\"}} 0");
+        assert!(metrics.contains(&series), "{series} expected on {}:\n{metrics}", replica.0);
+    }
+    let [connected] = envoy.stats(["control_plane.connected_state"]);
+    assert_eq!(connected, 1);
+}
+
+/// Three replicas on one folder. The one Envoy's stream is on crashes
+/// (SIGKILL): Envoy moves to another and applies nothing. That one is
+/// stopped (SIGTERM): it ends the stream itself, exits, and Envoy moves to
+/// the last, again applying nothing. The last serves edits.
 #[test]
-fn killing_the_replica_an_envoy_uses_moves_it_to_another_with_nothing_reapplied() {
+fn an_envoy_moves_between_replicas_on_crash_and_on_stop_with_nothing_reapplied() {
     let mut gw = Gateway::new();
     let (alpha, listen) = (gw.echo("alpha"), free_port());
     gw.write("gateway.yaml", &policy(listen, &[("alpha", alpha)]));
     gw.serve();
     let (xds2, admin2) = gw.replica("legate-2");
-    let envoy = gw.envoy_via("envoy-ha", "default", &[gw.xds_port, xds2]);
+    let (xds3, admin3) = gw.replica("legate-3");
+    let envoy = gw.envoy_via("envoy-ha", "default", &[gw.xds_port, xds2, xds3]);
     let url = format!("http://127.0.0.1:{listen}/alpha");
     gw.wait("the route", PUSH, || common::get(&url).ok().filter(|r| r.status == 200));
-
-    // Which replica has it? Stop that one.
-    let replicas = [("legate", gw.admin_port), ("legate-2", admin2)];
-    let (connected, survivor) =
-        gw.wait("Envoy on one replica", PUSH, || match replicas.map(|(_, admin)| node_at(admin, "envoy-ha")) {
-            [Some(n), None] => Some((replicas[0], (replicas[1], n))),
-            [None, Some(n)] => Some((replicas[1], (replicas[0], n))),
-            _ => None,
-        });
-    let ((survivor_name, survivor_admin), node) = survivor;
-    let acked = node_at(connected.1, "envoy-ha").expect("still connected")["resources"][LDS]["acked_version"].clone();
-    assert!(acked.is_string(), "{node}");
+    let mut replicas = vec![("legate", gw.admin_port), ("legate-2", admin2), ("legate-3", admin3)];
+    let first = connected_replica(&gw, &replicas, "envoy-ha", &serde_json::Value::Null);
+    let acked = node_at(first.1, "envoy-ha").expect("connected")["resources"][LDS]["acked_version"].clone();
+    assert!(acked.is_string(), "no ACKed listeners on {}", first.0);
     let before = applied(&envoy);
 
-    gw.stop(connected.0);
-    // SIGTERM ends its streams (UNAVAILABLE, so Envoy moves at once) and it
-    // exits by itself rather than being killed.
-    let log = std::fs::read_to_string(gw.log(connected.0)).expect("the replica's log");
-    assert!(log.contains("legate stopped"), "{} did not stop by itself on SIGTERM:\n{log}", connected.0);
-    let moved = gw.wait(&format!("Envoy to reconnect to {survivor_name}"), RECONNECT, || {
-        node_at(survivor_admin, "envoy-ha").filter(|n| n["resources"][LDS]["acked_version"] == acked)
-    });
-    assert_eq!(moved["protocol"], common::xds_protocol());
-    // Give any (wrong) push time to arrive and be applied.
-    std::thread::sleep(Duration::from_millis(1500));
-    assert_eq!(applied(&envoy), before, "Envoy re-applied config after failing over to {survivor_name}");
-    let pushes = common::must_get(&format!("http://127.0.0.1:{survivor_admin}/metrics")).body;
-    for kind in ["cds", "eds", "lds", "rds"] {
-        let series = format!("legate_pushes_total{{type=\"{kind}\"}} 0");
-        assert!(pushes.contains(&series), "{series} expected on {survivor_name}:\n{pushes}");
-    }
+    // A crash.
+    gw.kill(first.0);
+    replicas.retain(|r| *r != first);
+    let second = connected_replica(&gw, &replicas, "envoy-ha", &acked);
+    assert_eq!(node_at(second.1, "envoy-ha").expect("connected")["protocol"], common::xds_protocol());
+    assert_nothing_reapplied(&envoy, before, second);
     assert_eq!(common::must_get(&url).status, 200);
-    let [connected_state] = envoy.stats(["control_plane.connected_state"]);
-    assert_eq!(connected_state, 1);
 
-    // The survivor serves edits.
+    // An orderly stop: the replica ends its streams (UNAVAILABLE, so Envoy
+    // moves at once) and exits by itself rather than being killed.
+    gw.stop(second.0);
+    let log = std::fs::read_to_string(gw.log(second.0)).expect("the replica's log");
+    assert!(log.contains("legate stopped"), "{} did not stop by itself on SIGTERM:\n{log}", second.0);
+    replicas.retain(|r| *r != second);
+    let third = connected_replica(&gw, &replicas, "envoy-ha", &acked);
+    assert_nothing_reapplied(&envoy, before, third);
+    assert_eq!(common::must_get(&url).status, 200);
+
+    // The last replica serves edits.
     let beta = gw.echo("beta");
     gw.write("gateway.yaml", &policy(listen, &[("alpha", alpha), ("beta", beta)]));
     let beta_url = format!("http://127.0.0.1:{listen}/beta");
-    gw.wait("the new route via the survivor", PUSH, || common::get(&beta_url).ok().filter(|r| r.status == 200));
+    gw.wait("the new route via the last replica", PUSH, || common::get(&beta_url).ok().filter(|r| r.status == 200));
 }
 
 /// Delta in particular: the reconnecting Envoy lists what it holds

@@ -308,12 +308,12 @@ impl Procs {
         self.items.push(Proc { name: name.to_owned(), child, log });
     }
 
-    /// Stop the child called `name` (SIGTERM, then SIGKILL) and forget it.
-    fn stop(&mut self, name: &str) {
+    /// Stop the child called `name` (`signal`, then SIGKILL) and forget it.
+    fn stop(&mut self, name: &str, signal: &str) {
         let Some(i) = self.items.iter().position(|p| p.name == name) else { return };
         let mut p = self.items.remove(i);
         if matches!(p.child.try_wait(), Ok(None)) {
-            signal_group(p.child.id(), "TERM");
+            signal_group(p.child.id(), signal);
         }
         let deadline = Instant::now() + Duration::from_secs(5);
         while matches!(p.child.try_wait(), Ok(None)) && Instant::now() < deadline {
@@ -583,14 +583,20 @@ impl Gateway {
         port
     }
 
-    /// Stop the child called `name` (such as a Redis or a replica).
+    /// Stop the child called `name` (such as a Redis or a replica) with
+    /// SIGTERM, as an orchestrator would.
     pub(crate) fn stop(&self, name: &str) {
-        self.procs.borrow_mut().stop(name);
+        self.procs.borrow_mut().stop(name, "TERM");
+    }
+
+    /// Kill the child called `name` with SIGKILL, as a crash would.
+    pub(crate) fn kill(&self, name: &str) {
+        self.procs.borrow_mut().stop(name, "KILL");
     }
 
     /// Stop `legate serve` and start it again on the same folder and ports.
     pub(crate) fn restart_legate(&mut self) {
-        self.procs.borrow_mut().stop("legate");
+        self.procs.borrow_mut().stop("legate", "TERM");
         self.serve();
     }
 
