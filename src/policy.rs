@@ -16,6 +16,8 @@ mod validate;
 use std::fmt;
 use std::path::Path;
 
+pub use source::ParseCache;
+
 use serde::Serialize;
 
 pub use locate::{LocationIndex, Pos, Seg, YamlPath};
@@ -64,8 +66,17 @@ impl std::error::Error for Diagnostics {}
 /// # Errors
 /// Every problem found, not just the first.
 pub fn load_dir(dir: &Path) -> Result<Policy, Diagnostics> {
+    load_dir_cached(dir, &mut ParseCache::default())
+}
+
+/// [`load_dir`], parsing again only the files whose text changed since the
+/// load that filled `cache` (the watcher keeps one across reloads).
+///
+/// # Errors
+/// Every problem found, not just the first.
+pub fn load_dir_cached(dir: &Path, cache: &mut ParseCache) -> Result<Policy, Diagnostics> {
     let files = source::read_dir(dir)?;
-    let parsed = source::parse_all(&files);
+    let parsed = source::parse_all_cached(&files, cache);
     validate::validate(&files, parsed)
 }
 

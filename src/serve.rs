@@ -12,6 +12,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tracing::info;
 
 use crate::aggregator::Aggregator;
+use crate::policy::ParseCache;
 use crate::ratelimit::{self, Counters};
 use crate::state::State;
 use crate::xds::Ads;
@@ -55,9 +56,13 @@ pub async fn serve(
         None => Counters::memory(),
     };
     let dir = opts.config_dir.clone();
-    let read_files = {
+    let (read_files, cache) = {
         let state = Arc::clone(&state);
-        tokio::task::spawn_blocking(move || watch::reload(&dir, &state)).await?.unwrap_or_default()
+        tokio::task::spawn_blocking(move || {
+            let mut cache = ParseCache::default();
+            (watch::reload(&dir, &state, &mut cache).unwrap_or_default(), cache)
+        })
+        .await?
     };
     let xds = listen(opts.xds_addr).with_context(|| format!("cannot listen for xDS on {}", opts.xds_addr))?;
     let admin =
@@ -72,7 +77,7 @@ pub async fn serve(
         "legate serving"
     );
 
-    let watcher = tokio::spawn(watch::run(opts.config_dir.clone(), Arc::clone(&state), read_files));
+    let watcher = tokio::spawn(watch::run(opts.config_dir.clone(), Arc::clone(&state), read_files, cache));
     let admin_task = tokio::spawn(axum::serve(admin, admin::router(Arc::clone(&state))).into_future());
     let aggregator_task =
         tokio::spawn(axum::serve(aggregator, Aggregator::new(Arc::clone(&state)).router()).into_future());

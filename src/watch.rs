@@ -20,7 +20,7 @@ use notify_debouncer_full::new_debouncer;
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
-use crate::policy::{self, Diagnostics};
+use crate::policy::{self, Diagnostics, ParseCache};
 use crate::snapshot::Snapshot;
 use crate::state::State;
 use crate::translate::translate;
@@ -37,10 +37,11 @@ pub fn load(dir: &Path) -> Result<Snapshot, Diagnostics> {
 }
 
 /// Load `dir` and publish it, or record why not. When it was valid, returns
-/// the files besides the policy files that it read.
-pub fn reload(dir: &Path, state: &State) -> Option<Vec<PathBuf>> {
+/// the files besides the policy files that it read. Files whose text is what
+/// `cache` last saw are not parsed again.
+pub fn reload(dir: &Path, state: &State, cache: &mut ParseCache) -> Option<Vec<PathBuf>> {
     let t0 = Instant::now();
-    match policy::load_dir(dir) {
+    match policy::load_dir_cached(dir, cache) {
         Ok(p) => {
             for w in &p.warnings {
                 warn!(file = %w.file, line = w.line, column = w.column, "{}", w.message);
@@ -100,7 +101,12 @@ fn outside_folders(dir: &Path, files: &[PathBuf]) -> BTreeSet<PathBuf> {
 ///
 /// # Errors
 /// When the folder cannot be watched.
-pub async fn run(dir: PathBuf, state: Arc<State>, read_files: Vec<PathBuf>) -> anyhow::Result<()> {
+pub async fn run(
+    dir: PathBuf,
+    state: Arc<State>,
+    read_files: Vec<PathBuf>,
+    mut cache: ParseCache,
+) -> anyhow::Result<()> {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut debouncer = new_debouncer(DEBOUNCE, None, move |res: notify_debouncer_full::DebounceEventResult| {
         // Every reload opens the files, which inotify reports too: reacting to
@@ -138,8 +144,10 @@ pub async fn run(dir: PathBuf, state: Arc<State>, read_files: Vec<PathBuf>) -> a
             break;
         }
         while rx.try_recv().is_ok() {}
-        let (dir, state) = (dir.clone(), Arc::clone(&state));
-        read_files = tokio::task::spawn_blocking(move || reload(&dir, &state)).await.ok().flatten();
+        let (dir, state, mut parsed) = (dir.clone(), Arc::clone(&state), std::mem::take(&mut cache));
+        let done = tokio::task::spawn_blocking(move || (reload(&dir, &state, &mut parsed), parsed)).await;
+        // A reload that panicked leaves the cache empty: the next parses all.
+        (read_files, cache) = done.unwrap_or_default();
     }
     drop(debouncer);
     Ok(())

@@ -26,8 +26,9 @@ fn version(state: &State) -> Option<String> {
 
 fn start(dir: &Path) -> Arc<State> {
     let state = State::new();
-    let read_files = legate::watch::reload(dir, &state).expect("initial load");
-    tokio::spawn(legate::watch::run(dir.to_path_buf(), Arc::clone(&state), read_files));
+    let mut cache = legate::policy::ParseCache::default();
+    let read_files = legate::watch::reload(dir, &state, &mut cache).expect("initial load");
+    tokio::spawn(legate::watch::run(dir.to_path_buf(), Arc::clone(&state), read_files, cache));
     state
 }
 

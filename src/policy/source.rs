@@ -150,42 +150,75 @@ pub(crate) fn from_texts(texts: &[(String, String)]) -> Vec<SourceFile> {
     files
 }
 
+/// What parsing one policy file gave, kept to be reused while its text is
+/// unchanged: a large policy is usually many files, and an edit touches one.
+#[derive(Debug)]
+struct ParsedFile {
+    text: String,
+    docs: Vec<(usize, PolicyFile)>,
+    errors: Vec<Diagnostic>,
+}
+
+/// Parsed policy files by path, from the last load (see [`parse_all`]).
+#[derive(Debug, Default)]
+pub struct ParseCache(std::collections::HashMap<String, ParsedFile>);
+
 /// Parse every document of every file; collect all syntax errors and unknown keys.
 pub(crate) fn parse_all(files: &[SourceFile]) -> Parsed {
+    parse_all_cached(files, &mut ParseCache::default())
+}
+
+/// [`parse_all`], reusing what `cache` holds for files whose text did not
+/// change, and leaving in it what this parse made.
+pub(crate) fn parse_all_cached(files: &[SourceFile], cache: &mut ParseCache) -> Parsed {
     let mut out = Parsed { docs: Vec::new(), errors: Vec::new(), origins: KongOrigins::default() };
     let mut kong_files = Vec::new();
+    let mut kept = std::collections::HashMap::with_capacity(files.len());
     for (fi, file) in files.iter().enumerate() {
         if kong::is_kong(&file.text) {
             kong_files.push((fi, file));
             continue;
         }
-        for (doc, de) in serde_yaml::Deserializer::from_str(&file.text).enumerate() {
-            let mut unknown = Vec::new();
-            let result: Result<Option<PolicyFile>, _> =
-                serde_ignored::deserialize(de, |p| unknown.push(to_yaml_path(&p)));
-            for path in unknown {
-                out.errors.push(file.diagnostic(file.index().key(doc, &path), keys::unknown_key_message(&path)));
-            }
-            match result {
-                Ok(Some(pf)) => out.docs.push((fi, doc, pf)),
-                Ok(None) => {}
-                Err(e) => {
-                    let d = serde_error(file, &e);
-                    // After a syntax error serde_yaml yields the same failing
-                    // document forever: stop at the first repeat.
-                    if out.errors.last() == Some(&d) {
-                        break;
-                    }
-                    out.errors.push(d);
-                }
-            }
-        }
+        let parsed = match cache.0.remove(&file.rel) {
+            Some(p) if p.text == file.text => p,
+            _ => parse_file(file),
+        };
+        out.docs.extend(parsed.docs.iter().map(|(doc, pf)| (fi, *doc, pf.clone())));
+        out.errors.extend(parsed.errors.iter().cloned());
+        kept.insert(file.rel.clone(), parsed);
     }
+    cache.0 = kept;
     // Kong's routes go on the listener the other files define, if any.
     let own_listener = !out.docs.iter().any(|(_, _, pf)| !pf.listeners.is_empty());
     for (i, (fi, file)) in kong_files.into_iter().enumerate() {
         // Several Kong files share the first one's listener.
         parse_kong(fi, file, own_listener, own_listener && i > 0, &mut out);
+    }
+    out
+}
+
+/// One policy file's documents and problems.
+fn parse_file(file: &SourceFile) -> ParsedFile {
+    let mut out = ParsedFile { text: file.text.clone(), docs: Vec::new(), errors: Vec::new() };
+    for (doc, de) in serde_yaml::Deserializer::from_str(&file.text).enumerate() {
+        let mut unknown = Vec::new();
+        let result: Result<Option<PolicyFile>, _> = serde_ignored::deserialize(de, |p| unknown.push(to_yaml_path(&p)));
+        for path in unknown {
+            out.errors.push(file.diagnostic(file.index().key(doc, &path), keys::unknown_key_message(&path)));
+        }
+        match result {
+            Ok(Some(pf)) => out.docs.push((doc, pf)),
+            Ok(None) => {}
+            Err(e) => {
+                let d = serde_error(file, &e);
+                // After a syntax error serde_yaml yields the same failing
+                // document forever: stop at the first repeat.
+                if out.errors.last() == Some(&d) {
+                    break;
+                }
+                out.errors.push(d);
+            }
+        }
     }
     out
 }
@@ -294,5 +327,39 @@ fn to_yaml_path(p: &serde_ignored::Path<'_>) -> YamlPath {
             y
         }
         P::Some { parent } | P::NewtypeStruct { parent } | P::NewtypeVariant { parent } => to_yaml_path(parent),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files(a: &str, b: &str) -> Vec<SourceFile> {
+        from_texts(&[("a.yaml".to_owned(), a.to_owned()), ("b.yaml".to_owned(), b.to_owned())])
+    }
+
+    const A: &str = "services:\n  - name: a\n    url: http://127.0.0.1:1\n    colour: blue\n";
+    const B: &str = "routes:\n  - name: r\n    match: { prefix: /r }\n    service: a\n";
+
+    #[test]
+    fn an_unchanged_file_is_not_parsed_again_and_keeps_its_errors() {
+        let mut cache = ParseCache::default();
+        let first = parse_all_cached(&files(A, B), &mut cache);
+        assert_eq!(first.errors.len(), 1, "a.yaml's unknown key: {:?}", first.errors);
+        let a_docs = cache.0["a.yaml"].docs.as_ptr();
+        let b_docs = cache.0["b.yaml"].docs.as_ptr();
+
+        let edited = B.replace("/r", "/r2");
+        let second = parse_all_cached(&files(A, &edited), &mut cache);
+        assert_eq!(cache.0["a.yaml"].docs.as_ptr(), a_docs, "a.yaml reused, not parsed");
+        assert_ne!(cache.0["b.yaml"].docs.as_ptr(), b_docs, "b.yaml parsed again");
+        assert_eq!(second.errors, first.errors, "the unchanged file's problems are still reported");
+        let uncached = parse_all(&files(A, &edited));
+        assert_eq!(format!("{:?}", second.docs), format!("{:?}", uncached.docs), "the same as parsing everything");
+
+        // A file that went away leaves the cache.
+        let only_a = from_texts(&[("a.yaml".to_owned(), A.to_owned())]);
+        parse_all_cached(&only_a, &mut cache);
+        assert!(!cache.0.contains_key("b.yaml"));
     }
 }
