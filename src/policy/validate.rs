@@ -121,8 +121,8 @@ pub(crate) fn validate(files: &[SourceFile], parsed: Parsed) -> Result<Policy, D
         listeners: listeners.iter().map(|(_, l)| l.name.as_str()).collect(),
         services: services.iter().map(|(_, s)| s.name.as_str()).collect(),
     };
-    let mut seen_routes: HashMap<&str, &Origin> = HashMap::new();
-    let mut ordered = Vec::new();
+    let mut seen_routes: HashMap<&str, &Origin> = HashMap::with_capacity(routes.len());
+    let mut ordered = Vec::with_capacity(routes.len());
     for (seq, (o, r)) in routes.iter().enumerate() {
         if let Some(first) = seen_routes.get(r.name.as_str()) {
             let msg =
@@ -156,8 +156,13 @@ pub(crate) fn validate(files: &[SourceFile], parsed: Parsed) -> Result<Policy, D
         let all: Vec<(&Origin, &crate::policy::Route)> = ordered.iter().map(|(_, o, r)| (*o, r)).collect();
         aggregations::check_clashes(&mut errs, &policy, &all);
     }
-    ordered.sort_by(|(sa, _, a), (sb, _, b)| precedence(a).cmp(&precedence(b)).then(sa.cmp(sb)));
-    policy.routes = ordered.into_iter().map(|(_, _, r)| r).collect();
+    // Sort keys, not routes: moving thousands of large routes about in a
+    // sort was a tenth of a 5,000-route reload.
+    let keys: Vec<_> = ordered.iter().map(|(seq, _, r)| (precedence(r), *seq)).collect();
+    let mut by_precedence: Vec<usize> = (0..ordered.len()).collect();
+    by_precedence.sort_unstable_by_key(|&i| keys[i]);
+    let mut routes: Vec<Option<crate::policy::Route>> = ordered.into_iter().map(|(_, _, r)| Some(r)).collect();
+    policy.routes = by_precedence.into_iter().filter_map(|i| routes[i].take()).collect();
     policy.read_files = providers.read_files.into_iter().chain(std::mem::take(&mut errs.read_files)).collect();
     policy.warnings = std::mem::take(&mut errs.warnings);
     policy.jwt_providers = providers.valid;
