@@ -1,5 +1,7 @@
-//! The ADS server: one task per stream, each driving a [`Tracker`] against
-//! the latest published snapshot. It knows nothing about policy files.
+//! The ADS server: one task per stream, each driving a [`Tracker`] (SotW)
+//! or a [`DeltaTracker`] (incremental) against the latest published
+//! snapshot, and sending [`Push`]es of its shared, pre-encoded resources. It
+//! knows nothing about policy files.
 
 pub mod delta;
 pub mod fleet;
