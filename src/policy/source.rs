@@ -159,7 +159,8 @@ struct ParsedFile {
     errors: Vec<Diagnostic>,
 }
 
-/// Parsed policy files by path, from the last load (see [`parse_all`]).
+/// Parsed policy files by path, from the last load: what `policy::load_dir_cached`
+/// reuses for files whose text is unchanged.
 #[derive(Debug, Default)]
 pub struct ParseCache(std::collections::HashMap<String, ParsedFile>);
 
