@@ -15,8 +15,9 @@ use crate::aggregator::Aggregator;
 use crate::policy::ParseCache;
 use crate::ratelimit::{self, Counters};
 use crate::state::State;
+use crate::watch::{self, Watch};
 use crate::xds::Ads;
-use crate::{accesslog, admin, watch};
+use crate::{accesslog, admin};
 
 /// Where `serve` reads and listens.
 #[derive(Debug, Clone)]
@@ -55,6 +56,8 @@ pub async fn serve(
         Some(url) => Counters::redis(url).await?,
         None => Counters::memory(),
     };
+    // Watch first, then load: an edit made in between would be missed.
+    let watch = Watch::start(&opts.config_dir)?;
     let dir = opts.config_dir.clone();
     let (read_files, cache) = {
         let state = Arc::clone(&state);
@@ -77,7 +80,7 @@ pub async fn serve(
         "legate serving"
     );
 
-    let watcher = tokio::spawn(watch::run(opts.config_dir.clone(), Arc::clone(&state), read_files, cache));
+    let watcher = tokio::spawn(watch.run(Arc::clone(&state), read_files, cache));
     let admin_task = tokio::spawn(axum::serve(admin, admin::router(Arc::clone(&state))).into_future());
     let aggregator_task =
         tokio::spawn(axum::serve(aggregator, Aggregator::new(Arc::clone(&state)).router()).into_future());
@@ -110,7 +113,7 @@ pub async fn serve(
     tokio::select! {
         r = grpc => r.context("xDS server failed")?,
         () = deadline => {}
-        r = watcher => r?.context("policy watcher failed")?,
+        r = watcher => r.context("policy watcher failed")?,
         r = admin_task => r?.context("admin API failed")?,
         r = aggregator_task => r?.context("aggregator failed")?,
     }

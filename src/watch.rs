@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use notify::event::{AccessKind, AccessMode};
-use notify::{EventKind, RecursiveMode};
-use notify_debouncer_full::new_debouncer;
+use notify::{EventKind, RecommendedWatcher, RecursiveMode};
+use notify_debouncer_full::{new_debouncer, Debouncer, RecommendedCache};
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
@@ -96,59 +96,70 @@ fn outside_folders(dir: &Path, files: &[PathBuf]) -> BTreeSet<PathBuf> {
     files.iter().filter_map(|f| f.parent()).map(real).filter(|p| !p.starts_with(&dir)).collect()
 }
 
-/// Watch `dir` (and the folders of `read_files`, the other files its policy
-/// reads) until the process ends, reloading on every change.
-///
-/// # Errors
-/// When the folder cannot be watched.
-pub async fn run(
+/// A policy folder being watched. Every change made after [`Watch::start`]
+/// returns is seen, so a folder is loaded the first time only once its
+/// watch exists: an edit can't fall between the two.
+pub struct Watch {
     dir: PathBuf,
-    state: Arc<State>,
-    read_files: Vec<PathBuf>,
-    mut cache: ParseCache,
-) -> anyhow::Result<()> {
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let mut debouncer = new_debouncer(DEBOUNCE, None, move |res: notify_debouncer_full::DebounceEventResult| {
-        // Every reload opens the files, which inotify reports too: reacting to
-        // that would reload forever. Only changes (and watcher errors) count.
-        let changed = match &res {
-            Ok(events) => events.iter().any(|e| is_change(&e.kind)),
-            Err(_) => true,
-        };
-        if changed {
-            let _ = tx.send(());
-        }
-    })
-    .context("cannot start the file watcher")?;
-    debouncer.watch(&dir, RecursiveMode::Recursive).with_context(|| format!("cannot watch {}", dir.display()))?;
-    info!(dir = %dir.display(), "watching policy folder");
-    let mut extra = BTreeSet::new();
-    let mut read_files = Some(read_files);
-    loop {
-        if let Some(files) = read_files.take() {
-            let wanted = outside_folders(&dir, &files);
-            for gone in extra.difference(&wanted) {
-                let _ = debouncer.unwatch(gone);
+    debouncer: Debouncer<RecommendedWatcher, RecommendedCache>,
+    changes: mpsc::UnboundedReceiver<()>,
+}
+
+impl Watch {
+    /// Start watching `dir`, recursively.
+    ///
+    /// # Errors
+    /// When the folder cannot be watched.
+    pub fn start(dir: &Path) -> anyhow::Result<Self> {
+        let (tx, changes) = mpsc::unbounded_channel();
+        let mut debouncer = new_debouncer(DEBOUNCE, None, move |res: notify_debouncer_full::DebounceEventResult| {
+            // Every reload opens the files, which inotify reports too: reacting
+            // to that would reload forever. Only changes (and watcher errors)
+            // count.
+            let changed = match &res {
+                Ok(events) => events.iter().any(|e| is_change(&e.kind)),
+                Err(_) => true,
+            };
+            if changed {
+                let _ = tx.send(());
             }
-            for new in wanted.difference(&extra) {
-                match debouncer.watch(new, RecursiveMode::NonRecursive) {
-                    Ok(()) => info!(dir = %new.display(), "watching a folder the policy reads files from"),
-                    Err(e) => {
-                        warn!(dir = %new.display(), "cannot watch: {e}; its changes are seen with the next policy change");
+        })
+        .context("cannot start the file watcher")?;
+        debouncer.watch(dir, RecursiveMode::Recursive).with_context(|| format!("cannot watch {}", dir.display()))?;
+        info!(dir = %dir.display(), "watching policy folder");
+        Ok(Self { dir: dir.to_path_buf(), debouncer, changes })
+    }
+
+    /// Reload on every change until the process ends. `read_files` are the
+    /// files besides the policy files the last load read (their folders are
+    /// watched too), and `cache` what it parsed.
+    pub async fn run(mut self, state: Arc<State>, read_files: Vec<PathBuf>, mut cache: ParseCache) {
+        let mut extra = BTreeSet::new();
+        let mut read_files = Some(read_files);
+        loop {
+            if let Some(files) = read_files.take() {
+                let wanted = outside_folders(&self.dir, &files);
+                for gone in extra.difference(&wanted) {
+                    let _ = self.debouncer.unwatch(gone);
+                }
+                for new in wanted.difference(&extra) {
+                    match self.debouncer.watch(new, RecursiveMode::NonRecursive) {
+                        Ok(()) => info!(dir = %new.display(), "watching a folder the policy reads files from"),
+                        Err(e) => {
+                            warn!(dir = %new.display(), "cannot watch: {e}; its changes are seen with the next policy change");
+                        }
                     }
                 }
+                extra = wanted;
             }
-            extra = wanted;
+            if self.changes.recv().await.is_none() {
+                break;
+            }
+            while self.changes.try_recv().is_ok() {}
+            let (dir, state, mut parsed) = (self.dir.clone(), Arc::clone(&state), std::mem::take(&mut cache));
+            let done = tokio::task::spawn_blocking(move || (reload(&dir, &state, &mut parsed), parsed)).await;
+            // A reload that panicked leaves the cache empty: the next parses all.
+            (read_files, cache) = done.unwrap_or_default();
         }
-        if rx.recv().await.is_none() {
-            break;
-        }
-        while rx.try_recv().is_ok() {}
-        let (dir, state, mut parsed) = (dir.clone(), Arc::clone(&state), std::mem::take(&mut cache));
-        let done = tokio::task::spawn_blocking(move || (reload(&dir, &state, &mut parsed), parsed)).await;
-        // A reload that panicked leaves the cache empty: the next parses all.
-        (read_files, cache) = done.unwrap_or_default();
     }
-    drop(debouncer);
-    Ok(())
 }

@@ -26,9 +26,10 @@ fn version(state: &State) -> Option<String> {
 
 fn start(dir: &Path) -> Arc<State> {
     let state = State::new();
+    let watch = legate::watch::Watch::start(dir).expect("watch the folder");
     let mut cache = legate::policy::ParseCache::default();
     let read_files = legate::watch::reload(dir, &state, &mut cache).expect("initial load");
-    tokio::spawn(legate::watch::run(dir.to_path_buf(), Arc::clone(&state), read_files, cache));
+    tokio::spawn(watch.run(Arc::clone(&state), read_files, cache));
     state
 }
 
@@ -39,13 +40,33 @@ async fn atomic_rename_edits_are_published() {
     common::write_atomic(&file, GOOD);
     let state = start(dir.path());
     let v1 = version(&state).expect("published");
-    tokio::time::sleep(Duration::from_millis(100)).await; // let the watch start
+    // No wait: the watch exists before the first load.
 
     common::write_atomic(&file, &GOOD.replace("/a }", "/b }"));
     until("the edit is published", || version(&state).as_ref() != Some(&v1)).await;
     let snap = state.current().expect("snapshot");
     let routes = legate::render::view_json(snap.all());
     assert!(routes.to_string().contains("\"prefix\":\"/b\""), "{routes}");
+}
+
+/// `legate serve` starts watching, then loads: an edit made while the
+/// first load runs, before the watch loop even starts, is still published.
+#[tokio::test]
+async fn an_edit_during_the_first_load_is_not_missed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("gateway.yaml");
+    common::write_atomic(&file, GOOD);
+    let state = State::new();
+    let watch = legate::watch::Watch::start(dir.path()).expect("watch the folder");
+    let mut cache = legate::policy::ParseCache::default();
+    let read_files = legate::watch::reload(dir.path(), &state, &mut cache).expect("initial load");
+    let v1 = version(&state).expect("published");
+    common::write_atomic(&file, &GOOD.replace("/a }", "/during }"));
+    tokio::time::sleep(Duration::from_millis(100)).await; // well past the debounce
+    tokio::spawn(watch.run(Arc::clone(&state), read_files, cache));
+    until("the edit is published", || version(&state).as_ref() != Some(&v1)).await;
+    let json = legate::render::view_json(state.current().expect("snapshot").all()).to_string();
+    assert!(json.contains("\"prefix\":\"/during\""), "{json}");
 }
 
 #[tokio::test]
@@ -55,7 +76,6 @@ async fn invalid_edit_keeps_the_last_good_and_a_fix_is_published() {
     common::write_atomic(&file, GOOD);
     let state = start(dir.path());
     let v1 = version(&state).expect("published");
-    tokio::time::sleep(Duration::from_millis(100)).await;
 
     common::write_atomic(&file, &GOOD.replace("service: a\n", "service: nope\n"));
     until("the bad edit is recorded", || state.last_reload().is_some_and(|r| !r.ok)).await;
@@ -90,7 +110,6 @@ async fn configmap_symlink_swaps_are_seen() {
     let v1 = version(&state).expect("published");
     let snap = state.current().expect("snapshot");
     assert_eq!(snap.all().resources(legate::snapshot::Kind::Route).len(), 1, "hidden folders are not read twice");
-    tokio::time::sleep(Duration::from_millis(100)).await;
 
     // kubelet's update: a new timestamped folder, then an atomic swap of ..data.
     std::fs::create_dir(root.join("..2026_01_02")).expect("mkdir");
@@ -114,7 +133,7 @@ async fn a_jwks_file_outside_the_folder_is_watched_too() {
     common::write_atomic(&policy.join("gateway.yaml"), &format!("{GOOD}{auth}"));
     let state = start(&policy);
     let v1 = version(&state).expect("published");
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    tokio::time::sleep(Duration::from_millis(100)).await; // the watcher adds the keys folder
 
     common::write_atomic(&keys.join("jwks.json"), &jwks("two"));
     until("the new keys are published", || version(&state).as_ref() != Some(&v1)).await;
@@ -128,7 +147,6 @@ async fn a_burst_of_writes_is_coalesced() {
     let file = dir.path().join("gateway.yaml");
     common::write_atomic(&file, GOOD);
     let state = start(dir.path());
-    tokio::time::sleep(Duration::from_millis(100)).await;
     let before = reloads(&state);
     for i in 0..50 {
         std::fs::write(&file, GOOD.replace("/a }", &format!("/burst{i} }}"))).expect("write");
