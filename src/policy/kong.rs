@@ -107,7 +107,7 @@ impl Ctx<'_> {
             if defaults.iter().any(|(n, d)| *n == k && val == d) {
                 continue;
             }
-            self.problem(&at.key(k), format!("{entity}: `{k}` has no legate equivalent"));
+            self.problem(&at.key(k.to_owned()), format!("{entity}: `{k}` has no legate equivalent"));
         }
     }
 }
@@ -914,7 +914,10 @@ fn transformer(cx: &mut Ctx<'_>, c: &Value, at: &YamlPath, what: &str) -> Option
             let empty = v.as_sequence().is_none_or(Vec::is_empty);
             if k != "headers" {
                 if !empty {
-                    cx.problem(&at.key(section).key(k), format!("{what}: `{section}.{k}` has no legate equivalent"));
+                    cx.problem(
+                        &at.key(section.to_owned()).key(k.to_owned()),
+                        format!("{what}: `{section}.{k}` has no legate equivalent"),
+                    );
                 }
                 continue;
             }
@@ -925,7 +928,10 @@ fn transformer(cx: &mut Ctx<'_>, c: &Value, at: &YamlPath, what: &str) -> Option
                 } else if let Some((name, value)) = h.split_once(':') {
                     add.insert(s(name.trim()), s(value.trim_start()));
                 } else {
-                    cx.problem(&at.key(section).key(k).index(i), format!("{what}: `{h}` is not NAME:VALUE"));
+                    cx.problem(
+                        &at.key(section.to_owned()).key(k.to_owned()).index(i),
+                        format!("{what}: `{h}` is not NAME:VALUE"),
+                    );
                 }
             }
         }
@@ -935,7 +941,10 @@ fn transformer(cx: &mut Ctx<'_>, c: &Value, at: &YamlPath, what: &str) -> Option
             for (k, v) in fields {
                 if v.as_sequence().is_some_and(|s| !s.is_empty()) || (!v.is_null() && !v.is_sequence()) {
                     let k = k.as_str().unwrap_or_default();
-                    cx.problem(&at.key(section).key(k), format!("{what}: `{section}.{k}` has no legate equivalent"));
+                    cx.problem(
+                        &at.key(section.to_owned()).key(k.to_owned()),
+                        format!("{what}: `{section}.{k}` has no legate equivalent"),
+                    );
                 }
             }
         }

@@ -6,6 +6,7 @@
 //! from a path such as `routes[3].service` to the line and column of its key
 //! and of its value.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 
@@ -15,8 +16,9 @@ use yaml_rust2::scanner::Marker;
 /// One step of a path into a YAML document.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Seg {
-    /// A mapping key.
-    Key(String),
+    /// A mapping key. Validation names a path for every item it checks,
+    /// almost always with keys written in the code, so those are borrowed.
+    Key(Cow<'static, str>),
     /// A sequence index.
     Index(usize),
 }
@@ -28,16 +30,18 @@ pub struct YamlPath(pub Vec<Seg>);
 impl YamlPath {
     /// This path with one more key.
     #[must_use]
-    pub fn key(&self, k: &str) -> Self {
-        let mut p = self.clone();
-        p.0.push(Seg::Key(k.to_owned()));
+    pub fn key(&self, k: impl Into<Cow<'static, str>>) -> Self {
+        let mut p = Self(Vec::with_capacity(self.0.len() + 1));
+        p.0.extend_from_slice(&self.0);
+        p.0.push(Seg::Key(k.into()));
         p
     }
 
     /// This path with one more index.
     #[must_use]
     pub fn index(&self, i: usize) -> Self {
-        let mut p = self.clone();
+        let mut p = Self(Vec::with_capacity(self.0.len() + 1));
+        p.0.extend_from_slice(&self.0);
         p.0.push(Seg::Index(i));
         p
     }
@@ -154,7 +158,7 @@ impl Builder {
                     }
                     return;
                 }
-                Some((k, kpos)) => (Some(Seg::Key(k)), Some(kpos)),
+                Some((k, kpos)) => (Some(Seg::Key(k.into())), Some(kpos)),
             },
             Some(Frame::Seq { next }) => {
                 *next += 1;
@@ -207,7 +211,7 @@ mod tests {
     use super::*;
 
     fn p(segs: &[&str]) -> YamlPath {
-        YamlPath(segs.iter().map(|s| s.parse().map_or_else(|_| Seg::Key((*s).to_owned()), Seg::Index)).collect())
+        YamlPath(segs.iter().map(|s| s.parse().map_or_else(|_| Seg::Key((*s).to_owned().into()), Seg::Index)).collect())
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! unknown keys and syntax errors reported at their position.
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use serde::Deserialize as _;
 
@@ -47,7 +47,7 @@ pub(crate) struct Origin {
 }
 
 impl Origin {
-    pub(crate) fn key(&self, k: &str) -> Origin {
+    pub(crate) fn key(&self, k: impl Into<std::borrow::Cow<'static, str>>) -> Origin {
         Origin { path: self.path.key(k), ..self.clone() }
     }
     pub(crate) fn index(&self, i: usize) -> Origin {
@@ -57,7 +57,7 @@ impl Origin {
 
 /// A parsed document and the problems found while parsing it.
 pub(crate) struct Parsed {
-    pub(crate) docs: Vec<(usize, usize, PolicyFile)>,
+    pub(crate) docs: Vec<(usize, usize, Arc<PolicyFile>)>,
     pub(crate) errors: Vec<Diagnostic>,
     /// Where the items of documents converted from Kong came from.
     pub(crate) origins: KongOrigins,
@@ -155,7 +155,7 @@ pub(crate) fn from_texts(texts: &[(String, String)]) -> Vec<SourceFile> {
 #[derive(Debug)]
 struct ParsedFile {
     text: String,
-    docs: Vec<(usize, PolicyFile)>,
+    docs: Vec<(usize, Arc<PolicyFile>)>,
     errors: Vec<Diagnostic>,
 }
 
@@ -184,7 +184,7 @@ pub(crate) fn parse_all_cached(files: &[SourceFile], cache: &mut ParseCache) -> 
             Some(p) if p.text == file.text => p,
             _ => parse_file(file),
         };
-        out.docs.extend(parsed.docs.iter().map(|(doc, pf)| (fi, *doc, pf.clone())));
+        out.docs.extend(parsed.docs.iter().map(|(doc, pf)| (fi, *doc, Arc::clone(pf))));
         out.errors.extend(parsed.errors.iter().cloned());
         kept.insert(file.rel.clone(), parsed);
     }
@@ -208,7 +208,7 @@ fn parse_file(file: &SourceFile) -> ParsedFile {
             out.errors.push(file.diagnostic(file.index().key(doc, &path), keys::unknown_key_message(&path)));
         }
         match result {
-            Ok(Some(pf)) => out.docs.push((doc, pf)),
+            Ok(Some(pf)) => out.docs.push((doc, Arc::new(pf))),
             Ok(None) => {}
             Err(e) => {
                 let d = serde_error(file, &e);
@@ -250,7 +250,7 @@ fn parse_kong(fi: usize, file: &SourceFile, own_listener: bool, shared: bool, ou
         }
         match serde_yaml::from_value::<PolicyFile>(serde_yaml::Value::Mapping(converted.policy)) {
             Ok(pf) => {
-                out.docs.push((fi, doc, pf));
+                out.docs.push((fi, doc, Arc::new(pf)));
                 out.origins.0.insert((fi, doc), converted.origins);
             }
             Err(e) => out
@@ -324,7 +324,7 @@ fn to_yaml_path(p: &serde_ignored::Path<'_>) -> YamlPath {
         }
         P::Map { parent, key } => {
             let mut y = to_yaml_path(parent);
-            y.0.push(Seg::Key(key.clone()));
+            y.0.push(Seg::Key(key.clone().into()));
             y
         }
         P::Some { parent } | P::NewtypeStruct { parent } | P::NewtypeVariant { parent } => to_yaml_path(parent),

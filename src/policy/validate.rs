@@ -69,11 +69,12 @@ pub(crate) fn validate(files: &[SourceFile], parsed: Parsed) -> Result<Policy, D
     let mut rate_limits = Vec::new();
     let mut aggregations = Vec::new();
     let kong_origins = parsed.origins;
-    for (file, doc, pf) in parsed.docs {
+    for (file, doc, pf) in &parsed.docs {
+        let (file, doc) = (*file, *doc);
         // Where item `i` of list `key` is written (for a converted Kong
         // file: the Kong entity it came from).
-        let at = |key: &[&str], i: usize| {
-            let path = key.iter().fold(super::YamlPath::default(), |p, k| p.key(k)).index(i);
+        let at = |key: &[&'static str], i: usize| {
+            let path = key.iter().fold(super::YamlPath::default(), |p, k| p.key(*k)).index(i);
             kong_origins.origin(file, doc, path)
         };
         let raw::PolicyFile {
@@ -84,18 +85,18 @@ pub(crate) fn validate(files: &[SourceFile], parsed: Parsed) -> Result<Policy, D
             auth: a,
             rate_limits: rl,
             aggregations: ag,
-        } = pf;
-        aggregations.extend(ag.into_iter().enumerate().map(|(i, x)| (at(&["aggregations"], i), x)));
-        rate_limits.extend(rl.into_iter().enumerate().map(|(i, x)| (at(&["rate_limits"], i), x)));
+        } = &**pf;
+        aggregations.extend(ag.iter().cloned().enumerate().map(|(i, x)| (at(&["aggregations"], i), x)));
+        rate_limits.extend(rl.iter().cloned().enumerate().map(|(i, x)| (at(&["rate_limits"], i), x)));
         if let Some(a) = a {
-            jwt.extend(a.jwt.into_iter().enumerate().map(|(i, x)| (at(&["auth", "jwt"], i), x)));
-            api_keys.extend(a.api_keys.into_iter().enumerate().map(|(i, x)| (at(&["auth", "api_keys"], i), x)));
+            jwt.extend(a.jwt.iter().cloned().enumerate().map(|(i, x)| (at(&["auth", "jwt"], i), x)));
+            api_keys.extend(a.api_keys.iter().cloned().enumerate().map(|(i, x)| (at(&["auth", "api_keys"], i), x)));
         }
-        listeners.extend(l.into_iter().enumerate().map(|(i, x)| (at(&["listeners"], i), x)));
-        services.extend(s.into_iter().enumerate().map(|(i, x)| (at(&["services"], i), x)));
-        routes.extend(r.into_iter().enumerate().map(|(i, x)| (at(&["routes"], i), x)));
+        listeners.extend(l.iter().cloned().enumerate().map(|(i, x)| (at(&["listeners"], i), x)));
+        services.extend(s.iter().cloned().enumerate().map(|(i, x)| (at(&["services"], i), x)));
+        routes.extend(r.iter().enumerate().map(|(i, x)| (at(&["routes"], i), x)));
         if let Some(d) = d {
-            defaults.push((Origin { file, doc, path: super::YamlPath::default().key("defaults") }, d));
+            defaults.push((Origin { file, doc, path: super::YamlPath::default().key("defaults") }, d.clone()));
         }
     }
 
@@ -497,7 +498,7 @@ fn check_ip_restriction(errs: &mut Errors<'_>, o: &Origin, r: &raw::IpRestrictio
         raw::IpRestriction::Spec(s) => s,
     };
     let before = errs.list.len();
-    let mut ranges = |key: &str, list: Option<&Vec<String>>| -> Vec<Cidr> {
+    let mut ranges = |key: &'static str, list: Option<&Vec<String>>| -> Vec<Cidr> {
         let mut out = Vec::new();
         for (i, text) in list.into_iter().flatten().enumerate() {
             match parse_cidr(text) {
@@ -547,7 +548,7 @@ fn header_ops(errs: &mut Errors<'_>, o: &Origin, ops: Option<&raw::HeaderOps>, r
         }
     };
     for name in add.keys() {
-        check(errs, &o.key("add").key(name), name);
+        check(errs, &o.key("add").key(name.clone()), name);
     }
     for (i, name) in remove.iter().enumerate() {
         check(errs, &o.key("remove").index(i), name);

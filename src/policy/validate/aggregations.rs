@@ -88,7 +88,7 @@ pub(super) fn check_aggregation(
     }
     let mut out = Vec::new();
     for (i, (call_name, call)) in calls.0.iter().enumerate() {
-        let at = c.key(call_name);
+        let at = c.key(call_name.clone());
         // A repeated key's positions are those of its last place, so
         // neither is checked further: the message would point wrong.
         if calls.0.iter().filter(|(n, _)| n == call_name).count() > 1 {

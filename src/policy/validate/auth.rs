@@ -42,9 +42,9 @@ fn check_api_key_set(errs: &mut Errors<'_>, o: &Origin, s: &raw::ApiKeySet) -> O
     let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
     for (client, key) in &keys {
         if key.trim().is_empty() {
-            errs.at(&o.key("keys").key(client), format!("the key of client `{client}` is empty"));
+            errs.at(&o.key("keys").key(client.clone()), format!("the key of client `{client}` is empty"));
         } else if let Some(other) = seen.insert(key.as_str(), client.as_str()) {
-            errs.at(&o.key("keys").key(client), format!("clients `{other}` and `{client}` have the same key"));
+            errs.at(&o.key("keys").key(client.clone()), format!("clients `{other}` and `{client}` have the same key"));
         }
     }
     let sources: Vec<&raw::KeySource> = match from {
@@ -143,7 +143,7 @@ pub(super) fn check_providers<'a>(
                 .min_by_key(|(_, owner)| *owner != p.name);
             if let Some((_, owner)) = owner {
                 errs.at(
-                    &o.key("claims_to_headers").key(claim),
+                    &o.key("claims_to_headers").key(claim.clone()),
                     format!(
                         "`{header}` carries the token of provider `{owner}`; claim headers are removed from every \
                          request, so it cannot also be set from a claim"
@@ -213,7 +213,7 @@ fn check_provider(
     };
     let mut claims = BTreeMap::new();
     for (claim, header) in claims_to_headers.iter().flatten() {
-        let at = o.key("claims_to_headers").key(claim);
+        let at = o.key("claims_to_headers").key(claim.clone());
         let lower = header.to_ascii_lowercase();
         if claim.is_empty() {
             errs.at_key(&at, "a claim name is empty");

@@ -51,7 +51,7 @@ fn check_rate_limit(errs: &mut Errors<'_>, o: &Origin, r: &raw::RateLimit) -> Op
         }
         Some(l) => {
             for (w, n) in l {
-                let at = o.key("limits").key(w);
+                let at = o.key("limits").key(w.clone());
                 match (Window::from_name(w), u64::try_from(*n)) {
                     (None, _) => errs.at_key(
                         &at,

@@ -87,7 +87,7 @@ pub(super) fn circuit_breaker(
     let Some(raw::CircuitBreaker { max_connections, max_pending_requests, max_requests, max_retries }) = c else {
         return Some(None);
     };
-    let mut each = |key: &str, n: &Option<i64>| count(errs, &o.key(key), *n, key);
+    let mut each = |key: &'static str, n: &Option<i64>| count(errs, &o.key(key), *n, key);
     let (a, b, c, d) = (
         each("max_connections", max_connections),
         each("max_pending_requests", max_pending_requests),

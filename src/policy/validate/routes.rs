@@ -34,7 +34,7 @@ fn value_matches(
 ) -> Vec<ValueMatch> {
     let mut out = Vec::new();
     for (name, m) in items.into_iter().flatten() {
-        let at = o.key(name);
+        let at = o.key(name.clone());
         if header && !header_name_ok(name) {
             errs.at_key(&at, format!("`{name}` is not a valid header name"));
             continue;
