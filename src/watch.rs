@@ -8,7 +8,7 @@
 //! `../keys/jwks.json`, say) have their folders watched too, from the first
 //! valid load that names them.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -89,9 +89,29 @@ fn is_change(kind: &EventKind) -> bool {
     }
 }
 
+/// `path` with symlinks resolved, or as it is when it doesn't exist.
+fn real(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// Whether a change to `path` can change what the policy in `dir` loads.
+/// The loader skips hidden files and folders (a name starting with one
+/// dot: editors' swap files, the temporary file of an atomic save), so
+/// changes to them don't reload, unless the policy reads that file itself
+/// (`known`). Kubernetes' `..data` and its timestamped folders (two dots)
+/// do count, and so does anything in the folders outside `dir` that the
+/// policy reads files from.
+fn matters(dir: &Path, path: &Path, known: &HashSet<PathBuf>) -> bool {
+    let Ok(rel) = path.strip_prefix(dir) else { return true };
+    let hidden = rel.components().any(|c| {
+        let name = c.as_os_str().to_string_lossy();
+        name.starts_with('.') && !name.starts_with("..")
+    });
+    !hidden || known.contains(&real(path))
+}
+
 /// The folders outside `dir` that hold some of `files`.
 fn outside_folders(dir: &Path, files: &[PathBuf]) -> BTreeSet<PathBuf> {
-    let real = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
     let dir = real(dir);
     files.iter().filter_map(|f| f.parent()).map(real).filter(|p| !p.starts_with(&dir)).collect()
 }
@@ -102,7 +122,9 @@ fn outside_folders(dir: &Path, files: &[PathBuf]) -> BTreeSet<PathBuf> {
 pub struct Watch {
     dir: PathBuf,
     debouncer: Debouncer<RecommendedWatcher, RecommendedCache>,
-    changes: mpsc::UnboundedReceiver<()>,
+    /// The paths of each batch of changes; `None` when the watcher failed
+    /// and anything may have changed.
+    changes: mpsc::UnboundedReceiver<Option<Vec<PathBuf>>>,
 }
 
 impl Watch {
@@ -116,12 +138,16 @@ impl Watch {
             // Every reload opens the files, which inotify reports too: reacting
             // to that would reload forever. Only changes (and watcher errors)
             // count.
-            let changed = match &res {
-                Ok(events) => events.iter().any(|e| is_change(&e.kind)),
-                Err(_) => true,
+            let changed = match res {
+                Ok(events) => {
+                    let paths: Vec<PathBuf> =
+                        events.into_iter().filter(|e| is_change(&e.kind)).flat_map(|e| e.event.paths).collect();
+                    (!paths.is_empty()).then_some(Some(paths))
+                }
+                Err(_) => Some(None),
             };
-            if changed {
-                let _ = tx.send(());
+            if let Some(change) = changed {
+                let _ = tx.send(change);
             }
         })
         .context("cannot start the file watcher")?;
@@ -135,9 +161,11 @@ impl Watch {
     /// watched too), and `cache` what it parsed.
     pub async fn run(mut self, state: Arc<State>, read_files: Vec<PathBuf>, mut cache: ParseCache) {
         let mut extra = BTreeSet::new();
+        let mut known = HashSet::new();
         let mut read_files = Some(read_files);
         loop {
             if let Some(files) = read_files.take() {
+                known = files.iter().map(|f| real(f)).collect();
                 let wanted = outside_folders(&self.dir, &files);
                 for gone in extra.difference(&wanted) {
                     let _ = self.debouncer.unwatch(gone);
@@ -152,10 +180,14 @@ impl Watch {
                 }
                 extra = wanted;
             }
-            if self.changes.recv().await.is_none() {
-                break;
+            let Some(first) = self.changes.recv().await else { break };
+            let mut relevant = first.is_none_or(|paths| paths.iter().any(|p| matters(&self.dir, p, &known)));
+            while let Ok(more) = self.changes.try_recv() {
+                relevant |= more.is_none_or(|paths| paths.iter().any(|p| matters(&self.dir, p, &known)));
             }
-            while self.changes.try_recv().is_ok() {}
+            if !relevant {
+                continue;
+            }
             let (dir, state, mut parsed) = (self.dir.clone(), Arc::clone(&state), std::mem::take(&mut cache));
             let done = tokio::task::spawn_blocking(move || (reload(&dir, &state, &mut parsed), parsed)).await;
             // A reload that panicked leaves the cache empty: the next parses all.

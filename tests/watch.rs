@@ -141,6 +141,35 @@ async fn a_jwks_file_outside_the_folder_is_watched_too() {
     assert!(json.contains(r#"\"kid\":\"two\""#), "{json}");
 }
 
+/// Editors' swap files and the temporary file of an atomic save are hidden,
+/// and the loader skips them, so writing them reloads nothing; a hidden
+/// file that the policy reads (here a JWKS file) still counts.
+#[tokio::test]
+async fn hidden_files_reload_only_when_the_policy_reads_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let jwks = |x: &str| format!(r#"{{"keys":[{{"kty":"oct","kid":"{x}","k":"c2VjcmV0"}}]}}"#);
+    common::write_atomic(&dir.path().join(".keys/jwks.json"), &jwks("one"));
+    let auth = "auth:\n  jwt:\n    - name: main\n      issuer: https://a.example.com\n      jwks: { file: .keys/jwks.json }\ndefaults:\n  auth: main\n";
+    common::write_atomic(&dir.path().join("gateway.yaml"), &format!("{GOOD}{auth}"));
+    let state = start(dir.path());
+    let v1 = version(&state).expect("published");
+    let before = reloads(&state);
+
+    for i in 0..5 {
+        std::fs::write(dir.path().join(".gateway.yaml.swp"), format!("swap {i}")).expect("write");
+        common::write_atomic(&dir.path().join(".drafts/next.yaml"), &GOOD.replace("/a }", &format!("/draft{i} }}")));
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(reloads(&state), before, "hidden files the policy doesn't read must not reload it");
+
+    common::write_atomic(&dir.path().join(".keys/jwks.json"), &jwks("two"));
+    until("the new keys are published", || version(&state).as_ref() != Some(&v1)).await;
+    let json = legate::render::view_json(state.current().expect("snapshot").all()).to_string();
+    assert!(json.contains(r#"\"kid\":\"two\""#), "{json}");
+    assert!(!json.contains("/draft"), "hidden policy files are not loaded: {json}");
+}
+
 #[tokio::test]
 async fn a_burst_of_writes_is_coalesced() {
     let dir = tempfile::tempdir().expect("tempdir");
