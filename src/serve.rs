@@ -12,7 +12,6 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tracing::info;
 
 use crate::aggregator::Aggregator;
-use crate::policy::ParseCache;
 use crate::ratelimit::{self, Counters};
 use crate::state::State;
 use crate::watch::{self, Watch};
@@ -62,7 +61,7 @@ pub async fn serve(
     let (read_files, cache) = {
         let state = Arc::clone(&state);
         tokio::task::spawn_blocking(move || {
-            let mut cache = ParseCache::default();
+            let mut cache = watch::Cache::default();
             (watch::reload(&dir, &state, &mut cache).unwrap_or_default(), cache)
         })
         .await?

@@ -8,6 +8,8 @@
 
 mod canonical;
 
+pub(crate) use canonical::insert_fields;
+
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -18,7 +20,6 @@ use sha2::{Digest, Sha256};
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::envoy::config::listener::v3::Listener;
-use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
 use envoy_types::pb::google::protobuf::Any;
 
@@ -125,15 +126,15 @@ impl Resource {
     }
 
     fn new<M: prost::Message + Name>(name: String, msg: &M) -> Arc<Resource> {
-        let raw = msg.encode_to_vec();
-        let value = match crate::descriptors::message(&M::type_url()) {
-            Some(md) => canonical::canonicalize(&md, &raw),
-            None => raw,
-        };
+        Resource::encoded(name, M::type_url(), canonical_bytes(msg))
+    }
+
+    /// A resource from its [`canonical_bytes`].
+    pub(crate) fn encoded(name: String, type_url: String, value: Vec<u8>) -> Arc<Resource> {
         let hash = hex(&Sha256::digest(&value));
         Arc::new(Resource {
             name,
-            any: Any { type_url: M::type_url(), value },
+            any: Any { type_url, value },
             hash,
             sotw_entry: OnceLock::new(),
             delta_entry: OnceLock::new(),
@@ -159,6 +160,16 @@ impl Resource {
                 ..Default::default()
             })
         })
+    }
+}
+
+/// `msg` encoded with every map's entries in key order, so that the same
+/// message has the same bytes, and hash, in every process.
+pub(crate) fn canonical_bytes<M: prost::Message + Name>(msg: &M) -> Vec<u8> {
+    let raw = msg.encode_to_vec();
+    match crate::descriptors::message(&M::type_url()) {
+        Some(md) => canonical::canonicalize(&md, &raw),
+        None => raw,
     }
 }
 
@@ -204,15 +215,16 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Encode typed resources. `fleets` maps a listener name to the node
+    /// Encode typed resources; route configurations come encoded (see
+    /// `translate::routes`). `fleets` maps a listener name to the node
     /// clusters allowed to see it (and its route configuration of the same
     /// name); listeners not in it go to every node.
     #[must_use]
-    pub fn build(
+    pub(crate) fn build(
         clusters: &[Cluster],
         endpoints: &[ClusterLoadAssignment],
         listeners: &[Listener],
-        routes: &[RouteConfiguration],
+        routes: Vec<Arc<Resource>>,
         secrets: &[Secret],
         fleets: BTreeMap<String, Vec<String>>,
     ) -> Snapshot {
@@ -227,7 +239,7 @@ impl Snapshot {
             r[Kind::Listener.index()].insert(l.name.clone(), Resource::new(l.name.clone(), l));
         }
         for rc in routes {
-            r[Kind::Route.index()].insert(rc.name.clone(), Resource::new(rc.name.clone(), rc));
+            r[Kind::Route.index()].insert(rc.name.clone(), rc);
         }
         for s in secrets {
             r[Kind::Secret.index()].insert(s.name.clone(), Resource::new(s.name.clone(), s));

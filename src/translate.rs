@@ -31,6 +31,21 @@ use crate::snapshot::Snapshot;
 /// Translate a policy into the snapshot every proxy is served from.
 #[must_use]
 pub fn translate(policy: &Policy) -> Snapshot {
+    translate_cached(policy, &mut Cache::default())
+}
+
+/// What a translation keeps for the next one (the watcher keeps one across
+/// reloads): each route's encoding.
+#[derive(Debug, Default)]
+pub struct Cache {
+    routes: routes::RouteCache,
+}
+
+/// [`translate`], reusing what `cache` holds from the last translation for
+/// whatever is unchanged, and leaving in it what this one made. The result
+/// is the same as [`translate`]'s.
+#[must_use]
+pub fn translate_cached(policy: &Policy, cache: &mut Cache) -> Snapshot {
     // Clusters legate adds besides the services: JWKS hosts, the collector.
     let mut extra = auth::jwks_services(policy);
     let collector = tracing::collector_service(policy);
@@ -41,7 +56,7 @@ pub fn translate(policy: &Policy) -> Snapshot {
     }
     let endpoints = clusters::load_assignments(policy, &extra);
     let listeners = listeners::listeners(policy);
-    let routes = routes::route_configurations(policy);
+    let routes = routes::route_configurations(policy, &mut cache.routes);
     // A redirect listener goes to the same fleets as its TLS listener.
     let fleets: BTreeMap<String, Vec<String>> = policy
         .listeners
@@ -53,7 +68,7 @@ pub fn translate(policy: &Policy) -> Snapshot {
         })
         .collect();
     let secrets = tls::secrets(policy);
-    Snapshot::build(&clusters, &endpoints, &listeners, &routes, &secrets, fleets)
+    Snapshot::build(&clusters, &endpoints, &listeners, routes, &secrets, fleets)
 }
 
 /// "Over ADS, v3": how every dynamic resource refers to its source.

@@ -23,7 +23,7 @@ use tracing::{error, info, warn};
 use crate::policy::{self, Diagnostics, ParseCache};
 use crate::snapshot::Snapshot;
 use crate::state::State;
-use crate::translate::translate;
+use crate::translate::{translate, translate_cached};
 
 /// Quiet time after the last file event before a reload.
 pub const DEBOUNCE: Duration = Duration::from_millis(10);
@@ -36,17 +36,26 @@ pub fn load(dir: &Path) -> Result<Snapshot, Diagnostics> {
     policy::load_dir(dir).map(|p| translate(&p))
 }
 
+/// What one reload keeps for the next: the parsed files, and each route's
+/// translation.
+#[derive(Debug, Default)]
+pub struct Cache {
+    parsed: ParseCache,
+    translated: crate::translate::Cache,
+}
+
 /// Load `dir` and publish it, or record why not. When it was valid, returns
 /// the files besides the policy files that it read. Files whose text is what
-/// `cache` last saw are not parsed again.
-pub fn reload(dir: &Path, state: &State, cache: &mut ParseCache) -> Option<Vec<PathBuf>> {
+/// `cache` last saw are not parsed again, nor unchanged routes translated
+/// again.
+pub fn reload(dir: &Path, state: &State, cache: &mut Cache) -> Option<Vec<PathBuf>> {
     let t0 = Instant::now();
-    match policy::load_dir_cached(dir, cache) {
+    match policy::load_dir_cached(dir, &mut cache.parsed) {
         Ok(p) => {
             for w in &p.warnings {
                 warn!(file = %w.file, line = w.line, column = w.column, "{}", w.message);
             }
-            let snapshot = translate(&p);
+            let snapshot = translate_cached(&p, &mut cache.translated);
             state.metrics.reload_duration.observe(t0.elapsed().as_secs_f64());
             let rows = crate::status::route_rows(&p);
             state.record_aggregations(crate::aggregator::Table::new(&p));
@@ -158,8 +167,8 @@ impl Watch {
 
     /// Reload on every change until the process ends. `read_files` are the
     /// files besides the policy files the last load read (their folders are
-    /// watched too), and `cache` what it parsed.
-    pub async fn run(mut self, state: Arc<State>, read_files: Vec<PathBuf>, mut cache: ParseCache) {
+    /// watched too), and `cache` what it kept.
+    pub async fn run(mut self, state: Arc<State>, read_files: Vec<PathBuf>, mut cache: Cache) {
         let mut extra = BTreeSet::new();
         let mut known = HashSet::new();
         let mut read_files = Some(read_files);
@@ -188,9 +197,9 @@ impl Watch {
             if !relevant {
                 continue;
             }
-            let (dir, state, mut parsed) = (self.dir.clone(), Arc::clone(&state), std::mem::take(&mut cache));
-            let done = tokio::task::spawn_blocking(move || (reload(&dir, &state, &mut parsed), parsed)).await;
-            // A reload that panicked leaves the cache empty: the next parses all.
+            let (dir, state, mut kept) = (self.dir.clone(), Arc::clone(&state), std::mem::take(&mut cache));
+            let done = tokio::task::spawn_blocking(move || (reload(&dir, &state, &mut kept), kept)).await;
+            // A reload that panicked leaves the cache empty: the next starts afresh.
             (read_files, cache) = done.unwrap_or_default();
         }
     }

@@ -27,7 +27,7 @@ fn version(state: &State) -> Option<String> {
 fn start(dir: &Path) -> Arc<State> {
     let state = State::new();
     let watch = legate::watch::Watch::start(dir).expect("watch the folder");
-    let mut cache = legate::policy::ParseCache::default();
+    let mut cache = legate::watch::Cache::default();
     let read_files = legate::watch::reload(dir, &state, &mut cache).expect("initial load");
     tokio::spawn(watch.run(Arc::clone(&state), read_files, cache));
     state
@@ -58,7 +58,7 @@ async fn an_edit_during_the_first_load_is_not_missed() {
     common::write_atomic(&file, GOOD);
     let state = State::new();
     let watch = legate::watch::Watch::start(dir.path()).expect("watch the folder");
-    let mut cache = legate::policy::ParseCache::default();
+    let mut cache = legate::watch::Cache::default();
     let read_files = legate::watch::reload(dir.path(), &state, &mut cache).expect("initial load");
     let v1 = version(&state).expect("published");
     common::write_atomic(&file, &GOOD.replace("/a }", "/during }"));

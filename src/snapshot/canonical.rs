@@ -19,6 +19,34 @@ pub(crate) fn canonicalize(md: &MessageDescriptor, bytes: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Insert `fields` (encoded fields, key and all) into the first field
+/// numbered `outer` of the message `bytes`, itself a message, just before
+/// its first field numbered `before` or higher (or at its end). That
+/// message's length is rewritten; everything else is copied as it is.
+/// `None` when `bytes` is malformed or has no such field.
+///
+/// Because prost writes fields in declaration order and [`canonicalize`]
+/// keeps that order, a message built without a repeated field and then
+/// given its entries this way has the bytes it would have had with them,
+/// when the field is declared just before the first one numbered `before`
+/// or higher.
+pub(crate) fn insert_fields(bytes: &[u8], outer: u32, before: u32, fields: &[u8]) -> Option<Vec<u8>> {
+    let top = split(bytes).ok()?;
+    let at = top.iter().position(|f| f.number == outer && f.wire == WireType::LengthDelimited)?;
+    let inner = top[at].raw;
+    let cut = split(inner).ok()?.iter().find(|f| f.number >= before).map_or(inner.len(), |f| f.start);
+    let rest = top.get(at + 1).map_or(bytes.len(), |f| f.start);
+    let mut out = Vec::with_capacity(bytes.len() + fields.len() + 8);
+    out.extend_from_slice(&bytes[..top[at].start]);
+    encode_key(outer, WireType::LengthDelimited, &mut out);
+    encode_varint((inner.len() + fields.len()) as u64, &mut out);
+    out.extend_from_slice(&inner[..cut]);
+    out.extend_from_slice(fields);
+    out.extend_from_slice(&inner[cut..]);
+    out.extend_from_slice(&bytes[rest..]);
+    Some(out)
+}
+
 /// Bytes that are not a well-formed message of the expected type.
 struct Malformed;
 
@@ -26,11 +54,15 @@ struct Field<'a> {
     number: u32,
     wire: WireType,
     raw: &'a [u8],
+    /// Where the field (its key) starts in the message.
+    start: usize,
 }
 
 fn split(mut buf: &[u8]) -> Result<Vec<Field<'_>>, Malformed> {
+    let whole = buf.len();
     let mut fields = Vec::new();
     while buf.has_remaining() {
+        let start = whole - buf.len();
         let (number, wire) = decode_key(&mut buf).map_err(|_| Malformed)?;
         let raw = match wire {
             WireType::Varint => {
@@ -46,7 +78,7 @@ fn split(mut buf: &[u8]) -> Result<Vec<Field<'_>>, Malformed> {
             }
             WireType::StartGroup | WireType::EndGroup => return Err(Malformed),
         };
-        fields.push(Field { number, wire, raw });
+        fields.push(Field { number, wire, raw, start });
     }
     Ok(fields)
 }
