@@ -57,17 +57,18 @@ pub fn reload(dir: &Path, state: &State, cache: &mut Cache) -> Option<Vec<PathBu
             }
             let snapshot = translate_cached(&p, &mut cache.translated);
             state.metrics.reload_duration.observe(t0.elapsed().as_secs_f64());
-            let rows = crate::status::route_rows(&p);
+            // The aggregator must know an aggregation before Envoy can send
+            // it one; the status page's route table can follow the push.
             state.record_aggregations(crate::aggregator::Table::new(&p));
-            let read_files = p.read_files;
             let version = snapshot.version().to_owned();
             let (clusters, listeners) = (
                 snapshot.all().resources(crate::snapshot::Kind::Cluster).len(),
                 snapshot.all().resources(crate::snapshot::Kind::Listener).len(),
             );
             let changed = state.publish(snapshot);
-            state.record_routes(rows);
+            state.record_routes(crate::status::route_rows(&p));
             state.record_reload(Vec::new());
+            let read_files = p.read_files;
             let ms = t0.elapsed().as_secs_f64() * 1000.0;
             if changed {
                 info!(version, clusters, listeners, load_ms = format!("{ms:.1}"), "snapshot published");
