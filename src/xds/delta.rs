@@ -193,11 +193,15 @@ impl DeltaTracker {
     /// sending, as another may be due at once.
     pub fn next_response(&mut self, view: &View, now: Instant) -> Option<Push> {
         self.header.dirty.see(view);
+        // What removals wait for is the same for every type: work it out
+        // once, and only if some type needs a look.
+        let mut holds = None;
         for kind in Kind::ALL {
             if self.waiting(kind) || !self.header.dirty.needs_look(kind) {
                 continue;
             }
-            let diff = self.diff(kind, view);
+            let (hold_clusters, hold_named) = *holds.get_or_insert_with(|| self.holds(view));
+            let diff = self.diff_with(kind, view, hold_clusters, hold_named);
             if diff.is_empty() {
                 self.header.dirty.settle(kind, diff.held_back);
                 continue;
@@ -236,24 +240,25 @@ impl DeltaTracker {
         waiting(kind, |k| self.types[k as usize].acks.in_flight.is_some())
     }
 
-    /// What must change at the proxy for `kind` to match `view`.
+    /// Which removals must wait for `view`: (clusters, named resources).
     ///
     /// Removals that could break what the proxy runs now wait: clusters its
     /// current routes may use go once it has the new listeners and routes;
     /// named resources (endpoints, route configurations, secrets) that left
     /// the snapshot go after that and after the clusters, since the proxy
     /// normally unsubscribes from them itself once what used them is gone.
-    fn diff<'v>(&self, kind: Kind, view: &'v View) -> Diff<'v> {
+    fn holds(&self, view: &View) -> (bool, bool) {
         let routes_done = self.routes_caught_up(view);
         let clusters_done = routes_done && {
             let cds = &self.types[Kind::Cluster as usize];
             cds.acks.in_flight.is_none() && self.diff_with(Kind::Cluster, view, false, true).is_empty()
         };
-        self.diff_with(kind, view, !routes_done, !clusters_done)
+        (!routes_done, !clusters_done)
     }
 
-    /// [`DeltaTracker::diff`], holding back cluster removals and removals of
-    /// named resources as told.
+    /// What must change at the proxy for `kind` to match `view`, holding
+    /// back cluster removals and removals of named resources as told (see
+    /// [`DeltaTracker::holds`]).
     fn diff_with<'v>(&self, kind: Kind, view: &'v View, hold_clusters: bool, hold_named: bool) -> Diff<'v> {
         let t = &self.types[kind as usize];
         let mut diff = Diff::default();
