@@ -199,12 +199,18 @@ fn served(e: &common::Envoy) -> u64 {
     text.lines().find_map(|l| l.strip_prefix("http.public.downstream_rq_total: ")?.trim().parse().ok()).unwrap_or(0)
 }
 
-/// Send requests on fresh connections until both Envoys (sharing the port)
-/// have answered some; the statuses, in order.
+/// Send `n` requests on fresh connections, and more (one at a time) until
+/// both Envoys, sharing the port, have answered some: the kernel picks an
+/// Envoy per connection, and a few can all land on one. The answers, in
+/// order.
 fn spread(url: &str, n: usize, envoys: [&common::Envoy; 2]) -> Vec<Resp> {
     let before = envoys.map(served);
-    let out: Vec<Resp> = (0..n).map(|_| from("127.0.0.1", url, &[])).collect();
-    let after = envoys.map(served);
+    let mut out: Vec<Resp> = (0..n).map(|_| from("127.0.0.1", url, &[])).collect();
+    let mut after = envoys.map(served);
+    while (after[0] == before[0] || after[1] == before[1]) && out.len() < n + 50 {
+        out.push(from("127.0.0.1", url, &[]));
+        after = envoys.map(served);
+    }
     assert!(after[0] > before[0] && after[1] > before[1], "both Envoys should answer: {before:?} -> {after:?}");
     out
 }
@@ -246,7 +252,7 @@ fn two_envoys_share_one_global_limit() {
     let shadow = spread(&format!("{base}/shadow"), 6, [&e1, &e2]);
     assert!(shadow.iter().all(|r| r.status == 200), "{:?}", shadow.iter().map(|r| r.status).collect::<Vec<_>>());
     let flagged = shadow.iter().filter(|r| r.json()["headers"]["x-ratelimit-shadow"] == "fleet-dry-run").count();
-    assert_eq!(flagged, 5, "every request over the dry-run limit is marked for the upstream");
+    assert_eq!(flagged, shadow.len() - 1, "every request over the dry-run limit is marked for the upstream");
     assert!(gw.metric("legate_rate_limit_decisions_total{result=\"over_limit\"}").unwrap_or(0.0) >= 7.0);
 }
 
