@@ -2,6 +2,9 @@
 //! whose domains are the listener's `hosts`. Routes keep the policy's
 //! precedence order (most specific first).
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use envoy_types::pb::envoy::config::core::v3::{
     header_value_option::HeaderAppendAction, HeaderValue, HeaderValueOption,
 };
@@ -19,9 +22,6 @@ use envoy_types::pb::envoy::r#type::matcher::v3::{
     string_matcher::MatchPattern, RegexMatchAndSubstitute, RegexMatcher, StringMatcher,
 };
 use envoy_types::pb::google::protobuf::UInt32Value;
-
-use std::collections::HashMap;
-use std::sync::Arc;
 
 use prost::Name as _;
 
@@ -74,14 +74,10 @@ pub(super) fn route_configurations(policy: &Policy, cache: &mut RouteCache) -> V
             cache.entries.insert(route.name.clone(), (route, entry));
         }
         let shell = snapshot::canonical_bytes(&route_configuration(l, Vec::new()));
+        // The fallback is not reached (the shell is ours).
         let value =
             snapshot::insert_fields(&shell, ROUTE_CONFIGURATION_VIRTUAL_HOSTS, VIRTUAL_HOST_ROUTES + 1, &entries)
-                .unwrap_or_else(|| {
-                    // Not reached: the shell is ours. Encode the whole message.
-                    let routes =
-                        policy.routes.iter().filter(|r| r.listener == l.name).map(|r| route(policy, r)).collect();
-                    snapshot::canonical_bytes(&route_configuration(l, routes))
-                });
+                .unwrap_or_else(|| encode_whole(policy, l));
         out.push(Resource::encoded(l.name.clone(), RouteConfiguration::type_url(), value));
     }
     out
@@ -100,6 +96,13 @@ fn route_configuration(l: &Listener, routes: Vec<EnvoyRoute>) -> RouteConfigurat
         }],
         ..Default::default()
     }
+}
+
+/// The listener's RouteConfiguration translated and encoded whole, every
+/// route afresh: what [`route_configurations`] assembles, byte for byte.
+fn encode_whole(policy: &Policy, l: &Listener) -> Vec<u8> {
+    let routes = policy.routes.iter().filter(|r| r.listener == l.name).map(|r| route(policy, r)).collect();
+    snapshot::canonical_bytes(&route_configuration(l, routes))
 }
 
 /// A route as an entry of a virtual host's `routes`.
@@ -411,14 +414,7 @@ mod tests {
     }
 
     fn whole(policy: &Policy) -> Vec<(String, Vec<u8>)> {
-        policy
-            .listeners
-            .values()
-            .map(|l| {
-                let routes = policy.routes.iter().filter(|r| r.listener == l.name).map(|r| route(policy, r)).collect();
-                (l.name.clone(), snapshot::canonical_bytes(&route_configuration(l, routes)))
-            })
-            .collect()
+        policy.listeners.values().map(|l| (l.name.clone(), encode_whole(policy, l))).collect()
     }
 
     fn built(policy: &Policy, cache: &mut RouteCache) -> Vec<(String, Vec<u8>)> {
