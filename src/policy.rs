@@ -10,6 +10,7 @@ mod kong;
 mod locate;
 mod model;
 mod raw;
+mod reparse;
 mod source;
 mod validate;
 

@@ -182,7 +182,8 @@ pub(crate) fn parse_all_cached(files: &[SourceFile], cache: &mut ParseCache) -> 
         }
         let parsed = match cache.0.remove(&file.rel) {
             Some(p) if p.text == file.text => p,
-            _ => parse_file(file),
+            Some(p) => splice_routes(p, file).unwrap_or_else(|| parse_file(file)),
+            None => parse_file(file),
         };
         out.docs.extend(parsed.docs.iter().map(|(doc, pf)| (fi, *doc, Arc::clone(pf))));
         out.errors.extend(parsed.errors.iter().cloned());
@@ -222,6 +223,22 @@ fn parse_file(file: &SourceFile) -> ParsedFile {
         }
     }
     out
+}
+
+/// `last`, the parse of this file's previous text, with the routes the edit
+/// changed parsed again and put in place; `None` when the file must be
+/// parsed whole (see `reparse`).
+fn splice_routes(last: ParsedFile, file: &SourceFile) -> Option<ParsedFile> {
+    let ParsedFile { text, mut docs, errors } = last;
+    if !errors.is_empty() || docs.len() != 1 || docs[0].0 != 0 {
+        return None;
+    }
+    let (range, fresh) = super::reparse::routes(&text, &file.text, &docs[0].1)?;
+    let (_, pf) = docs.pop()?;
+    // Usually the only holder by now: the routes move rather than copy.
+    let mut pf = Arc::unwrap_or_clone(pf);
+    pf.routes.splice(range, fresh);
+    Some(ParsedFile { text: file.text.clone(), docs: vec![(0, Arc::new(pf))], errors })
 }
 
 /// A Kong declarative config: converted, then read like a policy file; its
