@@ -17,8 +17,6 @@ mod validate;
 use std::fmt;
 use std::path::Path;
 
-pub use source::ParseCache;
-
 use serde::Serialize;
 
 pub use locate::{LocationIndex, Pos, Seg, YamlPath};
@@ -67,18 +65,27 @@ impl std::error::Error for Diagnostics {}
 /// # Errors
 /// Every problem found, not just the first.
 pub fn load_dir(dir: &Path) -> Result<Policy, Diagnostics> {
-    load_dir_cached(dir, &mut ParseCache::default())
+    load_dir_cached(dir, &mut LoadCache::default())
 }
 
-/// [`load_dir`], parsing again only the files whose text changed since the
-/// load that filled `cache` (the watcher keeps one across reloads).
+/// What one load keeps for the next (the watcher holds one across
+/// reloads): each file's parse, and each route's validation.
+#[derive(Debug, Default)]
+pub struct LoadCache {
+    files: source::ParseCache,
+    routes: validate::RouteCache,
+}
+
+/// [`load_dir`], parsing again only what changed since the load that filled
+/// `cache`, and validating again only the routes that changed (or all, when
+/// something they refer to did).
 ///
 /// # Errors
 /// Every problem found, not just the first.
-pub fn load_dir_cached(dir: &Path, cache: &mut ParseCache) -> Result<Policy, Diagnostics> {
+pub fn load_dir_cached(dir: &Path, cache: &mut LoadCache) -> Result<Policy, Diagnostics> {
     let files = source::read_dir(dir)?;
-    let parsed = source::parse_all_cached(&files, cache);
-    validate::validate(&files, parsed)
+    let parsed = source::parse_all_cached(&files, &mut cache.files);
+    validate::validate(&files, parsed, &mut cache.routes)
 }
 
 /// Load and validate policy given as in-memory files `(relative path, text)`.
@@ -88,5 +95,5 @@ pub fn load_dir_cached(dir: &Path, cache: &mut ParseCache) -> Result<Policy, Dia
 pub fn load_texts(texts: &[(String, String)]) -> Result<Policy, Diagnostics> {
     let files = source::from_texts(texts);
     let parsed = source::parse_all(&files);
-    validate::validate(&files, parsed)
+    validate::validate(&files, parsed, &mut validate::RouteCache::default())
 }

@@ -20,7 +20,7 @@ use notify_debouncer_full::{new_debouncer, Debouncer, RecommendedCache};
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
-use crate::policy::{self, Diagnostics, ParseCache};
+use crate::policy::{self, Diagnostics, LoadCache};
 use crate::snapshot::Snapshot;
 use crate::state::State;
 use crate::translate::{translate, translate_cached};
@@ -37,20 +37,20 @@ pub fn load(dir: &Path) -> Result<Snapshot, Diagnostics> {
 }
 
 /// What one reload keeps for the next: the parsed files, and each route's
-/// translation.
+/// validation and translation.
 #[derive(Debug, Default)]
 pub struct Cache {
-    parsed: ParseCache,
+    loaded: LoadCache,
     translated: crate::translate::Cache,
 }
 
 /// Load `dir` and publish it, or record why not. When it was valid, returns
 /// the files besides the policy files that it read. Files whose text is what
-/// `cache` last saw are not parsed again, nor unchanged routes translated
-/// again.
+/// `cache` last saw are not parsed again, nor unchanged routes validated or
+/// translated again.
 pub fn reload(dir: &Path, state: &State, cache: &mut Cache) -> Option<Vec<PathBuf>> {
     let t0 = Instant::now();
-    match policy::load_dir_cached(dir, &mut cache.parsed) {
+    match policy::load_dir_cached(dir, &mut cache.loaded) {
         Ok(p) => {
             for w in &p.warnings {
                 warn!(file = %w.file, line = w.line, column = w.column, "{}", w.message);

@@ -12,7 +12,7 @@ pub struct Policy {
     /// By name.
     pub services: BTreeMap<String, Service>,
     /// In match order: the first route that matches a request wins.
-    pub routes: Vec<Route>,
+    pub routes: Vec<std::sync::Arc<Route>>,
     /// JWT providers by name (`auth.jwt`).
     pub jwt_providers: BTreeMap<String, JwtProvider>,
     /// API key sets by name (`auth.api_keys`).

@@ -9,7 +9,7 @@ use serde::de::{self, value::MapAccessDeserializer, value::SeqAccessDeserializer
 use serde::{Deserialize, Deserializer};
 
 /// One YAML document of a policy file. Every list merges across files.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 pub(crate) struct PolicyFile {
     #[serde(default)]
     pub(crate) listeners: Vec<Listener>,
@@ -26,7 +26,7 @@ pub(crate) struct PolicyFile {
 }
 
 /// `aggregations[]`: one client request answered from several service calls.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub(crate) struct Aggregation {
     pub(crate) name: String,
     pub(crate) listener: Option<String>,
@@ -41,11 +41,11 @@ pub(crate) struct Aggregation {
 
 /// `aggregations[].calls`: call name → call, in file order, repeats kept so
 /// that validation can name them.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct Calls(pub(crate) Vec<(String, Call)>);
 
 /// `aggregations[].calls.NAME`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub(crate) struct Call {
     pub(crate) service: Option<String>,
     pub(crate) path: Option<String>,
@@ -76,7 +76,7 @@ impl<'de> Deserialize<'de> for Calls {
 }
 
 /// `listeners[]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub(crate) struct Listener {
     pub(crate) name: String,
     pub(crate) port: u16,
@@ -89,7 +89,7 @@ pub(crate) struct Listener {
 
 /// `listeners[].tls`: one certificate (`cert`, `key`) or several chosen by
 /// SNI (`certificates`), with protocol settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub(crate) struct ListenerTls {
     pub(crate) cert: Option<String>,
     pub(crate) key: Option<String>,
@@ -99,7 +99,7 @@ pub(crate) struct ListenerTls {
 }
 
 /// `listeners[].tls.certificates[]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub(crate) struct TlsCertificate {
     pub(crate) cert: Option<String>,
     pub(crate) key: Option<String>,
@@ -107,7 +107,7 @@ pub(crate) struct TlsCertificate {
 }
 
 /// `services[]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub(crate) struct Service {
     pub(crate) name: String,
     pub(crate) url: Option<String>,
@@ -128,14 +128,14 @@ pub(crate) struct Service {
 }
 
 /// `ip_restriction`: `none`, or `{ allow: [CIDR...], deny: [CIDR...] }`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) enum IpRestriction {
     Word(String),
     Spec(IpRestrictionSpec),
 }
 
 /// The long form of `ip_restriction`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub(crate) struct IpRestrictionSpec {
     pub(crate) allow: Option<Vec<String>>,
     pub(crate) deny: Option<Vec<String>>,
@@ -161,7 +161,7 @@ impl<'de> Deserialize<'de> for IpRestriction {
 }
 
 /// `services[].retries`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub(crate) struct Retries {
     pub(crate) attempts: Option<i64>,
     pub(crate) on: Option<Vec<String>>,
@@ -170,7 +170,7 @@ pub(crate) struct Retries {
 }
 
 /// `services[].circuit_breaker`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub(crate) struct CircuitBreaker {
     pub(crate) max_connections: Option<i64>,
     pub(crate) max_pending_requests: Option<i64>,
@@ -179,7 +179,7 @@ pub(crate) struct CircuitBreaker {
 }
 
 /// `services[].outlier_detection`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub(crate) struct OutlierDetection {
     pub(crate) consecutive_5xx: Option<i64>,
     pub(crate) interval: Option<String>,
@@ -188,7 +188,7 @@ pub(crate) struct OutlierDetection {
 }
 
 /// `services[].health_check`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub(crate) struct HealthCheck {
     pub(crate) path: Option<String>,
     pub(crate) interval: Option<String>,
@@ -198,7 +198,7 @@ pub(crate) struct HealthCheck {
 }
 
 /// `routes[]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub(crate) struct Route {
     pub(crate) name: String,
     pub(crate) listener: Option<String>,
@@ -217,7 +217,7 @@ pub(crate) struct Route {
 }
 
 /// `routes[].cors`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub(crate) struct Cors {
     pub(crate) origins: Option<Vec<ValueMatch>>,
     pub(crate) methods: Option<Vec<String>>,
@@ -228,7 +228,7 @@ pub(crate) struct Cors {
 }
 
 /// `routes[].match`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 pub(crate) struct Match {
     pub(crate) prefix: Option<String>,
     pub(crate) path: Option<String>,
@@ -240,7 +240,7 @@ pub(crate) struct Match {
 }
 
 /// A header or query value to match: a plain string is an exact match.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) enum ValueMatch {
     /// `name: value`
     Exact(String),
@@ -249,7 +249,7 @@ pub(crate) enum ValueMatch {
 }
 
 /// The long form of a header or query match.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub(crate) struct ValueMatchSpec {
     pub(crate) exact: Option<String>,
     pub(crate) present: Option<bool>,
@@ -257,14 +257,14 @@ pub(crate) struct ValueMatchSpec {
 }
 
 /// `routes[].split[]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub(crate) struct SplitTarget {
     pub(crate) service: String,
     pub(crate) weight: u32,
 }
 
 /// `routes[].rewrite`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub(crate) struct Rewrite {
     pub(crate) prefix: Option<String>,
     pub(crate) regex: Option<String>,
@@ -273,7 +273,7 @@ pub(crate) struct Rewrite {
 }
 
 /// `request_headers` / `response_headers`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 pub(crate) struct HeaderOps {
     #[serde(default)]
     pub(crate) add: BTreeMap<String, String>,
@@ -282,7 +282,7 @@ pub(crate) struct HeaderOps {
 }
 
 /// `defaults`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 pub(crate) struct Defaults {
     pub(crate) request_headers: Option<HeaderOps>,
     pub(crate) response_headers: Option<HeaderOps>,
@@ -294,7 +294,7 @@ pub(crate) struct Defaults {
 }
 
 /// `defaults.tracing`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub(crate) struct Tracing {
     pub(crate) collector: Option<String>,
     pub(crate) service_name: Option<String>,
@@ -302,14 +302,14 @@ pub(crate) struct Tracing {
 }
 
 /// `defaults.access_log`: `off`, or where and how.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) enum AccessLog {
     Word(String),
     Spec(AccessLogSpec),
 }
 
 /// The long form of `access_log`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub(crate) struct AccessLogSpec {
     pub(crate) format: Option<String>,
     pub(crate) path: Option<String>,
@@ -339,7 +339,7 @@ impl<'de> Deserialize<'de> for AccessLog {
 }
 
 /// `rate_limits[]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub(crate) struct RateLimit {
     pub(crate) name: String,
     /// Window name → requests allowed in it; numbers stay signed so that a
@@ -353,14 +353,14 @@ pub(crate) struct RateLimit {
 }
 
 /// `rate_limits[].key`: `client_ip`, `route`, `{ header: NAME }` or `{ claim: NAME }`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) enum RateKey {
     Named(String),
     Spec(RateKeySpec),
 }
 
 /// The long form of a rate-limit key.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub(crate) struct RateKeySpec {
     pub(crate) header: Option<String>,
     pub(crate) claim: Option<String>,
@@ -386,7 +386,7 @@ impl<'de> Deserialize<'de> for RateKey {
 }
 
 /// The top-level `auth`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 pub(crate) struct AuthSection {
     #[serde(default)]
     pub(crate) jwt: Vec<JwtProvider>,
@@ -395,7 +395,7 @@ pub(crate) struct AuthSection {
 }
 
 /// `auth.api_keys[]`: clients and their keys.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub(crate) struct ApiKeySet {
     pub(crate) name: String,
     /// Client name → key.
@@ -407,14 +407,14 @@ pub(crate) struct ApiKeySet {
 }
 
 /// `auth.api_keys[].from`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) enum KeyFrom {
     One(KeySource),
     Many(Vec<KeySource>),
 }
 
 /// One place an API key may be: a header or a query parameter.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub(crate) struct KeySource {
     pub(crate) header: Option<String>,
     pub(crate) query: Option<String>,
@@ -440,7 +440,7 @@ impl<'de> Deserialize<'de> for KeyFrom {
 }
 
 /// `auth.jwt[]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub(crate) struct JwtProvider {
     pub(crate) name: String,
     pub(crate) issuer: Option<String>,
@@ -453,7 +453,7 @@ pub(crate) struct JwtProvider {
 }
 
 /// `auth.jwt[].jwks`: exactly one of file, inline, uri.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub(crate) struct Jwks {
     pub(crate) file: Option<String>,
     pub(crate) inline: Option<String>,
@@ -462,7 +462,7 @@ pub(crate) struct Jwks {
 }
 
 /// `auth.jwt[].from`: a header (with a prefix) or a query parameter.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub(crate) struct TokenFrom {
     pub(crate) header: Option<String>,
     pub(crate) prefix: Option<String>,
@@ -471,7 +471,7 @@ pub(crate) struct TokenFrom {
 
 /// `auth:` or `rate_limit:` on defaults, a service or a route: one name (or
 /// `none`), or a list of names.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) enum NameRef {
     One(String),
     AnyOf(Vec<String>),

@@ -64,9 +64,7 @@ pub(crate) fn routes(old: &str, new: &str, parsed: &PolicyFile) -> Option<(Range
             Some(i) => (i, block.items[i]),
             None => (0, block.start),
         };
-        let last = (block.items.iter())
-            .position(|&s| s >= changed_end && s > start)
-            .unwrap_or(block.items.len());
+        let last = (block.items.iter()).position(|&s| s >= changed_end && s > start).unwrap_or(block.items.len());
         let end = block.items.get(last).copied().unwrap_or(block.end);
         Some((start, first, last, end))
     };
@@ -179,7 +177,8 @@ impl<'a> Iterator for Lines<'a> {
 mod tests {
     use super::*;
 
-    const HEAD: &str = "listeners:\n  - name: public\n    port: 8080\nservices:\n  - name: a\n    url: http://127.0.0.1:1\n";
+    const HEAD: &str =
+        "listeners:\n  - name: public\n    port: 8080\nservices:\n  - name: a\n    url: http://127.0.0.1:1\n";
 
     fn route(i: usize) -> String {
         format!("  - name: r{i}\n    match: {{ prefix: /r/{i}/ }}\n    service: a\n")
@@ -224,8 +223,14 @@ mod tests {
         assert!(spliced(&old, &old.replace("/r/7/", "/r/seven/")).is_some(), "a changed item");
         assert!(spliced(&old, &(old.clone() + &route(50))).is_some(), "an item added at the end");
         assert!(spliced(&old, &old.replace(&route(20), "")).is_some(), "an item removed");
-        assert!(spliced(&old, &old.replace(&route(20), &(route(20) + &route(99) + &route(98)))).is_some(), "two inserted");
-        assert!(spliced(&old, &old.replace(&route(0), "  # first\n")).is_some(), "the first item replaced by a comment");
+        assert!(
+            spliced(&old, &old.replace(&route(20), &(route(20) + &route(99) + &route(98)))).is_some(),
+            "two inserted"
+        );
+        assert!(
+            spliced(&old, &old.replace(&route(0), "  # first\n")).is_some(),
+            "the first item replaced by a comment"
+        );
         let tail = file(50, "rate_limits:\n  - name: rl\n    requests: 1\n    per: minute\n");
         assert!(spliced(&tail, &tail.replace("/r/49/", "/r/last/")).is_some(), "the last item, before another key");
     }
@@ -236,7 +241,10 @@ mod tests {
         let whole = |new: &str| routes(&old, new, &full(&old));
         assert!(whole(&old.replace("port: 8080", "port: 8081")).is_none(), "an edit outside the list");
         assert!(whole(&(old.clone() + "rate_limits: []\n")).is_none(), "a new top-level key");
-        assert!(whole(&old.replace("service: a\n  - name: r3", "service: a\n    colour: red\n  - name: r3")).is_none(), "an unknown key");
+        assert!(
+            whole(&old.replace("service: a\n  - name: r3", "service: a\n    colour: red\n  - name: r3")).is_none(),
+            "an unknown key"
+        );
         assert!(whole(&old.replace("/r/2/", "/r/2/ ")).is_some(), "(a harmless edit takes the short way)");
         assert!(whole(&old.replace("prefix: /r/2/ }", "prefix: /r/2/ ")).is_none(), "a syntax error");
         assert!(whole(&old.replace("name: r2", "name: &n r2")).is_none(), "an anchor");
@@ -318,7 +326,8 @@ services:
         let mut edits: Vec<String> = Vec::new();
         for i in 0..lines.len() {
             let without: String = lines.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, l)| *l).collect();
-            let doubled: String = lines.iter().enumerate().flat_map(|(j, l)| if j == i { vec![*l, *l] } else { vec![*l] }).collect();
+            let doubled: String =
+                lines.iter().enumerate().flat_map(|(j, l)| if j == i { vec![*l, *l] } else { vec![*l] }).collect();
             edits.extend([without, doubled]);
         }
         for (at, _) in old.char_indices() {
@@ -335,7 +344,8 @@ services:
             valid += usize::from(parse_whole(new).is_some());
             let Some((range, fresh)) = routes(old, new, &parsed) else { continue };
             short += 1;
-            let whole = parse_whole(new).unwrap_or_else(|| panic!("the short way took a file a full parse rejects:\n{new}"));
+            let whole =
+                parse_whole(new).unwrap_or_else(|| panic!("the short way took a file a full parse rejects:\n{new}"));
             let mut got = parsed.routes.clone();
             got.splice(range, fresh);
             assert_eq!(format!("{got:?}"), format!("{whole:?}"), "spliced != parsed whole for:\n{new}");

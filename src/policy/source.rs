@@ -162,7 +162,7 @@ struct ParsedFile {
 /// Parsed policy files by path, from the last load: what `policy::load_dir_cached`
 /// reuses for files whose text is unchanged.
 #[derive(Debug, Default)]
-pub struct ParseCache(std::collections::HashMap<String, ParsedFile>);
+pub(crate) struct ParseCache(std::collections::HashMap<String, ParsedFile>);
 
 /// Parse every document of every file; collect all syntax errors and unknown keys.
 pub(crate) fn parse_all(files: &[SourceFile]) -> Parsed {

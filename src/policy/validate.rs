@@ -4,6 +4,7 @@
 //! (the error list, names, durations, regexes, header changes) is here.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 mod aggregations;
@@ -23,6 +24,7 @@ use super::{Diagnostic, Diagnostics};
 
 use aggregations::check_aggregation;
 use listeners::{check_listener, check_port_clashes};
+pub(crate) use routes::RouteCache;
 use routes::{check_route, precedence, Defined};
 use services::check_service;
 
@@ -57,8 +59,9 @@ impl Errors<'_> {
     }
 }
 
-/// Validate the parsed files as one policy.
-pub(crate) fn validate(files: &[SourceFile], parsed: Parsed) -> Result<Policy, Diagnostics> {
+/// Validate the parsed files as one policy, reusing from `cache` the routes
+/// that, with all they refer to, are as the last validation saw them.
+pub(crate) fn validate(files: &[SourceFile], parsed: Parsed, cache: &mut RouteCache) -> Result<Policy, Diagnostics> {
     let mut errs = Errors { files, list: parsed.errors, warnings: Vec::new(), read_files: Vec::new() };
     let mut listeners = Vec::new();
     let mut services = Vec::new();
@@ -124,6 +127,7 @@ pub(crate) fn validate(files: &[SourceFile], parsed: Parsed) -> Result<Policy, D
     };
     let mut seen_routes: HashMap<&str, &Origin> = HashMap::with_capacity(routes.len());
     let mut ordered = Vec::with_capacity(routes.len());
+    let mut cached = cache.start(&policy, &defined, &defaults, &refs);
     for (seq, (o, r)) in routes.iter().enumerate() {
         if let Some(first) = seen_routes.get(r.name.as_str()) {
             let msg =
@@ -132,7 +136,17 @@ pub(crate) fn validate(files: &[SourceFile], parsed: Parsed) -> Result<Policy, D
             continue;
         }
         seen_routes.insert(&r.name, o);
-        if let Some(route) = check_route(&mut errs, o, r, &policy, &defined, &defaults, &refs) {
+        let route = cached.get(r).or_else(|| {
+            let (errors, warnings) = (errs.list.len(), errs.warnings.len());
+            let route = Arc::new(check_route(&mut errs, o, r, &policy, &defined, &defaults, &refs)?);
+            // Only a route with nothing to say is kept: problems are
+            // reported again on every load.
+            if errs.list.len() == errors && errs.warnings.len() == warnings {
+                cached.keep(r, &route);
+            }
+            Some(route)
+        });
+        if let Some(route) = route {
             ordered.push((seq, o, route));
         }
     }
@@ -150,11 +164,11 @@ pub(crate) fn validate(files: &[SourceFile], parsed: Parsed) -> Result<Policy, D
         seen_routes.insert(&a.name, o);
         if let Some((agg, route)) = check_aggregation(&mut errs, o, a, &policy, &defined, &defaults, &refs) {
             policy.aggregations.insert(agg.name.clone(), agg);
-            ordered.push((routes.len() + seq, o, route));
+            ordered.push((routes.len() + seq, o, Arc::new(route)));
         }
     }
     {
-        let all: Vec<(&Origin, &crate::policy::Route)> = ordered.iter().map(|(_, o, r)| (*o, r)).collect();
+        let all: Vec<(&Origin, &crate::policy::Route)> = ordered.iter().map(|(_, o, r)| (*o, &**r)).collect();
         aggregations::check_clashes(&mut errs, &policy, &all);
     }
     // Sort keys, not routes: moving thousands of large routes about in a
@@ -162,7 +176,7 @@ pub(crate) fn validate(files: &[SourceFile], parsed: Parsed) -> Result<Policy, D
     let keys: Vec<_> = ordered.iter().map(|(seq, _, r)| (precedence(r), *seq)).collect();
     let mut by_precedence: Vec<usize> = (0..ordered.len()).collect();
     by_precedence.sort_unstable_by_key(|&i| keys[i]);
-    let mut routes: Vec<Option<crate::policy::Route>> = ordered.into_iter().map(|(_, _, r)| Some(r)).collect();
+    let mut routes: Vec<Option<Arc<crate::policy::Route>>> = ordered.into_iter().map(|(_, _, r)| Some(r)).collect();
     policy.routes = by_precedence.into_iter().filter_map(|i| routes[i].take()).collect();
     policy.read_files = providers.read_files.into_iter().chain(std::mem::take(&mut errs.read_files)).collect();
     policy.warnings = std::mem::take(&mut errs.warnings);
@@ -392,6 +406,7 @@ struct Refs<'r, 'a> {
     limits: &'r ratelimits::RateLimits<'a>,
 }
 
+#[derive(Debug, Clone, PartialEq)]
 struct DefaultOps {
     request: HeaderOps,
     response: HeaderOps,

@@ -75,7 +75,7 @@ fn policies<'p>(policy: &'p Policy, route: &Route, scope: Scope) -> Vec<&'p Rate
 /// when a route there has a local limit, the `ratelimit` filter(s) when one
 /// has a global limit.
 pub(super) fn http_filters(policy: &Policy, listener: &str) -> Vec<HttpFilter> {
-    let routes: Vec<&Route> = policy.routes.iter().filter(|r| r.listener == listener).collect();
+    let routes: Vec<&Route> = policy.routes.iter().filter(|r| r.listener == listener).map(|r| &**r).collect();
     let used = |scope: Scope| routes.iter().flat_map(|r| policies(policy, r, scope)).collect::<Vec<_>>();
     let mut out = Vec::new();
     if !used(Scope::Local).is_empty() {

@@ -38,10 +38,11 @@ use crate::snapshot::{self, Resource};
 pub(super) struct RouteCache {
     /// The policy the entries were made for, without its routes.
     context: Option<Policy>,
-    /// By route name: the route (boxed: moving thousands of large values
-    /// about the map was a tenth of a reload), and its entry in a virtual
-    /// host (field key, length and canonical encoding of the Envoy route).
-    entries: HashMap<String, (Box<Route>, Arc<[u8]>)>,
+    /// By route name: the route (shared with the policy it came from, so an
+    /// unchanged route is usually the same allocation), and its entry in a
+    /// virtual host (field key, length and canonical encoding of the Envoy
+    /// route).
+    entries: HashMap<String, (Arc<Route>, Arc<[u8]>)>,
 }
 
 /// `routes` of `VirtualHost`: its entries are inserted before the fields
@@ -66,9 +67,10 @@ pub(super) fn route_configurations(policy: &Policy, cache: &mut RouteCache) -> V
     for l in policy.listeners.values() {
         let mut entries = Vec::new();
         for r in policy.routes.iter().filter(|r| r.listener == l.name) {
+            // The same allocation when validation reused the route too.
             let (route, entry) = match old.remove(&r.name) {
-                Some((cached, entry)) if *cached == *r => (cached, entry),
-                _ => (Box::new(r.clone()), route_entry(policy, r)),
+                Some((cached, entry)) if Arc::ptr_eq(&cached, r) || *cached == **r => (cached, entry),
+                _ => (Arc::clone(r), route_entry(policy, r)),
             };
             entries.extend_from_slice(&entry);
             cache.entries.insert(route.name.clone(), (route, entry));
@@ -442,7 +444,7 @@ mod tests {
         // One route changes: only its entry is made again.
         let mut edited = policy.clone();
         let changed = edited.routes[1].name.clone();
-        edited.routes[1].timeout = Some(std::time::Duration::from_millis(1234));
+        Arc::make_mut(&mut edited.routes[1]).timeout = Some(std::time::Duration::from_millis(1234));
         assert_eq!(built(&edited, &mut cache), whole(&edited));
         for (name, (_, entry)) in &cache.entries {
             assert_eq!(Arc::ptr_eq(entry, &before[name]), *name != changed, "route {name}");

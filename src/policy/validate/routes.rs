@@ -1,12 +1,14 @@
 //! `routes`: matches, backends, rewrites, header changes and `auth`, and
 //! the precedence that orders them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use super::{auth, check_substitution, ratelimits, Refs};
 use super::{check_name, did_you_mean, duration, header_name_ok, header_ops, regex, DefaultOps, Errors};
 use crate::policy::model::{
-    Auth, Backend, Cors, HeaderOps, PathMatch, PathRewrite, Policy, RateKey, RateLimit, Route, ValueMatch, ValueRule,
+    ApiKeySet, Auth, Backend, Cors, HeaderOps, JwtProvider, Listener, PathMatch, PathRewrite, Policy, RateKey,
+    RateLimit, Route, Service, ValueMatch, ValueRule,
 };
 use crate::policy::raw;
 use crate::policy::source::Origin;
@@ -59,6 +61,100 @@ fn value_matches(
     out
 }
 
+/// Routes validated by the last load, by name, with what they were made
+/// from: on a large policy an edit changes a few routes, and checking every
+/// route again was most of a reload.
+///
+/// A route is reused when its text is equal to last time's and so is
+/// everything else [`check_route`] reads ([`Context`]); any change to those
+/// starts afresh. Routes with errors or warnings are never kept, so their
+/// problems are reported on every load.
+#[derive(Debug, Default)]
+pub(crate) struct RouteCache {
+    context: Option<Context>,
+    routes: HashMap<String, Kept>,
+    /// Counts validations, to find the routes the last one did not see.
+    generation: u64,
+}
+
+/// A route as written, and what validating it gave.
+#[derive(Debug)]
+struct Kept {
+    raw: raw::Route,
+    route: Arc<Route>,
+    /// The last validation that saw it.
+    seen: u64,
+}
+
+/// Everything but the route itself that [`check_route`] reads, owned: the
+/// listeners and services, the names written in the files, the defaults,
+/// the auth providers and rate limits. Whoever makes `check_route` read
+/// something more must add it here.
+#[derive(Debug, PartialEq)]
+struct Context {
+    listeners: BTreeMap<String, Listener>,
+    services: BTreeMap<String, Service>,
+    defined: (BTreeSet<String>, BTreeSet<String>),
+    defaults: DefaultOps,
+    providers: (BTreeMap<String, JwtProvider>, BTreeMap<String, ApiKeySet>, BTreeSet<String>),
+    limits: (BTreeMap<String, RateLimit>, BTreeSet<String>),
+}
+
+impl RouteCache {
+    /// Begin one validation's use of the cache, given what routes can refer to.
+    pub(super) fn start<'c>(
+        &'c mut self,
+        policy: &Policy,
+        defined: &Defined<'_>,
+        defaults: &DefaultOps,
+        refs: &Refs<'_, '_>,
+    ) -> CachedRoutes<'c> {
+        let owned = |set: &BTreeSet<&str>| set.iter().map(|s| (*s).to_owned()).collect();
+        let context = Context {
+            listeners: policy.listeners.clone(),
+            services: policy.services.clone(),
+            defined: (owned(&defined.listeners), owned(&defined.services)),
+            defaults: defaults.clone(),
+            providers: (refs.providers.valid.clone(), refs.providers.api_keys.clone(), owned(&refs.providers.defined)),
+            limits: (refs.limits.valid.clone(), owned(&refs.limits.defined)),
+        };
+        if self.context.as_ref() != Some(&context) {
+            self.routes.clear();
+            self.context = Some(context);
+        }
+        self.generation += 1;
+        CachedRoutes { cache: self }
+    }
+}
+
+/// One validation's use of the [`RouteCache`]. When it ends, routes this
+/// validation did not see leave the cache.
+pub(super) struct CachedRoutes<'c> {
+    cache: &'c mut RouteCache,
+}
+
+impl CachedRoutes<'_> {
+    /// Last time's result for `r`, if it was written the same way.
+    pub(super) fn get(&mut self, r: &raw::Route) -> Option<Arc<Route>> {
+        let kept = self.cache.routes.get_mut(r.name.as_str()).filter(|k| k.raw == *r)?;
+        kept.seen = self.cache.generation;
+        Some(Arc::clone(&kept.route))
+    }
+
+    /// Keep `route`, validated from `r` without a problem, for the next validation.
+    pub(super) fn keep(&mut self, r: &raw::Route, route: &Arc<Route>) {
+        let kept = Kept { raw: r.clone(), route: Arc::clone(route), seen: self.cache.generation };
+        self.cache.routes.insert(r.name.clone(), kept);
+    }
+}
+
+impl Drop for CachedRoutes<'_> {
+    fn drop(&mut self) {
+        let generation = self.cache.generation;
+        self.cache.routes.retain(|_, k| k.seen == generation);
+    }
+}
+
 /// Every listener and service name the files define, valid or not.
 pub(super) struct Defined<'a> {
     pub(super) listeners: std::collections::BTreeSet<&'a str>,
@@ -104,6 +200,8 @@ pub(super) fn listener_of(
     }
 }
 
+/// A route checked against the rest of the policy. What it reads besides
+/// `r` is in [`Context`], which decides when [`RouteCache`] may reuse it.
 pub(super) fn check_route(
     errs: &mut Errors<'_>,
     o: &Origin,
@@ -450,4 +548,92 @@ fn inherit<T: Clone + PartialEq>(
         Backend::Aggregation(_) => None,
     };
     Some(from_service.unwrap_or_else(|| default.clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use crate::policy::{load_dir_cached, load_texts, LoadCache, Policy};
+
+    const LISTENER: &str = "listeners:\n  - name: public\n    port: 8080\n";
+    const ROUTES: &str = "routes:\n  - name: a\n    match: { prefix: /a }\n    service: s\n  \
+                          - name: b\n    match: { prefix: /b }\n    service: s\n    rate_limit: rl\n";
+    const SERVICES: &str = "services:\n  - name: s\n    url: http://127.0.0.1:1\n";
+    const LIMITS: &str = "rate_limits:\n  - name: rl\n    limits: { minute: 5 }\n";
+
+    /// Loads of `dir` with one cache, each checked against a load without.
+    struct Folder {
+        dir: tempfile::TempDir,
+        cache: LoadCache,
+    }
+
+    impl Folder {
+        fn load(&mut self, files: &[(&str, &str)]) -> Result<Policy, crate::policy::Diagnostics> {
+            for entry in std::fs::read_dir(self.dir.path()).expect("read the folder") {
+                std::fs::remove_file(entry.expect("an entry").path()).expect("remove");
+            }
+            for (name, text) in files {
+                std::fs::write(self.dir.path().join(name), text).expect("write");
+            }
+            let cached = load_dir_cached(self.dir.path(), &mut self.cache);
+            let texts: Vec<(String, String)> = files.iter().map(|(n, t)| ((*n).to_owned(), (*t).to_owned())).collect();
+            assert_eq!(cached, load_texts(&texts), "cached and uncached loads differ for {files:?}");
+            cached
+        }
+    }
+
+    fn route<'p>(p: &'p Policy, name: &str) -> &'p Arc<crate::policy::Route> {
+        p.routes.iter().find(|r| r.name == name).expect("the route")
+    }
+
+    #[test]
+    fn a_route_is_reused_only_while_it_and_all_it_reads_are_unchanged() {
+        let mut f = Folder { dir: tempfile::tempdir().expect("a folder"), cache: LoadCache::default() };
+        let files = |routes: &str, services: &str, limits: &str| -> [(&str, String); 4] {
+            [
+                ("l.yaml", LISTENER.to_owned()),
+                ("r.yaml", routes.to_owned()),
+                ("s.yaml", services.to_owned()),
+                ("x.yaml", limits.to_owned()),
+            ]
+        };
+        let load = |f: &mut Folder, set: &[(&str, String); 4]| {
+            let borrowed: Vec<(&str, &str)> = set.iter().map(|(n, t)| (*n, t.as_str())).collect();
+            f.load(&borrowed)
+        };
+        let first = load(&mut f, &files(ROUTES, SERVICES, LIMITS)).expect("valid");
+
+        // One route edited: the other is the very same route.
+        let edited = load(&mut f, &files(&ROUTES.replace("/a", "/a2"), SERVICES, LIMITS)).expect("valid");
+        assert!(!Arc::ptr_eq(route(&first, "a"), route(&edited, "a")));
+        assert!(Arc::ptr_eq(route(&first, "b"), route(&edited, "b")), "b reused");
+
+        // What routes inherit from their service changes them all.
+        let timeout = SERVICES.to_owned() + "    timeout: 3s\n";
+        let slower = load(&mut f, &files(&ROUTES.replace("/a", "/a2"), &timeout, LIMITS)).expect("valid");
+        assert!(!Arc::ptr_eq(route(&edited, "b"), route(&slower, "b")), "b checked again");
+        assert_eq!(route(&slower, "b").timeout, Some(std::time::Duration::from_secs(3)));
+
+        // A service or rate limit taken away is an error, not a stale route.
+        let gone = load(&mut f, &files(ROUTES, "services: []\n", LIMITS)).expect_err("dangling service");
+        assert!(gone.to_string().contains("service `s`, which is not defined"), "{gone}");
+        let gone = load(&mut f, &files(ROUTES, SERVICES, "rate_limits: []\n")).expect_err("dangling limit");
+        assert!(gone.to_string().contains("rate limit `rl` is not defined"), "{gone}");
+
+        // Back as it was: valid again; a route removed and put back is
+        // checked afresh.
+        load(&mut f, &files(ROUTES, SERVICES, LIMITS)).expect("valid");
+        let only_b = ROUTES.split_once("  - name: b").map(|(head, _)| head.to_owned()).expect("two routes");
+        load(&mut f, &files(&only_b, SERVICES, LIMITS)).expect("valid");
+        assert_eq!(f.cache.routes.routes.len(), 1, "b left the cache");
+        load(&mut f, &files(ROUTES, SERVICES, LIMITS)).expect("valid");
+
+        // A route with a problem is never kept, so it is reported each time.
+        let bad = ROUTES.replace("/b }", "b }");
+        for _ in 0..2 {
+            let err = load(&mut f, &files(&bad, SERVICES, LIMITS)).expect_err("no leading slash");
+            assert!(err.to_string().contains("`b` must start with `/`"), "{err}");
+        }
+    }
 }
