@@ -85,7 +85,7 @@ pub struct LoadCache {
 pub fn load_dir_cached(dir: &Path, cache: &mut LoadCache) -> Result<Policy, Diagnostics> {
     let files = source::read_dir(dir)?;
     let parsed = source::parse_all_cached(&files, &mut cache.files);
-    validate::validate(&files, parsed, &mut cache.routes)
+    validate::validate(&files, parsed, Some(&mut cache.routes))
 }
 
 /// Load and validate policy given as in-memory files `(relative path, text)`.
@@ -95,5 +95,5 @@ pub fn load_dir_cached(dir: &Path, cache: &mut LoadCache) -> Result<Policy, Diag
 pub fn load_texts(texts: &[(String, String)]) -> Result<Policy, Diagnostics> {
     let files = source::from_texts(texts);
     let parsed = source::parse_all(&files);
-    validate::validate(&files, parsed, &mut validate::RouteCache::default())
+    validate::validate(&files, parsed, None)
 }

@@ -59,9 +59,14 @@ impl Errors<'_> {
     }
 }
 
-/// Validate the parsed files as one policy, reusing from `cache` the routes
-/// that, with all they refer to, are as the last validation saw them.
-pub(crate) fn validate(files: &[SourceFile], parsed: Parsed, cache: &mut RouteCache) -> Result<Policy, Diagnostics> {
+/// Validate the parsed files as one policy, reusing from `cache` (when there
+/// is one to keep) the routes that, with all they refer to, are as the last
+/// validation saw them.
+pub(crate) fn validate(
+    files: &[SourceFile],
+    parsed: Parsed,
+    cache: Option<&mut RouteCache>,
+) -> Result<Policy, Diagnostics> {
     let mut errs = Errors { files, list: parsed.errors, warnings: Vec::new(), read_files: Vec::new() };
     let mut listeners = Vec::new();
     let mut services = Vec::new();
@@ -127,7 +132,7 @@ pub(crate) fn validate(files: &[SourceFile], parsed: Parsed, cache: &mut RouteCa
     };
     let mut seen_routes: HashMap<&str, &Origin> = HashMap::with_capacity(routes.len());
     let mut ordered = Vec::with_capacity(routes.len());
-    let mut cached = cache.start(&policy, &defined, &defaults, &refs);
+    let mut cached = cache.map(|c| c.start(&policy, &defined, &defaults, &refs));
     for (seq, (o, r)) in routes.iter().enumerate() {
         if let Some(first) = seen_routes.get(r.name.as_str()) {
             let msg =
@@ -136,13 +141,13 @@ pub(crate) fn validate(files: &[SourceFile], parsed: Parsed, cache: &mut RouteCa
             continue;
         }
         seen_routes.insert(&r.name, o);
-        let route = cached.get(r).or_else(|| {
+        let route = cached.as_mut().and_then(|c| c.get(r)).or_else(|| {
             let (errors, warnings) = (errs.list.len(), errs.warnings.len());
             let route = Arc::new(check_route(&mut errs, o, r, &policy, &defined, &defaults, &refs)?);
             // Only a route with nothing to say is kept: problems are
             // reported again on every load.
-            if errs.list.len() == errors && errs.warnings.len() == warnings {
-                cached.keep(r, &route);
+            if let Some(c) = cached.as_mut().filter(|_| errs.list.len() == errors && errs.warnings.len() == warnings) {
+                c.keep(r, &route);
             }
             Some(route)
         });
