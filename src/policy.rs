@@ -65,7 +65,9 @@ impl std::error::Error for Diagnostics {}
 /// # Errors
 /// Every problem found, not just the first.
 pub fn load_dir(dir: &Path) -> Result<Policy, Diagnostics> {
-    load_dir_cached(dir, &mut LoadCache::default())
+    let files = source::read_dir(dir)?;
+    let parsed = source::parse_all(&files);
+    validate::validate(&files, parsed, None)
 }
 
 /// What one load keeps for the next (the watcher holds one across
