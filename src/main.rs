@@ -62,6 +62,8 @@ enum Command {
         #[arg(long, default_value = "./config")]
         config: PathBuf,
     },
+    /// Print the JSON Schema of the policy format, for editors.
+    Schema,
     /// Print the Envoy resources a node of a cluster would receive.
     Render {
         #[arg(long, default_value = "./config")]
@@ -188,6 +190,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             rt.shutdown_timeout(std::time::Duration::from_millis(200));
             served?;
         }
+        Command::Schema => print!("{}", legate::policy::schema()),
         Command::Validate { config } => match legate::policy::load_dir(&config) {
             Ok(p) => {
                 for w in &p.warnings {

@@ -11,6 +11,7 @@ mod locate;
 mod model;
 mod raw;
 mod reparse;
+mod schema;
 mod source;
 mod validate;
 
@@ -21,6 +22,7 @@ use serde::Serialize;
 
 pub use locate::{LocationIndex, Pos, Seg, YamlPath};
 pub use model::*;
+pub use schema::schema;
 pub use source::import_kong;
 
 /// One problem in the policy files, where a user can find it.

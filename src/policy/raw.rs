@@ -5,11 +5,13 @@
 
 use std::collections::BTreeMap;
 
+use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde::de::{self, value::MapAccessDeserializer, value::SeqAccessDeserializer};
 use serde::{Deserialize, Deserializer};
 
 /// One YAML document of a policy file. Every list merges across files.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub(crate) struct PolicyFile {
     #[serde(default)]
     pub(crate) listeners: Vec<Listener>,
@@ -26,7 +28,8 @@ pub(crate) struct PolicyFile {
 }
 
 /// `aggregations[]`: one client request answered from several service calls.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub(crate) struct Aggregation {
     pub(crate) name: String,
     pub(crate) listener: Option<String>,
@@ -44,13 +47,24 @@ pub(crate) struct Aggregation {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct Calls(pub(crate) Vec<(String, Call)>);
 
+impl JsonSchema for Calls {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Calls".into()
+    }
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        <BTreeMap<String, Call>>::json_schema(generator)
+    }
+}
+
 /// `aggregations[].calls.NAME`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub(crate) struct Call {
     pub(crate) service: Option<String>,
     pub(crate) path: Option<String>,
     pub(crate) pick: Option<String>,
     /// Any YAML value; answered in its place when the call fails.
+    #[schemars(with = "Option<serde_json::Value>")]
     pub(crate) default: Option<serde_yaml::Value>,
     pub(crate) timeout: Option<String>,
 }
@@ -76,7 +90,8 @@ impl<'de> Deserialize<'de> for Calls {
 }
 
 /// `listeners[]`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub(crate) struct Listener {
     pub(crate) name: String,
     pub(crate) port: u16,
@@ -89,7 +104,8 @@ pub(crate) struct Listener {
 
 /// `listeners[].tls`: one certificate (`cert`, `key`) or several chosen by
 /// SNI (`certificates`), with protocol settings.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub(crate) struct ListenerTls {
     pub(crate) cert: Option<String>,
     pub(crate) key: Option<String>,
@@ -99,7 +115,8 @@ pub(crate) struct ListenerTls {
 }
 
 /// `listeners[].tls.certificates[]`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub(crate) struct TlsCertificate {
     pub(crate) cert: Option<String>,
     pub(crate) key: Option<String>,
@@ -107,7 +124,8 @@ pub(crate) struct TlsCertificate {
 }
 
 /// `services[]`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub(crate) struct Service {
     pub(crate) name: String,
     pub(crate) url: Option<String>,
@@ -128,14 +146,16 @@ pub(crate) struct Service {
 }
 
 /// `ip_restriction`: `none`, or `{ allow: [CIDR...], deny: [CIDR...] }`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, JsonSchema)]
+#[schemars(untagged)]
 pub(crate) enum IpRestriction {
-    Word(String),
+    Word(#[schemars(schema_with = "word_none")] String),
     Spec(IpRestrictionSpec),
 }
 
 /// The long form of `ip_restriction`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub(crate) struct IpRestrictionSpec {
     pub(crate) allow: Option<Vec<String>>,
     pub(crate) deny: Option<Vec<String>>,
@@ -161,7 +181,8 @@ impl<'de> Deserialize<'de> for IpRestriction {
 }
 
 /// `services[].retries`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub(crate) struct Retries {
     pub(crate) attempts: Option<i64>,
     pub(crate) on: Option<Vec<String>>,
@@ -170,7 +191,8 @@ pub(crate) struct Retries {
 }
 
 /// `services[].circuit_breaker`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub(crate) struct CircuitBreaker {
     pub(crate) max_connections: Option<i64>,
     pub(crate) max_pending_requests: Option<i64>,
@@ -179,7 +201,8 @@ pub(crate) struct CircuitBreaker {
 }
 
 /// `services[].outlier_detection`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub(crate) struct OutlierDetection {
     pub(crate) consecutive_5xx: Option<i64>,
     pub(crate) interval: Option<String>,
@@ -188,7 +211,8 @@ pub(crate) struct OutlierDetection {
 }
 
 /// `services[].health_check`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub(crate) struct HealthCheck {
     pub(crate) path: Option<String>,
     pub(crate) interval: Option<String>,
@@ -198,7 +222,8 @@ pub(crate) struct HealthCheck {
 }
 
 /// `routes[]`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub(crate) struct Route {
     pub(crate) name: String,
     pub(crate) listener: Option<String>,
@@ -217,7 +242,8 @@ pub(crate) struct Route {
 }
 
 /// `routes[].cors`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub(crate) struct Cors {
     pub(crate) origins: Option<Vec<ValueMatch>>,
     pub(crate) methods: Option<Vec<String>>,
@@ -228,7 +254,8 @@ pub(crate) struct Cors {
 }
 
 /// `routes[].match`.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub(crate) struct Match {
     pub(crate) prefix: Option<String>,
     pub(crate) path: Option<String>,
@@ -240,16 +267,18 @@ pub(crate) struct Match {
 }
 
 /// A header or query value to match: a plain string is an exact match.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, JsonSchema)]
+#[schemars(untagged)]
 pub(crate) enum ValueMatch {
     /// `name: value`
-    Exact(String),
+    Exact(#[schemars(schema_with = "scalar")] String),
     /// `name: { present: true }` or `name: { regex: ... }`
     Spec(ValueMatchSpec),
 }
 
 /// The long form of a header or query match.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub(crate) struct ValueMatchSpec {
     pub(crate) exact: Option<String>,
     pub(crate) present: Option<bool>,
@@ -257,14 +286,16 @@ pub(crate) struct ValueMatchSpec {
 }
 
 /// `routes[].split[]`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub(crate) struct SplitTarget {
     pub(crate) service: String,
     pub(crate) weight: u32,
 }
 
 /// `routes[].rewrite`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub(crate) struct Rewrite {
     pub(crate) prefix: Option<String>,
     pub(crate) regex: Option<String>,
@@ -273,7 +304,8 @@ pub(crate) struct Rewrite {
 }
 
 /// `request_headers` / `response_headers`.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub(crate) struct HeaderOps {
     #[serde(default)]
     pub(crate) add: BTreeMap<String, String>,
@@ -282,7 +314,8 @@ pub(crate) struct HeaderOps {
 }
 
 /// `defaults`.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub(crate) struct Defaults {
     pub(crate) request_headers: Option<HeaderOps>,
     pub(crate) response_headers: Option<HeaderOps>,
@@ -294,7 +327,8 @@ pub(crate) struct Defaults {
 }
 
 /// `defaults.tracing`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub(crate) struct Tracing {
     pub(crate) collector: Option<String>,
     pub(crate) service_name: Option<String>,
@@ -302,14 +336,16 @@ pub(crate) struct Tracing {
 }
 
 /// `defaults.access_log`: `off`, or where and how.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, JsonSchema)]
+#[schemars(untagged)]
 pub(crate) enum AccessLog {
-    Word(String),
+    Word(#[schemars(schema_with = "word_off")] String),
     Spec(AccessLogSpec),
 }
 
 /// The long form of `access_log`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub(crate) struct AccessLogSpec {
     pub(crate) format: Option<String>,
     pub(crate) path: Option<String>,
@@ -339,7 +375,8 @@ impl<'de> Deserialize<'de> for AccessLog {
 }
 
 /// `rate_limits[]`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub(crate) struct RateLimit {
     pub(crate) name: String,
     /// Window name → requests allowed in it; numbers stay signed so that a
@@ -353,14 +390,16 @@ pub(crate) struct RateLimit {
 }
 
 /// `rate_limits[].key`: `client_ip`, `route`, `{ header: NAME }` or `{ claim: NAME }`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, JsonSchema)]
+#[schemars(untagged)]
 pub(crate) enum RateKey {
-    Named(String),
+    Named(#[schemars(schema_with = "rate_key_word")] String),
     Spec(RateKeySpec),
 }
 
 /// The long form of a rate-limit key.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub(crate) struct RateKeySpec {
     pub(crate) header: Option<String>,
     pub(crate) claim: Option<String>,
@@ -386,7 +425,8 @@ impl<'de> Deserialize<'de> for RateKey {
 }
 
 /// The top-level `auth`.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub(crate) struct AuthSection {
     #[serde(default)]
     pub(crate) jwt: Vec<JwtProvider>,
@@ -395,7 +435,8 @@ pub(crate) struct AuthSection {
 }
 
 /// `auth.api_keys[]`: clients and their keys.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub(crate) struct ApiKeySet {
     pub(crate) name: String,
     /// Client name → key.
@@ -407,14 +448,16 @@ pub(crate) struct ApiKeySet {
 }
 
 /// `auth.api_keys[].from`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, JsonSchema)]
+#[schemars(untagged)]
 pub(crate) enum KeyFrom {
     One(KeySource),
     Many(Vec<KeySource>),
 }
 
 /// One place an API key may be: a header or a query parameter.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub(crate) struct KeySource {
     pub(crate) header: Option<String>,
     pub(crate) query: Option<String>,
@@ -440,7 +483,8 @@ impl<'de> Deserialize<'de> for KeyFrom {
 }
 
 /// `auth.jwt[]`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub(crate) struct JwtProvider {
     pub(crate) name: String,
     pub(crate) issuer: Option<String>,
@@ -453,7 +497,8 @@ pub(crate) struct JwtProvider {
 }
 
 /// `auth.jwt[].jwks`: exactly one of file, inline, uri.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub(crate) struct Jwks {
     pub(crate) file: Option<String>,
     pub(crate) inline: Option<String>,
@@ -462,7 +507,8 @@ pub(crate) struct Jwks {
 }
 
 /// `auth.jwt[].from`: a header (with a prefix) or a query parameter.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub(crate) struct TokenFrom {
     pub(crate) header: Option<String>,
     pub(crate) prefix: Option<String>,
@@ -471,7 +517,8 @@ pub(crate) struct TokenFrom {
 
 /// `auth:` or `rate_limit:` on defaults, a service or a route: one name (or
 /// `none`), or a list of names.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, JsonSchema)]
+#[schemars(untagged)]
 pub(crate) enum NameRef {
     One(String),
     AnyOf(Vec<String>),
@@ -530,4 +577,24 @@ impl<'de> Deserialize<'de> for ValueMatch {
         }
         d.deserialize_any(V)
     }
+}
+
+/// `none`, the one word `ip_restriction` takes.
+fn word_none(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({ "const": "none", "description": "no restriction" })
+}
+
+/// `off` (or YAML's `false`), the one word `access_log` takes.
+fn word_off(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({ "enum": ["off", false], "description": "no access log" })
+}
+
+/// The named rate-limit and hash keys.
+fn rate_key_word(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({ "enum": ["client_ip", "route"] })
+}
+
+/// A value matched exactly: a string, or a number or boolean read as one.
+fn scalar(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({ "type": ["string", "number", "boolean"] })
 }

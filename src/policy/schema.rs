@@ -1,0 +1,24 @@
+//! The policy format as a JSON Schema, for editors: `legate schema` prints
+//! it, and `schema/policy.schema.json` in the repository is a copy (a test
+//! keeps the two equal).
+//!
+//! It is derived from the [`raw`](super::raw) types that parse the files, so
+//! it names exactly the keys the parser knows and marks every other key an
+//! error, as the loader does. What needs more than one value to check
+//! (references, durations, regexes, port clashes) is left to `legate
+//! validate`; the schema is for completion and typos as you type.
+
+use schemars::generate::SchemaSettings;
+
+use super::raw::PolicyFile;
+
+/// The JSON Schema (draft 7, which editors' YAML support reads best) of one
+/// policy file, pretty-printed, with a final newline.
+#[must_use]
+pub fn schema() -> String {
+    let mut root = SchemaSettings::draft07().into_generator().into_root_schema_for::<PolicyFile>();
+    root.insert("title".into(), "legate policy file".into());
+    let mut out = serde_json::to_string_pretty(&root).unwrap_or_default();
+    out.push('\n');
+    out
+}

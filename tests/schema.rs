@@ -1,0 +1,128 @@
+//! The policy format's JSON Schema (issue 11): `legate schema` prints what
+//! is checked in, every example and `config/` file is valid against it and
+//! points editors at it, and mistakes a user makes are flagged by it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde::Deserialize as _;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn checked_in() -> String {
+    std::fs::read_to_string(root().join("schema/policy.schema.json")).expect("schema/policy.schema.json")
+}
+
+fn validator() -> jsonschema::Validator {
+    let schema: serde_json::Value = serde_json::from_str(&checked_in()).expect("the schema is JSON");
+    jsonschema::draft7::new(&schema).expect("a valid draft 7 schema")
+}
+
+/// Each YAML document of `text`, as JSON.
+fn documents(text: &str) -> Vec<serde_json::Value> {
+    serde_yaml::Deserializer::from_str(text)
+        .map(|d| serde_json::Value::deserialize(d).expect("YAML that converts to JSON"))
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+/// What the schema says of `text`: one line per problem.
+fn problems(text: &str) -> Vec<String> {
+    let v = validator();
+    documents(text)
+        .iter()
+        .flat_map(|doc| v.iter_errors(doc).map(|e| format!("{}: {e}", e.instance_path())).collect::<Vec<_>>())
+        .collect()
+}
+
+/// The policy files the repository ships: `config/` and each example
+/// (Kong declarative configs are another format, and are left out).
+fn shipped() -> Vec<PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).expect("read the folder") {
+            let path = entry.expect("an entry").path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+                out.push(path);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&root().join("config"), &mut out);
+    walk(&root().join("examples"), &mut out);
+    out.retain(|p| !std::fs::read_to_string(p).expect("read").lines().any(|l| l.starts_with("_format_version")));
+    out.sort();
+    out
+}
+
+#[test]
+fn legate_schema_prints_the_checked_in_schema() {
+    let out = Command::new(env!("CARGO_BIN_EXE_legate")).arg("schema").output().expect("run legate schema");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stdout) == checked_in(),
+        "schema/policy.schema.json differs from what the code generates; \
+         run `cargo run -- schema > schema/policy.schema.json` and commit it"
+    );
+}
+
+#[test]
+fn every_shipped_policy_file_is_valid_and_names_the_schema() {
+    let files = shipped();
+    assert!(files.len() >= 10, "expected config/ and the examples, found {files:?}");
+    for path in files {
+        let text = std::fs::read_to_string(&path).expect("read");
+        let found = problems(&text);
+        assert!(found.is_empty(), "{}: {found:#?}", path.display());
+
+        // The first line tells editors where the schema is, relative to
+        // the file.
+        let first = text.lines().next().unwrap_or_default();
+        let rel = first
+            .strip_prefix("# yaml-language-server: $schema=")
+            .unwrap_or_else(|| panic!("{} must start with `# yaml-language-server: $schema=...`", path.display()));
+        let target = path.parent().expect("a folder").join(rel);
+        assert_eq!(
+            std::fs::canonicalize(&target).ok(),
+            std::fs::canonicalize(root().join("schema/policy.schema.json")).ok(),
+            "{}: $schema={rel} is not schema/policy.schema.json",
+            path.display()
+        );
+    }
+}
+
+#[test]
+fn the_schema_flags_unknown_keys_and_wrong_types() {
+    let good = "listeners:\n  - name: public\n    port: 8080\nservices:\n  - name: s\n    url: http://127.0.0.1:1\n\
+                routes:\n  - name: r\n    match: { prefix: /r, headers: { x-v: 2, x-on: { present: true } } }\n    \
+                service: s\n    auth: none\n    ip_restriction: none\n\
+                defaults:\n  access_log: off\n  rate_limit: [a, b]\n";
+    assert_eq!(problems(good), Vec::<String>::new(), "the valid file");
+
+    for (what, bad, at) in [
+        ("an unknown top-level key", good.replace("services:", "service:"), ""),
+        ("an unknown key in a route", good.replace("    auth: none", "    colour: blue"), "/routes/0"),
+        ("an unknown key in a match", good.replace("prefix: /r", "prefx: /r"), "/routes/0/match"),
+        ("a port that is not a number", good.replace("port: 8080", "port: eighty"), "/listeners/0/port"),
+        (
+            "a route without match",
+            good.replace("    match: { prefix: /r, headers: { x-v: 2, x-on: { present: true } } }\n", ""),
+            "/routes/0",
+        ),
+        (
+            "a word ip_restriction does not take",
+            good.replace("ip_restriction: none", "ip_restriction: all"),
+            "/routes/0/ip_restriction",
+        ),
+        ("a list as a header value", good.replace("x-v: 2", "x-v: [1, 2]"), "/routes/0/match/headers/x-v"),
+    ] {
+        let found = problems(&bad);
+        assert!(
+            found.iter().any(|p| p.starts_with(&format!("{at}:"))),
+            "{what} should be flagged at `{at}`; the schema said {found:#?}"
+        );
+    }
+}
