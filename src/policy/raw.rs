@@ -13,16 +13,23 @@ use serde::{Deserialize, Deserializer};
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub(crate) struct PolicyFile {
+    /// Where Envoy accepts requests: a port, with its hosts and TLS.
     #[serde(default)]
     pub(crate) listeners: Vec<Listener>,
+    /// The upstreams routes send to: an Envoy cluster each.
     #[serde(default)]
     pub(crate) services: Vec<Service>,
+    /// Which requests go to which service, with rewrites, auth, limits and header changes.
     #[serde(default)]
     pub(crate) routes: Vec<Route>,
+    /// Settings every route has unless its service or the route says otherwise.
     pub(crate) defaults: Option<Defaults>,
+    /// JWT providers and API key sets, which `auth:` on defaults, services and routes names.
     pub(crate) auth: Option<AuthSection>,
+    /// Rate-limit policies, which `rate_limit:` on defaults, services and routes names.
     #[serde(default)]
     pub(crate) rate_limits: Vec<RateLimit>,
+    /// One client request answered from several service calls, made by legate's aggregator.
     #[serde(default)]
     pub(crate) aggregations: Vec<Aggregation>,
 }
@@ -31,13 +38,21 @@ pub(crate) struct PolicyFile {
 #[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub(crate) struct Aggregation {
+    /// Unique among routes and aggregations.
     pub(crate) name: String,
+    /// Optional when there is one listener.
     pub(crate) listener: Option<String>,
+    /// The path it answers, with `{name}` standing for one whole path segment.
     pub(crate) path: Option<String>,
+    /// Default [GET].
     pub(crate) methods: Option<Vec<String>>,
+    /// As on a route; default: defaults.auth.
     pub(crate) auth: Option<NameRef>,
+    /// As on a route; default: defaults.rate_limit.
     pub(crate) rate_limit: Option<NameRef>,
+    /// The answer is ready by then, with defaults for calls not done (default 5s).
     pub(crate) timeout: Option<String>,
+    /// Call name -> the call; the name is the key of its result in the answer.
     #[serde(default)]
     pub(crate) calls: Calls,
 }
@@ -60,12 +75,16 @@ impl JsonSchema for Calls {
 #[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub(crate) struct Call {
+    /// The service to call.
     pub(crate) service: Option<String>,
+    /// Its path and query, with `{name}` from the request path and `{query.NAME}` from its query.
     pub(crate) path: Option<String>,
+    /// Take this field of the call's JSON answer rather than the whole.
     pub(crate) pick: Option<String>,
     /// Any YAML value; answered in its place when the call fails.
     #[schemars(with = "Option<serde_json::Value>")]
     pub(crate) default: Option<serde_yaml::Value>,
+    /// How long to wait for this call.
     pub(crate) timeout: Option<String>,
 }
 
@@ -93,12 +112,19 @@ impl<'de> Deserialize<'de> for Calls {
 #[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub(crate) struct Listener {
+    /// Unique: the Envoy listener and its route configuration.
     pub(crate) name: String,
+    /// 1-65535.
     pub(crate) port: u16,
+    /// An IP address; default 0.0.0.0.
     pub(crate) address: Option<String>,
+    /// Virtual-host domains; `*` may lead (*.example.com) or trail; default ["*"].
     pub(crate) hosts: Option<Vec<String>>,
+    /// Only Envoys whose node.cluster is listed get it; default: all.
     pub(crate) fleets: Option<Vec<String>>,
+    /// TLS ends at Envoy; services get plain HTTP.
     pub(crate) tls: Option<ListenerTls>,
+    /// Plain HTTP on this port answers 301 to https on `port`.
     pub(crate) http_redirect_port: Option<u16>,
 }
 
@@ -107,10 +133,15 @@ pub(crate) struct Listener {
 #[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub(crate) struct ListenerTls {
+    /// PEM certificate chain, relative to this file's folder.
     pub(crate) cert: Option<String>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
     pub(crate) key: Option<String>,
+    /// Several certificates, chosen by the name the client asks for (SNI).
     pub(crate) certificates: Option<Vec<TlsCertificate>>,
+    /// "1.2" (default) or "1.3".
     pub(crate) min_version: Option<String>,
+    /// Default [h2, http/1.1].
     pub(crate) alpn: Option<Vec<String>>,
 }
 
@@ -118,8 +149,11 @@ pub(crate) struct ListenerTls {
 #[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub(crate) struct TlsCertificate {
+    /// PEM certificate chain, relative to this file's folder.
     pub(crate) cert: Option<String>,
+    /// PEM private key.
     pub(crate) key: Option<String>,
+    /// The names it is for; none: every other name.
     pub(crate) hosts: Option<Vec<String>>,
 }
 
@@ -127,21 +161,37 @@ pub(crate) struct TlsCertificate {
 #[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub(crate) struct Service {
+    /// Unique: the Envoy cluster name.
     pub(crate) name: String,
+    /// scheme://host[:port], no path; https talks TLS (SNI = host).
     pub(crate) url: Option<String>,
+    /// host:port of each endpoint, instead of `url`.
     pub(crate) endpoints: Option<Vec<String>>,
+    /// Default 5s.
     pub(crate) connect_timeout: Option<String>,
+    /// Default request timeout of routes to it (Envoy's default: 15s).
     pub(crate) timeout: Option<String>,
+    /// round_robin | least_request | random | ring_hash.
     pub(crate) load_balancing: Option<String>,
+    /// ring_hash only: client_ip (default) or { header: NAME }.
     pub(crate) hash_key: Option<RateKey>,
+    /// { attempts, on, per_try_timeout, methods }.
     pub(crate) retries: Option<Retries>,
+    /// { max_connections, max_pending_requests, max_requests, max_retries }.
     pub(crate) circuit_breaker: Option<CircuitBreaker>,
+    /// { consecutive_5xx, interval, base_ejection_time, max_ejection_percent }.
     pub(crate) outlier_detection: Option<OutlierDetection>,
+    /// { path, interval, timeout, unhealthy_threshold, healthy_threshold }.
     pub(crate) health_check: Option<HealthCheck>,
+    /// Header changes on the way to the service.
     pub(crate) request_headers: Option<HeaderOps>,
+    /// Header changes on the way back.
     pub(crate) response_headers: Option<HeaderOps>,
+    /// For routes to it that don't say: a provider, a list, or `none`.
     pub(crate) auth: Option<NameRef>,
+    /// For routes to it that don't say: a policy, a list, or `none`.
     pub(crate) rate_limit: Option<NameRef>,
+    /// For routes to it that don't say: `none`, or { allow, deny }.
     pub(crate) ip_restriction: Option<IpRestriction>,
 }
 
@@ -157,7 +207,9 @@ pub(crate) enum IpRestriction {
 #[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub(crate) struct IpRestrictionSpec {
+    /// Addresses or ranges (10.0.0.0/8, 192.0.2.7, 2001:db8::/32) allowed; others get 403.
     pub(crate) allow: Option<Vec<String>>,
+    /// Addresses or ranges refused with 403.
     pub(crate) deny: Option<Vec<String>>,
 }
 
@@ -184,9 +236,13 @@ impl<'de> Deserialize<'de> for IpRestriction {
 #[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub(crate) struct Retries {
+    /// How many times a request is retried.
     pub(crate) attempts: Option<i64>,
+    /// Conditions: 5xx, reset, connect-failure, gateway-error, retriable-4xx, ...
     pub(crate) on: Option<Vec<String>>,
+    /// Timeout of each try.
     pub(crate) per_try_timeout: Option<String>,
+    /// Methods retried; default the idempotent ones.
     pub(crate) methods: Option<Vec<String>>,
 }
 
@@ -225,19 +281,32 @@ pub(crate) struct HealthCheck {
 #[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub(crate) struct Route {
+    /// Unique.
     pub(crate) name: String,
+    /// Optional when there is exactly one listener.
     pub(crate) listener: Option<String>,
+    /// Which requests: prefix | path | regex, and methods, headers, query, hosts.
     #[serde(rename = "match")]
     pub(crate) matcher: Match,
+    /// The service it sends to; or `split`.
     pub(crate) service: Option<String>,
+    /// A weighted split over services: [{ service, weight }].
     pub(crate) split: Option<Vec<SplitTarget>>,
+    /// { prefix } or { regex, substitution }, and { host }.
     pub(crate) rewrite: Option<Rewrite>,
+    /// Default: the service's timeout (the longest, for a split).
     pub(crate) timeout: Option<String>,
+    /// Header changes on the way in: { add: {NAME: value}, remove: [NAME] }.
     pub(crate) request_headers: Option<HeaderOps>,
+    /// Header changes on the way out.
     pub(crate) response_headers: Option<HeaderOps>,
+    /// A provider, a list (any of them), or `none`; default: the service's, then defaults.auth.
     pub(crate) auth: Option<NameRef>,
+    /// A policy, a list, or `none`; default: the service's, then defaults.rate_limit.
     pub(crate) rate_limit: Option<NameRef>,
+    /// Browsers' cross-origin requests: origins, methods, headers.
     pub(crate) cors: Option<Cors>,
+    /// `none`, or { allow, deny }; default: the service's, then the defaults'.
     pub(crate) ip_restriction: Option<IpRestriction>,
 }
 
@@ -245,11 +314,17 @@ pub(crate) struct Route {
 #[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub(crate) struct Cors {
+    /// Allowed origins: exact strings, { regex }, or "*".
     pub(crate) origins: Option<Vec<ValueMatch>>,
+    /// Allowed methods.
     pub(crate) methods: Option<Vec<String>>,
+    /// Request headers allowed.
     pub(crate) headers: Option<Vec<String>>,
+    /// Response headers scripts may read.
     pub(crate) expose_headers: Option<Vec<String>>,
+    /// How long browsers cache the preflight answer.
     pub(crate) max_age: Option<String>,
+    /// Cookies and Authorization; not with "*".
     pub(crate) credentials: Option<bool>,
 }
 
@@ -257,12 +332,19 @@ pub(crate) struct Cors {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub(crate) struct Match {
+    /// Path prefix; exactly one of prefix | path | regex.
     pub(crate) prefix: Option<String>,
+    /// Exact path.
     pub(crate) path: Option<String>,
+    /// RE2 regex of the whole path.
     pub(crate) regex: Option<String>,
+    /// Default: all.
     pub(crate) methods: Option<Vec<String>>,
+    /// All must hold: a value (exact), { present: bool } or { regex }.
     pub(crate) headers: Option<BTreeMap<String, ValueMatch>>,
+    /// Query parameters, in the same three forms.
     pub(crate) query: Option<BTreeMap<String, ValueMatch>>,
+    /// The Host, any port and case; default: any of the listener's.
     pub(crate) hosts: Option<Vec<String>>,
 }
 
@@ -289,7 +371,9 @@ pub(crate) struct ValueMatchSpec {
 #[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub(crate) struct SplitTarget {
+    /// A service.
     pub(crate) service: String,
+    /// Its share, relative to the others'.
     pub(crate) weight: u32,
 }
 
@@ -297,9 +381,13 @@ pub(crate) struct SplitTarget {
 #[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub(crate) struct Rewrite {
+    /// Replaces the matched prefix.
     pub(crate) prefix: Option<String>,
+    /// RE2 regex over the path, with `substitution`.
     pub(crate) regex: Option<String>,
+    /// The new path; `\1` for the first group.
     pub(crate) substitution: Option<String>,
+    /// Host header sent upstream.
     pub(crate) host: Option<String>,
 }
 
@@ -307,8 +395,10 @@ pub(crate) struct Rewrite {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub(crate) struct HeaderOps {
+    /// Header name -> value, set (replacing any).
     #[serde(default)]
     pub(crate) add: BTreeMap<String, String>,
+    /// Header names removed.
     #[serde(default)]
     pub(crate) remove: Vec<String>,
 }
@@ -317,12 +407,19 @@ pub(crate) struct HeaderOps {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub(crate) struct Defaults {
+    /// Header changes on the way in, for every route.
     pub(crate) request_headers: Option<HeaderOps>,
+    /// Header changes on the way out, for every route.
     pub(crate) response_headers: Option<HeaderOps>,
+    /// A provider, a list, or `none` (the default).
     pub(crate) auth: Option<NameRef>,
+    /// A policy, a list, or `none` (the default).
     pub(crate) rate_limit: Option<NameRef>,
+    /// `none` (the default), or { allow, deny }.
     pub(crate) ip_restriction: Option<IpRestriction>,
+    /// { format: json | text, path: stdout | stderr | legate | FILE } or `off` (the default).
     pub(crate) access_log: Option<AccessLog>,
+    /// OpenTelemetry tracing: { collector, service_name, sampling }; absent: off.
     pub(crate) tracing: Option<Tracing>,
 }
 
@@ -330,8 +427,11 @@ pub(crate) struct Defaults {
 #[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub(crate) struct Tracing {
+    /// The OpenTelemetry collector's host:port (OTLP over gRPC).
     pub(crate) collector: Option<String>,
+    /// Default "gateway".
     pub(crate) service_name: Option<String>,
+    /// Percent of requests traced, 0-100 (default 100).
     pub(crate) sampling: Option<f64>,
 }
 
@@ -347,7 +447,9 @@ pub(crate) enum AccessLog {
 #[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub(crate) struct AccessLogSpec {
+    /// json (default) or text.
     pub(crate) format: Option<String>,
+    /// stdout (default), stderr, legate, or an absolute file path.
     pub(crate) path: Option<String>,
 }
 
@@ -378,14 +480,20 @@ impl<'de> Deserialize<'de> for AccessLog {
 #[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub(crate) struct RateLimit {
+    /// Unique; what `rate_limit:` refers to.
     pub(crate) name: String,
     /// Window name → requests allowed in it; numbers stay signed so that a
     /// negative one gets our message rather than serde's.
     pub(crate) limits: Option<BTreeMap<String, i64>>,
+    /// client_ip (default) | route | { header: NAME } | { claim: NAME }.
     pub(crate) key: Option<RateKey>,
+    /// local (default): each Envoy counts alone | global: one count for the fleet.
     pub(crate) scope: Option<String>,
+    /// Default false: x-ratelimit-limit / -remaining / -reset, Retry-After on 429.
     pub(crate) headers: Option<bool>,
+    /// true: count and report, never reject (a dry run).
     pub(crate) shadow: Option<bool>,
+    /// Global only: refuse (503) when the count can't be checked.
     pub(crate) fail_closed: Option<bool>,
 }
 
@@ -401,7 +509,9 @@ pub(crate) enum RateKey {
 #[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub(crate) struct RateKeySpec {
+    /// Count by this request header's value.
     pub(crate) header: Option<String>,
+    /// Count by this JWT claim (the route needs `auth`).
     pub(crate) claim: Option<String>,
 }
 
@@ -428,8 +538,10 @@ impl<'de> Deserialize<'de> for RateKey {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub(crate) struct AuthSection {
+    /// JWT providers: tokens verified by Envoy.
     #[serde(default)]
     pub(crate) jwt: Vec<JwtProvider>,
+    /// API key sets: clients and their keys.
     #[serde(default)]
     pub(crate) api_keys: Vec<ApiKeySet>,
 }
@@ -438,12 +550,15 @@ pub(crate) struct AuthSection {
 #[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub(crate) struct ApiKeySet {
+    /// Unique among JWT providers and key sets; what `auth:` refers to.
     pub(crate) name: String,
     /// Client name → key.
     pub(crate) keys: Option<BTreeMap<String, String>>,
     /// Where the key is: one place or a list of places.
     pub(crate) from: Option<KeyFrom>,
+    /// The upstream learns which client called from this header.
     pub(crate) client_header: Option<String>,
+    /// Default false: the key stays at Envoy.
     pub(crate) forward_key: Option<bool>,
 }
 
@@ -459,7 +574,9 @@ pub(crate) enum KeyFrom {
 #[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub(crate) struct KeySource {
+    /// A request header.
     pub(crate) header: Option<String>,
+    /// A query parameter.
     pub(crate) query: Option<String>,
 }
 
@@ -486,13 +603,21 @@ impl<'de> Deserialize<'de> for KeyFrom {
 #[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub(crate) struct JwtProvider {
+    /// Unique; what `auth:` refers to.
     pub(crate) name: String,
+    /// Required: tokens must carry this `iss`.
     pub(crate) issuer: Option<String>,
+    /// The `aud` must hold one of them.
     pub(crate) audiences: Option<Vec<String>>,
+    /// The keys: { file } | { inline } | { uri, cache }.
     pub(crate) jwks: Option<Jwks>,
+    /// Default { header: Authorization, prefix: "Bearer " }; or { query: NAME }.
     pub(crate) from: Option<TokenFrom>,
+    /// Claim -> request header the service gets (clients can't forge it).
     pub(crate) claims_to_headers: Option<BTreeMap<String, String>>,
+    /// Default 60s; whole seconds, at least 1s.
     pub(crate) clock_skew: Option<String>,
+    /// Default false: the upstream does not get the token.
     pub(crate) forward_token: Option<bool>,
 }
 
@@ -500,9 +625,13 @@ pub(crate) struct JwtProvider {
 #[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub(crate) struct Jwks {
+    /// A JWKS file, relative to this policy file's folder.
     pub(crate) file: Option<String>,
+    /// The JWKS itself, as a string.
     pub(crate) inline: Option<String>,
+    /// Fetched by Envoy over https.
     pub(crate) uri: Option<String>,
+    /// How long Envoy keeps a fetched JWKS (default 5m).
     pub(crate) cache: Option<String>,
 }
 
@@ -510,8 +639,11 @@ pub(crate) struct Jwks {
 #[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub(crate) struct TokenFrom {
+    /// A request header.
     pub(crate) header: Option<String>,
+    /// What comes before the token in the header.
     pub(crate) prefix: Option<String>,
+    /// A query parameter.
     pub(crate) query: Option<String>,
 }
 
