@@ -110,9 +110,13 @@ services:
         &[("@GOOD", good), ("@BAD", bad)],
     );
     let url = format!("{base}/pool");
-    // Round robin: the bad host gets every other request until its third 500.
+    // Round robin: the bad host gets every other request until its third
+    // 500. Envoy ejects it on its main thread, after the worker that saw
+    // the third 500 tells it, so one more request can reach it first (seen
+    // once in CI): 3 or 4 failures, then none.
     let first: Vec<String> = (0..10).map(|_| who(&call("GET", &url))).collect();
-    assert_eq!(first.iter().filter(|w| *w == "500").count(), 3, "ejected after 3 failures in a row: {first:?}");
+    let failures = first.iter().filter(|w| *w == "500").count();
+    assert!((3..=4).contains(&failures), "ejected after 3 failures in a row: {first:?}");
     let then: Vec<String> = (0..20).map(|_| who(&call("GET", &url))).collect();
     assert!(then.iter().all(|w| w == "good"), "all traffic to the healthy host: {then:?}");
     // After the ejection time it is tried again.
