@@ -12,6 +12,7 @@ pub mod bootstrap;
 pub mod descriptors;
 pub mod echo;
 pub mod metrics;
+pub mod plan;
 pub mod policy;
 pub mod ratelimit;
 pub mod render;

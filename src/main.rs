@@ -1,7 +1,7 @@
 //! The `legate` command line (SPEC §1).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -64,6 +64,19 @@ enum Command {
     },
     /// Print the JSON Schema of the policy format, for editors.
     Schema,
+    /// Show what applying DIR would add, remove and change, per Envoy
+    /// resource, against a running legate or another folder; exit 0 when
+    /// nothing would change, 2 when something would.
+    Plan {
+        #[arg(long, default_value = "./config")]
+        config: PathBuf,
+        /// The running legate's admin API to compare with.
+        #[arg(long, default_value = "127.0.0.1:18001", conflicts_with = "against")]
+        admin_addr: String,
+        /// Compare with this folder instead of a running legate.
+        #[arg(long)]
+        against: Option<PathBuf>,
+    },
     /// Print the Envoy resources a node of a cluster would receive.
     Render {
         #[arg(long, default_value = "./config")]
@@ -191,6 +204,36 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             served?;
         }
         Command::Schema => print!("{}", legate::policy::schema()),
+        Command::Plan { config, admin_addr, against } => {
+            let side = |dir: &Path| {
+                legate::watch::load(dir).map(|s| legate::plan::Side {
+                    resources: legate::render::view_json(s.all()),
+                    fleets: Some(s.fleets().clone()),
+                })
+            };
+            let proposed = match side(&config) {
+                Ok(s) => s,
+                Err(diags) => {
+                    eprintln!("{diags}");
+                    eprintln!("{}: not valid; nothing to plan", config.display());
+                    return Ok(ExitCode::FAILURE);
+                }
+            };
+            let current = match against {
+                Some(dir) => match side(&dir) {
+                    Ok(s) => s,
+                    Err(diags) => {
+                        eprintln!("{diags}");
+                        eprintln!("{}: not valid; nothing to compare with", dir.display());
+                        return Ok(ExitCode::FAILURE);
+                    }
+                },
+                None => legate::plan::Side { resources: fetch_json(&admin_addr, "/api/config")?, fleets: None },
+            };
+            let plan = legate::plan::plan(&current, &proposed);
+            print!("{}", legate::plan::render(&plan));
+            return Ok(if plan.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(2) });
+        }
         Command::Validate { config } => match legate::policy::load_dir(&config) {
             Ok(p) => {
                 for w in &p.warnings {
@@ -250,7 +293,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime()?.block_on(legate::up::up(opts))?;
         }
         Command::Status { admin_addr } => {
-            let doc = fetch_status(&admin_addr)?;
+            let doc = fetch_json(&admin_addr, "/api/status")?;
             print!("{}", legate::status::table(&doc));
         }
         Command::Import { from: Import::Kong { file, partial } } => match legate::policy::import_kong(&file, partial) {
@@ -274,19 +317,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `GET /api/status` from a running legate (a plain HTTP/1.1 request: the
-/// admin API is local and needs no client library).
-fn fetch_status(admin_addr: &str) -> anyhow::Result<serde_json::Value> {
+/// `GET path` (`/api/status`, `/api/config`) from a running legate's admin
+/// API, as JSON (a plain HTTP/1.1 request: the admin API is local and needs
+/// no client library).
+fn fetch_json(admin_addr: &str, path: &str) -> anyhow::Result<serde_json::Value> {
     use std::io::{Read as _, Write as _};
     let mut conn = std::net::TcpStream::connect(admin_addr)
         .with_context(|| format!("cannot reach legate's admin API at {admin_addr} (is `legate serve` running?)"))?;
     conn.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
-    write!(conn, "GET /api/status HTTP/1.1\r\nhost: {admin_addr}\r\nconnection: close\r\n\r\n")?;
+    write!(conn, "GET {path} HTTP/1.1\r\nhost: {admin_addr}\r\nconnection: close\r\n\r\n")?;
     let mut raw = String::new();
     conn.read_to_string(&mut raw)?;
     let (head, body) = raw.split_once("\r\n\r\n").context("not an HTTP answer")?;
     anyhow::ensure!(head.starts_with("HTTP/1.1 200"), "legate answered: {}", head.lines().next().unwrap_or(""));
-    serde_json::from_str(body).context("/api/status is not JSON")
+    serde_json::from_str(body).with_context(|| format!("{path} is not JSON"))
 }
 
 fn parse_host_port(flag: &str, s: &str) -> anyhow::Result<(String, u16)> {

@@ -278,6 +278,13 @@ impl Snapshot {
         &self.version
     }
 
+    /// Listener (and route configuration) name → the node clusters it is
+    /// for; a listener not here is for every fleet.
+    #[must_use]
+    pub fn fleets(&self) -> &BTreeMap<String, Vec<String>> {
+        &self.fleets
+    }
+
     /// Every resource, regardless of fleets.
     #[must_use]
     pub fn all(&self) -> &View {
