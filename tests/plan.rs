@@ -40,8 +40,23 @@ rate_limits:
 
 /// `legate plan --config (BASE edited) --against (BASE)`: exit code and output.
 fn plan_against(edited: &str) -> (i32, String) {
-    let (current, proposed) = (folder(BASE), folder(edited));
+    plan_of(BASE, edited)
+}
+
+/// `legate plan --config (proposed) --against (current)`: exit code and output.
+fn plan_of(current: &str, proposed: &str) -> (i32, String) {
+    let (current, proposed) = (folder(current), folder(proposed));
     run(&["plan", "--config", path(&proposed), "--against", path(&current)])
+}
+
+/// Each case (name, current, proposed) changes something: exit 2, and the
+/// output is its snapshot.
+fn assert_plans(cases: [(&str, String, String); 3]) {
+    for (name, current, proposed) in cases {
+        let (code, out) = plan_of(&current, &proposed);
+        assert_eq!(code, 2, "{name}: something changes\n{out}");
+        insta::assert_snapshot!(name, out);
+    }
 }
 
 fn folder(text: &str) -> tempfile::TempDir {
@@ -77,28 +92,22 @@ fn a_route_added_removed_and_changed() {
         edit("rate_limits:", "  - name: health\n    match: { path: /healthz }\n    service: users\nrate_limits:");
     let removed = edit("  - name: users\n    match: { prefix: /api/users }\n    service: users\n", "");
     let changed = edit("prefix: /api/users", "prefix: /api/v2/users");
-    for (name, policy) in [("route_added", added), ("route_removed", removed), ("route_changed", changed)] {
-        let (code, out) = plan_against(&policy);
-        assert_eq!(code, 2, "{name}: something changes\n{out}");
-        insta::assert_snapshot!(name, out);
-    }
+    assert_plans([
+        ("route_added", BASE.to_owned(), added),
+        ("route_removed", BASE.to_owned(), removed),
+        ("route_changed", BASE.to_owned(), changed),
+    ]);
 }
 
 #[test]
 fn a_service_added_removed_and_changed() {
-    let added = edit("routes:", "  - name: audit\n    url: http://audit.internal:3000\nroutes:");
-    let two = edit("routes:", "  - name: audit\n    url: http://audit.internal:3000\nroutes:");
+    let with_audit = edit("routes:", "  - name: audit\n    url: http://audit.internal:3000\nroutes:");
     let changed = edit("url: http://users.internal:3000", "url: http://users.internal:3000\n    timeout: 3s");
-    for (name, current, proposed) in [
-        ("service_added", BASE.to_owned(), added),
-        ("service_removed", two, BASE.to_owned()),
+    assert_plans([
+        ("service_added", BASE.to_owned(), with_audit.clone()),
+        ("service_removed", with_audit, BASE.to_owned()),
         ("service_changed", BASE.to_owned(), changed),
-    ] {
-        let (current, proposed) = (folder(&current), folder(&proposed));
-        let (code, out) = run(&["plan", "--config", path(&proposed), "--against", path(&current)]);
-        assert_eq!(code, 2, "{name}: something changes\n{out}");
-        insta::assert_snapshot!(name, out);
-    }
+    ]);
 }
 
 #[test]
@@ -108,29 +117,20 @@ fn a_rate_limit_added_removed_and_changed() {
     let removed = edit("    rate_limit: per-client\n", "")
         .replace("rate_limits:\n  - name: per-client\n    limits: { minute: 100 }\n", "");
     let changed = edit("limits: { minute: 100 }", "limits: { minute: 50 }");
-    for (name, policy) in
-        [("rate_limit_added", added), ("rate_limit_removed", removed), ("rate_limit_changed", changed)]
-    {
-        let (code, out) = plan_against(&policy);
-        assert_eq!(code, 2, "{name}: something changes\n{out}");
-        insta::assert_snapshot!(name, out);
-    }
+    assert_plans([
+        ("rate_limit_added", BASE.to_owned(), added),
+        ("rate_limit_removed", BASE.to_owned(), removed),
+        ("rate_limit_changed", BASE.to_owned(), changed),
+    ]);
 }
 
 #[test]
 fn the_fleets_affected_are_named() {
     let fleets = edit("    port: 10000\n", "    port: 10000\n    fleets: [edge]\n");
-    let (current, proposed) = (folder(&fleets), folder(&fleets.replace("/api/users", "/api/people")));
-    let (code, out) = run(&["plan", "--config", path(&proposed), "--against", path(&current)]);
+    let (code, out) = plan_of(&fleets, &fleets.replace("/api/users", "/api/people"));
     assert_eq!(code, 2, "{out}");
     assert!(out.ends_with("Fleets affected: edge\n"), "only the edge fleet gets the route change:\n{out}");
-    let (_, out) = run(&[
-        "plan",
-        "--config",
-        path(&folder(&fleets.replace("users.internal", "people.internal"))),
-        "--against",
-        path(&current),
-    ]);
+    let (_, out) = plan_of(&fleets, &fleets.replace("users.internal", "people.internal"));
     assert!(out.ends_with("Fleets affected: every fleet\n"), "clusters go to every fleet:\n{out}");
 }
 
