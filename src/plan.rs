@@ -27,14 +27,31 @@ pub enum Change {
     Changed(String),
 }
 
-/// Which proxies get a resource: every fleet, or only these node clusters
-/// (listeners and their routes with `fleets:`).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+/// Which proxies get the changes: only these node clusters (listeners and
+/// their routes with `fleets:`), or every fleet.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fleets {
+    /// Only Envoys whose node.cluster is one of these.
+    Only(BTreeSet<String>),
     /// Every Envoy connected.
     Every,
-    /// Only Envoys whose node.cluster is one of these.
-    Only(Vec<String>),
+}
+
+impl Default for Fleets {
+    fn default() -> Self {
+        Fleets::Only(BTreeSet::new())
+    }
+}
+
+impl Fleets {
+    /// Add the proxies that get one change: these fleets, or (`None`) every fleet.
+    fn add(&mut self, only: Option<&Vec<String>>) {
+        match (self, only) {
+            (Fleets::Every, _) => {}
+            (Fleets::Only(set), Some(list)) => set.extend(list.iter().cloned()),
+            (all, None) => *all = Fleets::Every,
+        }
+    }
 }
 
 /// One side of a plan: the rendered resources (`render::view_json` of every
@@ -54,7 +71,7 @@ pub struct Plan {
     /// (type, resource name, change), types in xDS order, names sorted.
     pub changes: Vec<(Kind, String, Change)>,
     /// The fleets whose proxies would receive a change.
-    pub fleets: BTreeSet<Fleets>,
+    pub fleets: Fleets,
 }
 
 impl Plan {
@@ -82,14 +99,11 @@ pub fn plan(current: &Side, proposed: &Side) -> Plan {
             // Who gets it: the proposed side's fleets, or for a removal the
             // current side's (every fleet when that is not known).
             let side = if change == Change::Removed { current } else { proposed };
-            let fleets = match kind {
-                Kind::Listener | Kind::Route => match &side.fleets {
-                    Some(map) => map.get(name).map_or(Fleets::Every, |f| Fleets::Only(f.clone())),
-                    None => Fleets::Every,
-                },
-                _ => Fleets::Every,
+            let only = match kind {
+                Kind::Listener | Kind::Route => side.fleets.as_ref().and_then(|map| map.get(name)),
+                _ => None,
             };
-            out.fleets.insert(fleets);
+            out.fleets.add(only);
             out.changes.push((kind, name.clone(), change));
         }
     }
@@ -173,12 +187,9 @@ pub fn render(plan: &Plan) -> String {
             }
         }
     }
-    let fleets = if plan.fleets.contains(&Fleets::Every) {
-        "every fleet".to_owned()
-    } else {
-        let names: BTreeSet<&String> =
-            plan.fleets.iter().flat_map(|f| if let Fleets::Only(l) = f { l.iter() } else { [].iter() }).collect();
-        names.into_iter().map(String::as_str).collect::<Vec<_>>().join(", ")
+    let fleets = match &plan.fleets {
+        Fleets::Every => "every fleet".to_owned(),
+        Fleets::Only(names) => names.iter().map(String::as_str).collect::<Vec<_>>().join(", "),
     };
     let _ = writeln!(out, "Fleets affected: {fleets}");
     out
