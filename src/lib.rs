@@ -11,6 +11,7 @@ pub mod aggregator;
 pub mod bootstrap;
 pub mod descriptors;
 pub mod echo;
+pub mod gateway_test;
 pub mod metrics;
 pub mod plan;
 pub mod policy;

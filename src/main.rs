@@ -86,6 +86,18 @@ enum Command {
         #[arg(long, value_enum, default_value = "yaml")]
         format: Format,
     },
+    /// Run gateway test files (`*.gateway.yaml`) against a real local Envoy
+    /// fed from DIR, with echo upstreams standing in for every service;
+    /// exit 0 when every case passes.
+    Test {
+        #[arg(long, default_value = "./config")]
+        config: PathBuf,
+        /// Test files, or folders to find `*.gateway.yaml` in (default: DIR).
+        files: Vec<PathBuf>,
+        /// Also write the results as JUnit XML here, for CI.
+        #[arg(long)]
+        junit: Option<PathBuf>,
+    },
     /// Print an Envoy bootstrap that connects to legate over ADS.
     Bootstrap {
         #[arg(long)]
@@ -291,6 +303,29 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 envoy_admin_port,
             };
             runtime()?.block_on(legate::up::up(opts))?;
+        }
+        Command::Test { config, files, junit } => {
+            if std::env::var_os("LEGATE_LOG").is_some() {
+                init_logs(LogFormat::Text);
+            }
+            let opts = legate::gateway_test::TestOptions { config_dir: config, files, junit };
+            let outcome = runtime()?.block_on(legate::gateway_test::run(&opts, &mut std::io::stdout()))?;
+            return Ok(match outcome {
+                legate::gateway_test::Outcome::Ran(results) => {
+                    if legate::gateway_test::report::counts(&results).1 == 0 {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    }
+                }
+                legate::gateway_test::Outcome::Invalid(diags) => {
+                    for d in &diags {
+                        println!("{d}");
+                    }
+                    eprintln!("{} error(s); no test ran", diags.len());
+                    ExitCode::FAILURE
+                }
+            });
         }
         Command::Status { admin_addr } => {
             let doc = fetch_json(&admin_addr, "/api/status")?;

@@ -20,6 +20,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
+pub(crate) use keys::did_you_mean;
 pub use locate::{LocationIndex, Pos, Seg, YamlPath};
 pub use model::*;
 pub use schema::schema;

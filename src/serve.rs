@@ -66,23 +66,66 @@ pub async fn serve(
         })
         .await?
     };
-    let xds = listen(opts.xds_addr).with_context(|| format!("cannot listen for xDS on {}", opts.xds_addr))?;
-    let admin =
-        listen(opts.admin_addr).with_context(|| format!("cannot listen for the admin API on {}", opts.admin_addr))?;
-    let aggregator = listen(opts.aggregator_addr)
-        .with_context(|| format!("cannot listen for the aggregator on {}", opts.aggregator_addr))?;
+    let sockets = Sockets {
+        xds: listen(opts.xds_addr).with_context(|| format!("cannot listen for xDS on {}", opts.xds_addr))?,
+        admin: Some(
+            listen(opts.admin_addr)
+                .with_context(|| format!("cannot listen for the admin API on {}", opts.admin_addr))?,
+        ),
+        aggregator: listen(opts.aggregator_addr)
+            .with_context(|| format!("cannot listen for the aggregator on {}", opts.aggregator_addr))?,
+    };
     info!(
-        xds = %xds.local_addr()?,
-        admin = %admin.local_addr()?,
-        aggregator = %aggregator.local_addr()?,
+        xds = %sockets.xds.local_addr()?,
+        admin = %sockets.admin.as_ref().map_or(opts.admin_addr, |a| a.local_addr().unwrap_or(opts.admin_addr)),
+        aggregator = %sockets.aggregator.local_addr()?,
         config = %opts.config_dir.display(),
         "legate serving"
     );
 
     let watcher = tokio::spawn(watch.run(Arc::clone(&state), read_files, cache));
-    let admin_task = tokio::spawn(axum::serve(admin, admin::router(Arc::clone(&state))).into_future());
+    tokio::select! {
+        r = serve_state(state, sockets, counters, sink, shutdown) => r?,
+        r = watcher => r.context("policy watcher failed")?,
+    }
+    info!("legate stopped");
+    Ok(())
+}
+
+/// Where one legate listens: ADS with the rate-limit and access-log
+/// services, the admin API (if any), and the aggregator.
+#[derive(Debug)]
+pub struct Sockets {
+    /// gRPC: ADS, rate limits, access logs.
+    pub xds: TcpListener,
+    /// The admin HTTP API.
+    pub admin: Option<TcpListener>,
+    /// Where Envoy sends `aggregations` requests.
+    pub aggregator: TcpListener,
+}
+
+/// Serve whatever `state` holds on `sockets` until `shutdown` resolves;
+/// loading and watching the policy is the caller's.
+///
+/// # Errors
+/// When a server fails.
+pub async fn serve_state(
+    state: Arc<State>,
+    sockets: Sockets,
+    counters: Counters,
+    sink: accesslog::Sink,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let admin_task =
+        sockets.admin.map(|admin| tokio::spawn(axum::serve(admin, admin::router(Arc::clone(&state))).into_future()));
+    let admin_task = async move {
+        match admin_task {
+            Some(t) => t.await,
+            None => std::future::pending().await,
+        }
+    };
     let aggregator_task =
-        tokio::spawn(axum::serve(aggregator, Aggregator::new(Arc::clone(&state)).router()).into_future());
+        tokio::spawn(axum::serve(sockets.aggregator, Aggregator::new(Arc::clone(&state)).router()).into_future());
     // On shutdown, end every proxy stream (they never end by themselves), and
     // give in-flight calls a moment before leaving regardless: Envoy's
     // access-log streams, too, stay open for as long as they may.
@@ -108,24 +151,21 @@ pub async fn serve(
         .add_service(Ads::new(Arc::clone(&state)).into_service())
         .add_service(ratelimit::Service::new(Arc::new(counters), Arc::clone(&state)).into_service())
         .add_service(accesslog::Service::new(sink, Arc::clone(&state)).into_service())
-        .serve_with_incoming_shutdown(no_delay(TcpListenerStream::new(xds)), shutdown);
+        .serve_with_incoming_shutdown(no_delay(TcpListenerStream::new(sockets.xds)), shutdown);
     tokio::select! {
         r = grpc => r.context("xDS server failed")?,
         () = deadline => {}
-        r = watcher => r.context("policy watcher failed")?,
         r = admin_task => r?.context("admin API failed")?,
         r = aggregator_task => r?.context("aggregator failed")?,
     }
-    info!("legate stopped");
     Ok(())
 }
-
 /// Pending connections a listener queues: a fleet reconnects all at once
 /// after a restart, and the default (128) resets connections beyond it.
 const BACKLOG: u32 = 4096;
 
 /// A listener on `addr` with a [`BACKLOG`]-long accept queue.
-fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+pub(crate) fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;

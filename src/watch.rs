@@ -106,8 +106,8 @@ fn real(path: &Path) -> PathBuf {
 
 /// Whether a change to `path` can change what the policy in `dir` loads.
 /// The loader skips hidden files and folders (a name starting with one
-/// dot: editors' swap files, the temporary file of an atomic save), so
-/// changes to them don't reload, unless the policy reads that file itself
+/// dot: editors' swap files, the temporary file of an atomic save) and
+/// gateway test files (`*.gateway.yaml`), so changes to them don't reload, unless the policy reads that file itself
 /// (`known`). Kubernetes' `..data` and its timestamped folders (two dots)
 /// do count, and so does anything in the folders outside `dir` that the
 /// policy reads files from.
@@ -117,7 +117,8 @@ fn matters(dir: &Path, path: &Path, known: &HashSet<PathBuf>) -> bool {
         let name = c.as_os_str().to_string_lossy();
         name.starts_with('.') && !name.starts_with("..")
     });
-    !hidden || known.contains(&real(path))
+    let test = rel.file_name().is_some_and(|n| crate::gateway_test::is_test_file(&n.to_string_lossy()));
+    !(hidden || test) || known.contains(&real(path))
 }
 
 /// The folders outside `dir` that hold some of `files`.

@@ -129,7 +129,7 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
         let Ok(meta) = std::fs::metadata(&path) else { continue };
         if meta.is_dir() {
             walk(&path, out)?;
-        } else if name.ends_with(".yaml") || name.ends_with(".yml") {
+        } else if (name.ends_with(".yaml") || name.ends_with(".yml")) && !crate::gateway_test::is_test_file(&name) {
             out.push(path);
         }
     }
