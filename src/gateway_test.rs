@@ -236,7 +236,7 @@ async fn run_case(stand: &StandIn, case: &Case, from: IpAddr) -> anyhow::Result<
         let signed = stand.key.sign(&claims)?;
         match &provider.from {
             TokenSource::Header { name, prefix } => {
-                headers.push((name.to_ascii_lowercase(), format!("{prefix}{signed}")))
+                headers.push((name.to_ascii_lowercase(), format!("{prefix}{signed}")));
             }
             TokenSource::Query(name) => {
                 path.push(if path.contains('?') { '&' } else { '?' });

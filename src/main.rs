@@ -63,7 +63,11 @@ enum Command {
         config: PathBuf,
     },
     /// Print the JSON Schema of the policy format, for editors.
-    Schema,
+    Schema {
+        /// The schema of gateway test files (`*.gateway.yaml`) instead.
+        #[arg(long)]
+        tests: bool,
+    },
     /// Show what applying DIR would add, remove and change, per Envoy
     /// resource, against a running legate or another folder; exit 0 when
     /// nothing would change, 2 when something would.
@@ -215,7 +219,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             rt.shutdown_timeout(std::time::Duration::from_millis(200));
             served?;
         }
-        Command::Schema => print!("{}", legate::policy::schema()),
+        Command::Schema { tests: false } => print!("{}", legate::policy::schema()),
+        Command::Schema { tests: true } => print!("{}", legate::gateway_test::cases::schema()),
         Command::Plan { config, admin_addr, against } => {
             let side = |dir: &Path| {
                 legate::watch::load(dir).map(|s| legate::plan::Side {

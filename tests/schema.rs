@@ -1,6 +1,7 @@
 //! The policy format's JSON Schema (issue 11): `legate schema` prints what
 //! is checked in, every example and `config/` file is valid against it and
-//! points editors at it, and mistakes a user makes are flagged by it.
+//! points editors at it, and mistakes a user makes are flagged by it. The
+//! same for gateway test files (`legate schema --tests`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -11,12 +12,15 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn checked_in() -> String {
-    std::fs::read_to_string(root().join("schema/policy.schema.json")).expect("schema/policy.schema.json")
+const POLICY: &str = "schema/policy.schema.json";
+const TESTS: &str = "schema/gateway-test.schema.json";
+
+fn checked_in(schema: &str) -> String {
+    std::fs::read_to_string(root().join(schema)).expect(schema)
 }
 
-fn validator() -> jsonschema::Validator {
-    let schema: serde_json::Value = serde_json::from_str(&checked_in()).expect("the schema is JSON");
+fn validator(schema: &str) -> jsonschema::Validator {
+    let schema: serde_json::Value = serde_json::from_str(&checked_in(schema)).expect("the schema is JSON");
     jsonschema::draft7::new(&schema).expect("a valid draft 7 schema")
 }
 
@@ -28,18 +32,24 @@ fn documents(text: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// What the schema says of `text`: one line per problem.
+/// What the policy schema says of `text`: one line per problem.
 fn problems(text: &str) -> Vec<String> {
-    let v = validator();
+    problems_by(POLICY, text)
+}
+
+/// What `schema` says of `text`: one line per problem.
+fn problems_by(schema: &str, text: &str) -> Vec<String> {
+    let v = validator(schema);
     documents(text)
         .iter()
         .flat_map(|doc| v.iter_errors(doc).map(|e| format!("{}: {e}", e.instance_path())).collect::<Vec<_>>())
         .collect()
 }
 
-/// The policy files the repository ships: `config/` and each example
-/// (Kong declarative configs are another format, and are left out).
-fn shipped() -> Vec<PathBuf> {
+/// The YAML files the repository ships in `config/` and the examples:
+/// policy files (Kong declarative configs are another format, and are left
+/// out), or gateway test files (`tests`).
+fn shipped(tests: bool) -> Vec<PathBuf> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
         for entry in std::fs::read_dir(dir).expect("read the folder") {
             let path = entry.expect("an entry").path();
@@ -54,32 +64,37 @@ fn shipped() -> Vec<PathBuf> {
     walk(&root().join("config"), &mut out);
     walk(&root().join("examples"), &mut out);
     out.retain(|p| !std::fs::read_to_string(p).expect("read").lines().any(|l| l.starts_with("_format_version")));
+    out.retain(|p| p.to_string_lossy().ends_with(".gateway.yaml") == tests);
     out.sort();
     out
 }
 
-#[test]
-fn legate_schema_prints_the_checked_in_schema() {
-    let out = Command::new(env!("CARGO_BIN_EXE_legate")).arg("schema").output().expect("run legate schema");
+/// `legate schema ARGS` prints the checked-in `schema`.
+fn assert_prints_checked_in(args: &[&str], schema: &str) {
+    let out = Command::new(env!("CARGO_BIN_EXE_legate")).arg("schema").args(args).output().expect("run legate schema");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(
-        String::from_utf8_lossy(&out.stdout) == checked_in(),
-        "schema/policy.schema.json differs from what the code generates; \
-         run `cargo run -- schema > schema/policy.schema.json` and commit it"
+        String::from_utf8_lossy(&out.stdout) == checked_in(schema),
+        "{schema} differs from what the code generates; \
+         run `cargo run -- schema {} > {schema}` and commit it",
+        args.join(" ")
     );
 }
 
 #[test]
-fn every_shipped_policy_file_is_valid_and_names_the_schema() {
-    let files = shipped();
-    assert!(files.len() >= 10, "expected config/ and the examples, found {files:?}");
+fn legate_schema_prints_the_checked_in_schema() {
+    assert_prints_checked_in(&[], POLICY);
+    assert_prints_checked_in(&["--tests"], TESTS);
+}
+
+/// Every one of `files` is valid against `schema`, and its first line
+/// tells editors where that schema is, relative to the file.
+fn assert_valid_and_naming(files: &[PathBuf], schema: &str) {
     for path in files {
-        let text = std::fs::read_to_string(&path).expect("read");
-        let found = problems(&text);
+        let text = std::fs::read_to_string(path).expect("read");
+        let found = problems_by(schema, &text);
         assert!(found.is_empty(), "{}: {found:#?}", path.display());
 
-        // The first line tells editors where the schema is, relative to
-        // the file.
         let first = text.lines().next().unwrap_or_default();
         let rel = first
             .strip_prefix("# yaml-language-server: $schema=")
@@ -87,9 +102,51 @@ fn every_shipped_policy_file_is_valid_and_names_the_schema() {
         let target = path.parent().expect("a folder").join(rel);
         assert_eq!(
             std::fs::canonicalize(&target).ok(),
-            std::fs::canonicalize(root().join("schema/policy.schema.json")).ok(),
-            "{}: $schema={rel} is not schema/policy.schema.json",
+            std::fs::canonicalize(root().join(schema)).ok(),
+            "{}: $schema={rel} is not {schema}",
             path.display()
+        );
+    }
+}
+
+#[test]
+fn every_shipped_policy_file_is_valid_and_names_the_schema() {
+    let files = shipped(false);
+    assert!(files.len() >= 10, "expected config/ and the examples, found {files:?}");
+    assert_valid_and_naming(&files, POLICY);
+}
+
+#[test]
+fn every_shipped_test_file_is_valid_and_names_its_schema() {
+    let files = shipped(true);
+    assert!(files.len() >= 10, "expected config/'s and the examples' test files, found {files:?}");
+    assert_valid_and_naming(&files, TESTS);
+}
+
+#[test]
+fn the_test_file_schema_flags_unknown_keys_and_wrong_types() {
+    let good =
+        "tests:\n  - name: a\n    request: { path: /a, query: { n: 1 }, jwt: { claims: { sub: x, exp: null } } }\n    \
+                repeat: 3\n    expect:\n      status: 200\n      rate_limited: { at_least: 1 }\n      \
+                headers: { a: b, c: null, d: { regex: x }, e: 7 }\n";
+    assert_eq!(problems_by(TESTS, good), Vec::<String>::new(), "the valid file");
+    for (what, bad, at) in [
+        ("an unknown key in expect", good.replace("status:", "staus:"), "/tests/0/expect"),
+        ("an unknown key in a request", good.replace("path: /a,", "path: /a, colour: blue,"), "/tests/0/request"),
+        (
+            "a case without a request",
+            good.replace("    request: { path: /a, query: { n: 1 }, jwt: { claims: { sub: x, exp: null } } }\n", ""),
+            "/tests/0",
+        ),
+        ("a status that is not a number", good.replace("status: 200", "status: ok"), "/tests/0/expect/status"),
+        ("a list as a header rule", good.replace("a: b,", "a: [b],"), "/tests/0/expect/headers/a"),
+        ("an unknown header rule", good.replace("{ regex: x }", "{ like: x }"), "/tests/0/expect/headers/d"),
+        ("a negative count", good.replace("{ at_least: 1 }", "-1"), "/tests/0/expect/rate_limited"),
+    ] {
+        let found = problems_by(TESTS, &bad);
+        assert!(
+            found.iter().any(|p| p.starts_with(&format!("{at}:"))),
+            "{what} should be flagged at `{at}`; the schema said {found:#?}"
         );
     }
 }

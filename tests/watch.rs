@@ -142,13 +142,15 @@ async fn a_jwks_file_outside_the_folder_is_watched_too() {
 }
 
 /// Editors' swap files and the temporary file of an atomic save are hidden,
-/// and the loader skips them, so writing them reloads nothing; a hidden
-/// file that the policy reads (here a JWKS file) still counts.
+/// and the loader skips them, as it does gateway test files, so writing
+/// them reloads nothing; a hidden file that the policy reads (here a JWKS
+/// file) still counts.
 #[tokio::test]
-async fn hidden_files_reload_only_when_the_policy_reads_them() {
+async fn hidden_and_test_files_reload_only_when_the_policy_reads_them() {
     let dir = tempfile::tempdir().expect("tempdir");
     let jwks = |x: &str| format!(r#"{{"keys":[{{"kty":"oct","kid":"{x}","k":"c2VjcmV0"}}]}}"#);
     common::write_atomic(&dir.path().join(".keys/jwks.json"), &jwks("one"));
+    std::fs::create_dir(dir.path().join("tests")).expect("mkdir");
     let auth = "auth:\n  jwt:\n    - name: main\n      issuer: https://a.example.com\n      jwks: { file: .keys/jwks.json }\ndefaults:\n  auth: main\n";
     common::write_atomic(&dir.path().join("gateway.yaml"), &format!("{GOOD}{auth}"));
     let state = start(dir.path());
@@ -157,11 +159,12 @@ async fn hidden_files_reload_only_when_the_policy_reads_them() {
 
     for i in 0..5 {
         std::fs::write(dir.path().join(".gateway.yaml.swp"), format!("swap {i}")).expect("write");
+        std::fs::write(dir.path().join(format!("tests/t{i}.gateway.yaml")), "tests: []\n").expect("write");
         common::write_atomic(&dir.path().join(".drafts/next.yaml"), &GOOD.replace("/a }", &format!("/draft{i} }}")));
         tokio::time::sleep(Duration::from_millis(30)).await;
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(reloads(&state), before, "hidden files the policy doesn't read must not reload it");
+    assert_eq!(reloads(&state), before, "hidden and test files the policy doesn't read must not reload it");
 
     common::write_atomic(&dir.path().join(".keys/jwks.json"), &jwks("two"));
     until("the new keys are published", || version(&state).as_ref() != Some(&v1)).await;

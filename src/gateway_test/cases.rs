@@ -6,62 +6,101 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
+use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde::de::{self, value::MapAccessDeserializer};
 use serde::{Deserialize, Deserializer};
 
 use crate::policy::{did_you_mean, Diagnostic, LocationIndex, Policy, Pos, YamlPath};
 
-/// One test file as written.
-#[derive(Debug, Deserialize)]
+/// One gateway test file: its cases run in order against one gateway.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct RawFile {
+#[schemars(deny_unknown_fields)]
+#[schemars(rename = "TestFile")]
+pub(crate) struct RawFile {
+    /// The cases, run in order.
     tests: Vec<RawCase>,
 }
 
-#[derive(Debug, Deserialize)]
+/// One case: a request, and what its answers must be.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
+#[schemars(rename = "Case")]
 struct RawCase {
+    /// Unique in the file; reports and JUnit name the case by it.
     name: String,
+    /// What to send.
     request: RawRequest,
+    /// Send the request this many times (default 1); every answer is checked.
+    #[schemars(range(min = 1))]
     repeat: Option<u32>,
+    /// What every answer must be; leave a key out to check nothing of it.
     #[serde(default)]
     expect: RawExpect,
 }
 
-#[derive(Debug, Deserialize)]
+/// The request, sent through Envoy from a loopback address of its own.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
+#[schemars(rename = "Request")]
 struct RawRequest {
+    /// Default GET.
     method: Option<String>,
+    /// Starts with `/`; may hold a query string.
     path: String,
+    /// Query parameters, added to the path's (encoded here).
     #[serde(default)]
     query: BTreeMap<String, Scalar>,
+    /// Request headers.
     #[serde(default)]
     headers: BTreeMap<String, Scalar>,
+    /// The Host header; default: the listener's first host (`*.x.com` as `test.x.com`), else `localhost`.
     host: Option<String>,
+    /// The listener to send to; needed when the policy has several.
     listener: Option<String>,
+    /// The request body.
     body: Option<String>,
+    /// Send a JWT signed by the run's test key, which every JWT provider trusts during the run.
     jwt: Option<RawJwt>,
 }
 
-#[derive(Debug, Deserialize)]
+/// A JWT for one provider, put where that provider looks for it.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
+#[schemars(rename = "Jwt")]
 struct RawJwt {
+    /// The JWT provider; needed when the policy has several.
     provider: Option<String>,
+    /// Claims over the defaults (the provider's issuer and first audience, valid for ten minutes); null removes one.
     #[serde(default)]
-    claims: BTreeMap<String, serde_yaml::Value>,
+    claims: BTreeMap<String, serde_json::Value>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// What the answers must be.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
+#[schemars(rename = "Expect")]
 struct RawExpect {
+    /// The status code.
+    #[schemars(range(min = 100, max = 599))]
     status: Option<u16>,
+    /// The service whose echo stand-in answered.
     service: Option<String>,
+    /// The path (with the query) the service saw, after rewrites.
     upstream_path: Option<String>,
+    /// Headers the service saw: a value, null (absent), or { exact | present | regex | contains }.
     #[serde(default)]
     upstream_headers: BTreeMap<String, Rule>,
+    /// Headers of the answer, in the same forms.
     #[serde(default)]
     headers: BTreeMap<String, Rule>,
+    /// Text the answer's body holds.
     body_contains: Option<String>,
+    /// How many of the `repeat` answers are 429: a count, or { at_least, at_most }. The others are checked against the rest of `expect`.
     rate_limited: Option<Count>,
 }
 
@@ -94,10 +133,13 @@ impl Count {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 struct CountSpec {
+    /// The fewest.
     at_least: Option<u32>,
+    /// The most.
     at_most: Option<u32>,
 }
 
@@ -160,12 +202,17 @@ pub enum Rule {
     Contains(String),
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 struct RuleSpec {
+    /// Exactly this value.
     exact: Option<Scalar>,
+    /// There (true) or not (false).
     present: Option<bool>,
+    /// Matching this regular expression, as a whole.
     regex: Option<String>,
+    /// Holding this text.
     contains: Option<String>,
 }
 
@@ -246,6 +293,48 @@ impl fmt::Display for Rule {
             Rule::Contains(c) => write!(f, "containing {c:?}"),
         }
     }
+}
+
+impl JsonSchema for Scalar {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Scalar".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({ "type": ["string", "number", "boolean"] })
+    }
+}
+
+impl JsonSchema for Rule {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Rule".into()
+    }
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        let spec = generator.subschema_for::<RuleSpec>();
+        json_schema!({
+            "description": "A value (exact), null (absent), or one of { exact, present, regex, contains }",
+            "anyOf": [{ "type": ["string", "number", "boolean", "null"] }, spec]
+        })
+    }
+}
+
+impl JsonSchema for Count {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Count".into()
+    }
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        let spec = generator.subschema_for::<CountSpec>();
+        json_schema!({ "anyOf": [{ "type": "integer", "minimum": 0 }, spec] })
+    }
+}
+
+/// The test file format as a JSON Schema (draft 7), for editors.
+#[must_use]
+pub fn schema() -> String {
+    let mut root = schemars::generate::SchemaSettings::draft07().into_generator().into_root_schema_for::<RawFile>();
+    root.insert("title".into(), "legate gateway test file".into());
+    let mut out = serde_json::to_string_pretty(&root).unwrap_or_default();
+    out.push('\n');
+    out
 }
 
 /// One test file, checked.
@@ -436,11 +525,7 @@ fn check_case(raw: RawCase, policy: &Policy, here: &YamlPath) -> Result<Case, Pr
                 String::new()
             }
         };
-        let claims = j
-            .claims
-            .into_iter()
-            .map(|(k, v)| (k, serde_json::to_value(v).unwrap_or(serde_json::Value::Null)))
-            .collect();
+        let claims = j.claims.into_iter().collect();
         Jwt { provider, claims }
     });
     let exp = here.key("expect");
@@ -513,4 +598,76 @@ const QUERY: &percent_encoding::AsciiSet =
 /// Percent-encoding for a query key or value.
 fn encode(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, QUERY).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(yaml: &str) -> Result<Rule, String> {
+        serde_yaml::from_str(yaml).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn header_rules_in_every_form() {
+        let cases: &[(&str, Option<&str>, bool)] = &[
+            ("abc", Some("abc"), true),
+            ("abc", Some("abcd"), false),
+            ("abc", None, false),
+            ("42", Some("42"), true),
+            ("true", Some("true"), true),
+            ("null", None, true),
+            ("null", Some(""), false),
+            ("{ present: true }", Some(""), true),
+            ("{ present: true }", None, false),
+            ("{ present: false }", None, true),
+            ("{ exact: 7 }", Some("7"), true),
+            ("{ regex: 'a+' }", Some("aaa"), true),
+            ("{ regex: 'a+' }", Some("aab"), false), // the whole value
+            ("{ regex: 'a|b' }", Some("b"), true),   // alternatives inside the anchors
+            ("{ contains: json }", Some("application/json; charset=utf-8"), true),
+            ("{ contains: json }", Some("text/plain"), false),
+        ];
+        for (yaml, actual, want) in cases {
+            let r = rule(yaml).unwrap_or_else(|e| panic!("{yaml}: {e}"));
+            assert_eq!(r.holds(*actual), *want, "{yaml} against {actual:?}");
+        }
+        assert_eq!(rule("{ regex: 'a|b' }").map(|r| r.to_string()), Ok("matching /a|b/".to_owned()));
+        assert!(rule("{ exact: a, present: true }").is_err_and(|e| e.contains("exactly one of")));
+        assert!(rule("{ regex: '(' }").is_err_and(|e| e.contains("not a valid regex: unclosed group")));
+        assert!(rule("[a]").is_err());
+    }
+
+    #[test]
+    fn counts_exact_or_between() {
+        let count = |yaml: &str| serde_yaml::from_str::<Count>(yaml).map_err(|e| e.to_string());
+        let c = count("2").expect("a count");
+        assert!(c.holds(2) && !c.holds(1) && !c.holds(3));
+        assert_eq!(c.to_string(), "2");
+        let c = count("{ at_least: 2, at_most: 7 }").expect("a range");
+        assert!(c.holds(2) && c.holds(7) && !c.holds(8) && !c.holds(1));
+        assert_eq!(c.to_string(), "2 to 7");
+        assert_eq!(count("{ at_least: 1 }").map(|c| c.to_string()), Ok("at least 1".to_owned()));
+        assert_eq!(count("{ at_most: 3 }").map(|c| c.to_string()), Ok("at most 3".to_owned()));
+        assert!(count("{}").is_err_and(|e| e.contains("give at_least, at_most or both")));
+        assert!(count("{ at_least: 3, at_most: 2 }").is_err());
+        assert!(count("-1").is_err());
+    }
+
+    #[test]
+    fn the_default_host_is_the_listener_s_first_concrete_one() {
+        let listener = |hosts: &[&str]| crate::policy::Listener {
+            name: "public".into(),
+            address: "0.0.0.0".into(),
+            port: 10000,
+            hosts: hosts.iter().map(|h| (*h).to_owned()).collect(),
+            fleets: None,
+            tls: None,
+            http_redirect_port: None,
+        };
+        assert_eq!(default_host(&listener(&["*"])), "localhost");
+        assert_eq!(default_host(&listener(&["*", "api.example.com"])), "api.example.com");
+        assert_eq!(default_host(&listener(&["*.example.com"])), "test.example.com");
+        assert_eq!(encode("a b&c=d-e_f.g~"), "a%20b%26c%3Dd-e_f.g~");
+    }
 }
