@@ -214,8 +214,9 @@ impl Answer {
         if let Some(up) = self.upstream() {
             return format!("{} from {}", self.status, up.service);
         }
-        let body: String = self.body.chars().take(200).collect();
-        let more = if self.body.chars().count() > 200 { "…" } else { "" };
+        let text = self.body.trim();
+        let body: String = text.chars().take(200).collect();
+        let more = if text.chars().count() > 200 { "…" } else { "" };
         format!("{} {}{more}", self.status, body.replace('\n', " "))
     }
 }

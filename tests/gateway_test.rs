@@ -238,3 +238,68 @@ fn a_policy_folder_without_test_files_is_an_error() {
     assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
     assert!(stderr.contains("no gateway test files (*.gateway.yaml) under examples/replicas"), "{stderr}");
 }
+
+/// A policy whose keys are fetched from a URL nobody serves here, with the
+/// token in a query parameter, and two listeners with hosts of their own.
+const REMOTE_KEYS: &str = "\
+listeners:
+  - name: api
+    port: 10000
+    hosts: [\"*.api.example.com\"]
+  - name: admin
+    port: 10001
+    hosts: [admin.example.com]
+services:
+  - name: app
+    url: http://app.internal:8080
+routes:
+  - name: app
+    listener: api
+    match: { prefix: / }
+    service: app
+  - name: admin
+    listener: admin
+    match: { prefix: / }
+    service: app
+    auth: none
+auth:
+  jwt:
+    - name: idp
+      issuer: https://idp.example.com
+      audiences: [app]
+      jwks: { uri: \"https://idp.example.com/.well-known/jwks.json\" }
+      from: { query: access_token }
+      claims_to_headers: { sub: X-User }
+defaults:
+  auth: idp
+";
+
+const REMOTE_KEYS_TESTS: &str = "\
+tests:
+  - name: a token in the query is accepted and not passed on
+    request: { listener: api, path: /x, query: { a: 1 }, jwt: { claims: { sub: ann } } }
+    expect:
+      status: 200
+      service: app
+      upstream_headers: { x-user: ann, host: test.api.example.com }
+  - name: without it, 401
+    request: { listener: api, path: /x }
+    expect: { status: 401 }
+  - name: without an audience, 403
+    request: { listener: api, path: /x, jwt: { claims: { sub: ann, aud: null } } }
+    expect: { status: 403 }
+  - name: the other listener has its own host
+    request: { listener: admin, path: /y }
+    expect: { status: 200, service: app, upstream_headers: { host: admin.example.com } }
+";
+
+#[test]
+fn remote_keys_query_tokens_and_several_listeners() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    std::fs::write(tmp.path().join("gateway.yaml"), REMOTE_KEYS).expect("write");
+    std::fs::write(tmp.path().join("app.gateway.yaml"), REMOTE_KEYS_TESTS).expect("write");
+    let out = legate_test(&["--config", &tmp.path().to_string_lossy()]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("ok: 4 passed, 0 failed, in 1 file(s)"), "{stdout}");
+}
