@@ -14,6 +14,7 @@ mod reparse;
 mod schema;
 mod source;
 mod validate;
+mod words;
 
 use std::fmt;
 use std::path::Path;

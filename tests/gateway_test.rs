@@ -303,3 +303,21 @@ fn remote_keys_query_tokens_and_several_listeners() {
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert!(stdout.contains("ok: 4 passed, 0 failed, in 1 file(s)"), "{stdout}");
 }
+
+#[test]
+fn an_invalid_policy_folder_is_reported_as_validate_does_and_nothing_runs() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        tmp.path().join("gateway.yaml"),
+        "listeners:\n  - name: public\n    port: 10000\nroutes:\n  - name: r\n    match: { prefix: / }\n    service: nobody\n",
+    )
+    .expect("write");
+    std::fs::write(tmp.path().join("a.gateway.yaml"), "tests:\n  - name: a\n    request: { path: / }\n")
+        .expect("write");
+    let out = legate_test(&["--config", &tmp.path().to_string_lossy()]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stdout.starts_with("gateway.yaml:7:14: "), "{stdout}");
+    assert!(stdout.contains("nobody"), "{stdout}");
+    assert!(stderr.contains("no test ran"), "{stderr}");
+}

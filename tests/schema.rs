@@ -154,6 +154,8 @@ fn the_test_file_schema_flags_unknown_keys_and_wrong_types() {
 #[test]
 fn the_schema_flags_unknown_keys_and_wrong_types() {
     let good = "listeners:\n  - name: public\n    port: 8080\nservices:\n  - name: s\n    url: http://127.0.0.1:1\n\
+                \x20   load_balancing: ring_hash\n    retries: { on: [5xx, reset] }\n\
+                rate_limits:\n  - name: a\n    limits: { minute: 5 }\n    scope: global\n\
                 routes:\n  - name: r\n    match: { prefix: /r, headers: { x-v: 2, x-on: { present: true } } }\n    \
                 service: s\n    auth: none\n    ip_restriction: none\n\
                 defaults:\n  access_log: off\n  rate_limit: [a, b]\n";
@@ -175,6 +177,10 @@ fn the_schema_flags_unknown_keys_and_wrong_types() {
             "/routes/0/ip_restriction",
         ),
         ("a list as a header value", good.replace("x-v: 2", "x-v: [1, 2]"), "/routes/0/match/headers/x-v"),
+        ("a load balancer legate lacks", good.replace("ring_hash", "maglev"), "/services/0/load_balancing"),
+        ("a retry condition legate lacks", good.replace("[5xx, reset]", "[5xx, oops]"), "/services/0/retries"),
+        ("a window legate lacks", good.replace("minute: 5", "fortnight: 5"), "/rate_limits/0/limits"),
+        ("a scope legate lacks", good.replace("scope: global", "scope: fleet"), "/rate_limits/0/scope"),
     ] {
         let found = problems(&bad);
         assert!(

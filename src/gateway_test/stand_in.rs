@@ -219,8 +219,13 @@ impl StandIn {
             .spawn()
             .with_context(|| format!("cannot start {}", envoy.display()))?;
         let mut stand = StandIn { ports, policy, key, envoy: child, stop, dir };
-        stand.wait_ready(&state, admin_port).await?;
-        Ok(stand)
+        match stand.wait_ready(&state, admin_port).await {
+            Ok(()) => Ok(stand),
+            Err(e) => {
+                stand.stop().await;
+                Err(e)
+            }
+        }
     }
 
     /// Wait until Envoy is ready and accepts connections on every listener.

@@ -140,8 +140,12 @@ pub(crate) struct ListenerTls {
     /// Several certificates, chosen by the name the client asks for (SNI).
     pub(crate) certificates: Option<Vec<TlsCertificate>>,
     /// "1.2" (default) or "1.3".
+    #[serde(default)]
+    #[schemars(schema_with = "tls_version")]
     pub(crate) min_version: Option<String>,
     /// Default [h2, http/1.1].
+    #[serde(default)]
+    #[schemars(schema_with = "alpn")]
     pub(crate) alpn: Option<Vec<String>>,
 }
 
@@ -172,6 +176,8 @@ pub(crate) struct Service {
     /// Default request timeout of routes to it (Envoy's default: 15s).
     pub(crate) timeout: Option<String>,
     /// round_robin | least_request | random | ring_hash.
+    #[serde(default)]
+    #[schemars(schema_with = "lb_policy")]
     pub(crate) load_balancing: Option<String>,
     /// ring_hash only: client_ip (default) or { header: NAME }.
     pub(crate) hash_key: Option<RateKey>,
@@ -238,7 +244,9 @@ impl<'de> Deserialize<'de> for IpRestriction {
 pub(crate) struct Retries {
     /// How many times a request is retried.
     pub(crate) attempts: Option<i64>,
-    /// Conditions: 5xx, reset, connect-failure, gateway-error, retriable-4xx, ...
+    /// Conditions: 5xx, reset, connect-failure, gateway-error, retriable-4xx.
+    #[serde(default)]
+    #[schemars(schema_with = "retry_on")]
     pub(crate) on: Option<Vec<String>>,
     /// Timeout of each try.
     pub(crate) per_try_timeout: Option<String>,
@@ -484,10 +492,14 @@ pub(crate) struct RateLimit {
     pub(crate) name: String,
     /// Window name → requests allowed in it; numbers stay signed so that a
     /// negative one gets our message rather than serde's.
+    #[serde(default)]
+    #[schemars(schema_with = "windows")]
     pub(crate) limits: Option<BTreeMap<String, i64>>,
     /// client_ip (default) | route | { header: NAME } | { claim: NAME }.
     pub(crate) key: Option<RateKey>,
     /// local (default): each Envoy counts alone | global: one count for the fleet.
+    #[serde(default)]
+    #[schemars(schema_with = "scope")]
     pub(crate) scope: Option<String>,
     /// Default false: x-ratelimit-limit / -remaining / -reset, Retry-After on 429.
     pub(crate) headers: Option<bool>,
@@ -724,6 +736,45 @@ fn word_off(_: &mut SchemaGenerator) -> Schema {
 /// The named rate-limit and hash keys.
 fn rate_key_word(_: &mut SchemaGenerator) -> Schema {
     json_schema!({ "enum": ["client_ip", "route"] })
+}
+
+/// One of `words`.
+fn one_of(words: &[&str]) -> Schema {
+    json_schema!({ "type": "string", "enum": words })
+}
+
+/// A list of `words`.
+fn list_of(words: &[&str]) -> Schema {
+    json_schema!({ "type": "array", "items": one_of(words) })
+}
+
+fn tls_version(_: &mut SchemaGenerator) -> Schema {
+    one_of(super::words::TLS_VERSIONS)
+}
+
+fn alpn(_: &mut SchemaGenerator) -> Schema {
+    list_of(super::words::ALPN)
+}
+
+fn lb_policy(_: &mut SchemaGenerator) -> Schema {
+    one_of(super::words::LB_POLICIES)
+}
+
+fn retry_on(_: &mut SchemaGenerator) -> Schema {
+    list_of(super::words::RETRY_ON)
+}
+
+fn scope(_: &mut SchemaGenerator) -> Schema {
+    one_of(super::words::SCOPES)
+}
+
+/// Window name to the requests allowed in it.
+fn windows(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "object",
+        "propertyNames": one_of(super::words::WINDOWS),
+        "additionalProperties": { "type": "integer", "minimum": 0 }
+    })
 }
 
 /// A value matched exactly: a string, or a number or boolean read as one.

@@ -8,9 +8,8 @@ use crate::policy::model::{RateKey, RateLimit, Scope, Window};
 use crate::policy::raw;
 use crate::policy::source::Origin;
 
-const WINDOWS: &[&str] = &["second", "minute", "hour", "day", "month", "year"];
 const KEYS: &[&str] = &["client_ip", "route"];
-const SCOPES: &[&str] = &["local", "global"];
+use crate::policy::words::{SCOPES, WINDOWS};
 
 /// The policies, with the names written (valid or not).
 pub(super) struct RateLimits<'a> {

@@ -12,7 +12,7 @@ use crate::policy::raw;
 use crate::policy::source::Origin;
 
 /// Retry conditions, named as Envoy's `retry_on` names them.
-const RETRY_ON: &[&str] = &["5xx", "gateway-error", "reset", "connect-failure", "retriable-4xx"];
+use crate::policy::words::RETRY_ON;
 /// Retried unless `methods` says otherwise: the idempotent ones (RFC 9110).
 pub(crate) const IDEMPOTENT: &[&str] = &["GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"];
 

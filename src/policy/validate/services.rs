@@ -11,7 +11,7 @@ use crate::policy::raw;
 use crate::policy::source::Origin;
 
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-const LB_POLICIES: &[&str] = &["round_robin", "least_request", "random", "ring_hash"];
+use crate::policy::words::LB_POLICIES;
 
 pub(super) fn check_service(
     errs: &mut Errors<'_>,

@@ -15,7 +15,7 @@ use crate::policy::model::{Certificate, ListenerTls, TlsVersion};
 use crate::policy::raw;
 use crate::policy::source::Origin;
 
-const ALPN: &[&str] = &["h2", "http/1.1"];
+use crate::policy::words::{ALPN, TLS_VERSIONS};
 
 /// One certificate as written, wherever it was written.
 struct CertEntry<'a> {
@@ -79,7 +79,13 @@ pub(super) fn check_tls(
         None | Some("1.2") => Some(TlsVersion::V1_2),
         Some("1.3") => Some(TlsVersion::V1_3),
         Some(other) => {
-            errs.at(&o.key("min_version"), format!("min_version `{other}` is not supported; use \"1.2\" or \"1.3\""));
+            errs.at(
+                &o.key("min_version"),
+                format!(
+                    "min_version `{other}` is not supported; use {}",
+                    TLS_VERSIONS.iter().map(|v| format!("\"{v}\"")).collect::<Vec<_>>().join(" or ")
+                ),
+            );
             None
         }
     };
