@@ -176,7 +176,7 @@ impl Sources {
             return Ipv4Addr::LOCALHOST.into();
         }
         let n = u32::try_from(n % 250_000).unwrap_or(0);
-        let [_, b, c, _] = (n / 250).to_be_bytes();
+        let [_, _, b, c] = (n / 250).to_be_bytes();
         let d = u8::try_from(n % 250 + 2).unwrap_or(2);
         Ipv4Addr::new(127, b, c, d).into()
     }
@@ -384,5 +384,81 @@ fn header_check(f: &mut Vec<String>, what: &str, name: &str, rule: &Rule, actual
     if !rule.holds(actual.map(String::as_str)) {
         let got = actual.map_or_else(|| "none".to_owned(), |v| format!("{v:?}"));
         f.push(format!("{what} {name}: expected {rule}, got {got}"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_case_gets_a_loopback_address_of_its_own() {
+        let s = Sources { many: true };
+        let ip = |n| s.nth(n).to_string();
+        assert_eq!(ip(0), "127.0.0.2");
+        assert_eq!(ip(249), "127.0.0.251");
+        assert_eq!(ip(250), "127.0.1.2");
+        assert_eq!(ip(250 * 256), "127.1.0.2");
+        let all: std::collections::HashSet<IpAddr> = (0..100_000).map(|n| s.nth(n)).collect();
+        assert_eq!(all.len(), 100_000);
+        assert_eq!(Sources { many: false }.nth(7).to_string(), "127.0.0.1");
+    }
+
+    fn answer(status: u16, service: Option<&str>) -> Answer {
+        let body = service.map_or_else(
+            || "too many requests\n".to_owned(),
+            |s| serde_json::json!({"service": s, "path": "/p", "headers": {"x-a": "1"}}).to_string(),
+        );
+        Answer { status, headers: BTreeMap::new(), body }
+    }
+
+    #[test]
+    fn limited_answers_are_counted_and_the_rest_checked() {
+        let answers = [
+            answer(200, Some("a")),
+            answer(200, Some("a")),
+            answer(429, None),
+            answer(200, Some("b")),
+            answer(429, None),
+        ];
+        let count = |yaml: &str| Some(serde_yaml::from_str(yaml).expect("a count"));
+        let expect = Expect { rate_limited: count("2"), status: Some(200), ..Expect::default() };
+        assert_eq!(check(&expect, &answers), Vec::<String>::new());
+
+        let expect = Expect { rate_limited: count("{ at_least: 3 }"), ..Expect::default() };
+        assert_eq!(
+            check(&expect, &answers),
+            ["rate limited: expected at least 3 of 5 answers to be 429, got 2 (200 ×2, 429, 200, 429)"]
+        );
+
+        // The first answer (of the ones not limited) that fails says how.
+        let expect = Expect { rate_limited: count("2"), service: Some("a".into()), ..Expect::default() };
+        assert_eq!(check(&expect, &answers), ["answer 4 of 5:", "service: expected a, got b"]);
+
+        // Without rate_limited, a 429 is an answer like any other.
+        let expect = Expect { status: Some(200), ..Expect::default() };
+        assert_eq!(
+            check(&expect, &answers),
+            ["answer 3 of 5:", "status: expected 200, got 429 (429 too many requests)"]
+        );
+    }
+
+    #[test]
+    fn an_answer_no_service_gave_says_so() {
+        let expect = Expect {
+            service: Some("a".into()),
+            upstream_path: Some("/p".into()),
+            upstream_headers: vec![("x-a".into(), Rule::Exact("1".into()))],
+            ..Expect::default()
+        };
+        assert_eq!(check(&expect, &[answer(200, Some("a"))]), Vec::<String>::new());
+        assert_eq!(
+            check(&expect, &[answer(401, None)]),
+            [
+                "service: expected a, got no service answered (401 too many requests)",
+                "upstream path: expected /p, got no service answered (401 too many requests)",
+                "upstream header x-a: expected \"1\", got no service answered (401 too many requests)",
+            ]
+        );
     }
 }
