@@ -160,6 +160,7 @@ pub async fn serve_state(
     }
     Ok(())
 }
+
 /// Pending connections a listener queues: a fleet reconnects all at once
 /// after a restart, and the default (128) resets connections beyond it.
 const BACKLOG: u32 = 4096;

@@ -107,10 +107,10 @@ fn real(path: &Path) -> PathBuf {
 /// Whether a change to `path` can change what the policy in `dir` loads.
 /// The loader skips hidden files and folders (a name starting with one
 /// dot: editors' swap files, the temporary file of an atomic save) and
-/// gateway test files (`*.gateway.yaml`), so changes to them don't reload, unless the policy reads that file itself
-/// (`known`). Kubernetes' `..data` and its timestamped folders (two dots)
-/// do count, and so does anything in the folders outside `dir` that the
-/// policy reads files from.
+/// gateway test files (`*.gateway.yaml`), so changes to them don't reload,
+/// unless the policy reads that file itself (`known`). Kubernetes' `..data`
+/// and its timestamped folders (two dots) do count, and so does anything
+/// in the folders outside `dir` that the policy reads files from.
 fn matters(dir: &Path, path: &Path, known: &HashSet<PathBuf>) -> bool {
     let Ok(rel) = path.strip_prefix(dir) else { return true };
     let hidden = rel.components().any(|c| {

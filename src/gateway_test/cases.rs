@@ -439,11 +439,8 @@ pub fn read(path: &Path, policy: &Policy) -> Result<TestFile, Vec<Diagnostic>> {
         if let Some(first) = names.insert(raw.name.clone(), line) {
             error(&here.key("name"), format!("a case named {:?} is already at line {first}", raw.name));
         }
-        match check_case(raw, policy, &here) {
-            Ok(mut case) => {
-                case.line = line;
-                cases.push(case);
-            }
+        match check_case(raw, policy, &here, line) {
+            Ok(case) => cases.push(case),
             Err(problems) => {
                 for (p, message) in problems {
                     error(&p, message);
@@ -461,7 +458,7 @@ pub fn read(path: &Path, policy: &Policy) -> Result<TestFile, Vec<Diagnostic>> {
 
 type Problems = Vec<(YamlPath, String)>;
 
-fn check_case(raw: RawCase, policy: &Policy, here: &YamlPath) -> Result<Case, Problems> {
+fn check_case(raw: RawCase, policy: &Policy, here: &YamlPath, line: usize) -> Result<Case, Problems> {
     let mut problems = Problems::new();
     let req = here.key("request");
     let r = raw.request;
@@ -566,7 +563,7 @@ fn check_case(raw: RawCase, policy: &Policy, here: &YamlPath) -> Result<Case, Pr
         body: r.body.unwrap_or_default(),
         jwt,
     };
-    Ok(Case { name: raw.name, line: 0, request, repeat, expect })
+    Ok(Case { name: raw.name, line, request, repeat, expect })
 }
 
 /// The Host a request to `listener` sends unless the case says: its first
