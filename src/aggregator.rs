@@ -90,7 +90,7 @@ impl Table {
             for c in &a.calls {
                 let Some(s) = policy.services.get(&c.service) else { continue };
                 services.entry(s.name.clone()).or_insert_with(|| Upstream {
-                    scheme: if s.tls { "https" } else { "http" },
+                    scheme: if s.tls.is_some() { "https" } else { "http" },
                     authorities: s
                         .endpoints
                         .iter()

@@ -67,7 +67,8 @@ pub fn translate_cached(policy: &Policy, cache: &mut Cache) -> Snapshot {
             std::iter::once((l.name.clone(), f)).chain(redirect)
         })
         .collect();
-    let secrets = tls::secrets(policy);
+    let mut secrets = tls::secrets(policy);
+    secrets.extend(clusters::ca_secrets(policy.services.values().chain(&extra)));
     Snapshot::build(&clusters, &endpoints, &listeners, routes, &secrets, fleets)
 }
 

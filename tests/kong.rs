@@ -60,7 +60,7 @@ fn settings_without_an_equivalent_are_errors_naming_the_entity_and_field() {
         );
     };
     at(4, &["service `orders`", "protocol `grpc`"]);
-    at(8, &["service `users`", "`tls_verify`"]);
+    at(8, &["service `users`", "`client_certificate`"]);
     at(11, &["plugin `jwt` (service `users`)", "`iss` only"]);
     at(11, &["plugin `jwt` (service `users`)", "no consumer has jwt_secrets"]);
     at(11, &["plugin `jwt` (service `users`)", "`secret_is_base64` has no legate equivalent"]);

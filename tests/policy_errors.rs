@@ -735,6 +735,72 @@ fn an_expired_certificate_is_a_warning_not_an_error() {
     assert!(stderr.contains("gateway.yaml:4:18: warning: the certificate in"), "{stderr}");
 }
 
+/// `services[].tls`: what is checked of an https service's certificate.
+#[test]
+fn upstream_tls_mistakes_are_reported_where_they_are() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let root = dir.path();
+    let (cert, _) = certificate("ca.test", (2099, 1, 1));
+    write(root, "certs/ca.pem", &cert);
+    write(root, "certs/not-pem.pem", "not a certificate\n");
+    let text = r#"listeners:
+  - { name: public, port: 10000 }
+services:
+  - name: plain
+    url: http://a.example.com
+    tls: { ca: certs/ca.pem }
+  - name: pool
+    endpoints: ["10.0.0.1:443"]
+    tls: { ca: certs/ca.pem }
+  - name: both
+    url: https://b.example.com
+    tls: { ca: certs/ca.pem, verify: false }
+  - name: missing
+    url: https://c.example.com
+    tls: { ca: certs/none.pem }
+  - name: not-pem
+    url: https://d.example.com
+    tls: { ca: certs/not-pem.pem }
+  - name: bad-name
+    endpoints: ["10.0.0.2:443"]
+    tls: { server_name: "bad name" }
+  - name: typo
+    url: https://e.example.com
+    tls: { verfy: false }
+  - name: good
+    endpoints: ["10.0.0.3:443"]
+    tls: { ca: certs/ca.pem, server_name: ledger.internal }
+"#;
+    write(root, "gateway.yaml", text);
+    let diags = load_dir(root).expect_err("bad upstream TLS").0;
+    assert_errors(
+        &diags,
+        &[
+            ("gateway.yaml:6:10", &["`tls` is for https services; write the url as https://"]),
+            ("gateway.yaml:9:10", &["give `server_name`", "or `verify: false`"]),
+            ("gateway.yaml:12:16", &["`ca` is not used with `verify: false`"]),
+            ("gateway.yaml:15:16", &["cannot read the CA file", "none.pem"]),
+            ("gateway.yaml:18:16", &["not-pem.pem", "holds no PEM certificate"]),
+            ("gateway.yaml:21:25", &["server_name `bad name` is not a host name or an IP address"]),
+            ("gateway.yaml:24:12", &["unknown key `verfy` in a service's tls; did you mean `verify`?"]),
+        ],
+    );
+}
+
+#[test]
+fn an_unchecked_upstream_certificate_is_a_warning() {
+    let policy = load_texts(&[(
+        "gateway.yaml".to_owned(),
+        "services:\n  - name: s\n    url: https://s.example.com\n    tls: { verify: false }\n".to_owned(),
+    )])
+    .unwrap_or_else(|e| panic!("verify: false loads:\n{e}"));
+    let w = policy.warnings.first().expect("a warning");
+    assert_eq!((w.file.as_str(), w.line, w.column), ("gateway.yaml", 4, 20), "{w}");
+    assert!(w.message.contains("certificate is not checked"), "{w}");
+    let tls = policy.services["s"].tls.as_ref().expect("TLS");
+    assert_eq!(tls.verify, legate::policy::Verify::Off);
+}
+
 // ---- CORS and rewrites -------------------------------------------------------------
 
 #[test]

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{free_port, Gateway};
-use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, SerialNumber};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SerialNumber};
 use rustls::pki_types::{CertificateDer, ServerName};
 
 /// How long a pushed change gets to reach Envoy (generous: CI machines are busy).
@@ -29,6 +29,9 @@ impl Ca {
         let key = KeyPair::generate().expect("CA key");
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        // Not rcgen's default name, which its leaves carry too: Envoy's
+        // BoringSSL takes a leaf named like its issuer for self-signed.
+        params.distinguished_name.push(DnType::CommonName, "legate test CA");
         let cert = params.self_signed(&key).expect("CA certificate");
         Ca { cert, key }
     }
@@ -173,4 +176,92 @@ routes:
     assert!(!config.contains("PRIVATE KEY"), "a private key leaked into /api/config");
     let log = std::fs::read_to_string(gw.log("legate")).unwrap_or_default();
     assert!(!log.contains("PRIVATE KEY") && !log.contains(&key_body[..40]), "a private key leaked into the log");
+}
+
+/// https services: Envoy checks the service's certificate against the
+/// service's CAs (`tls.ca`, else the Mozilla roots) and name (the url's
+/// host, or `tls.server_name`), and refuses to send to one that fails;
+/// `verify: false` accepts any. The "service" is a TLS listener of the same
+/// Envoy, with a certificate from the test's CA for `upstream.test` and
+/// `localhost`.
+#[test]
+fn https_services_are_sent_to_only_when_their_certificate_checks_out() {
+    let ca = Ca::new();
+    let mut gw = Gateway::new();
+    let alpha = gw.echo("alpha");
+    let (public, upstream) = (free_port(), free_port());
+    let (cert, key) = ca.issue(&["upstream.test", "localhost"], 301);
+    gw.write("certs/upstream.crt", &cert);
+    gw.write("certs/upstream.key", &key);
+    gw.write("certs/ca.pem", &ca.cert.pem());
+    // Another CA's certificate: not the one the upstream's chains to.
+    gw.write("certs/other-ca.pem", &Ca::new().cert.pem());
+    let service = |name: &str, tls: &str| {
+        format!("  - name: {name}\n    endpoints: [\"127.0.0.1:{upstream}\"]\n    tls: {tls}\n")
+    };
+    let route = |name: &str| {
+        format!("  - {{ name: {name}, listener: public, match: {{ prefix: /{name} }}, service: {name} }}\n")
+    };
+    let cases = [
+        ("trusted", "{ ca: certs/ca.pem, server_name: upstream.test }"),
+        ("by-url", ""),
+        ("wrong-name", "{ ca: certs/ca.pem, server_name: other.test }"),
+        ("other-ca", "{ ca: certs/other-ca.pem, server_name: upstream.test }"),
+        ("public-roots", "{ server_name: upstream.test }"),
+        ("unchecked", "{ verify: false }"),
+    ];
+    let mut services = String::new();
+    let mut routes = String::new();
+    for (name, tls) in cases {
+        if name == "by-url" {
+            // The url's host is the name checked.
+            services.push_str(&format!(
+                "  - name: by-url\n    url: https://localhost:{upstream}\n    tls: {{ ca: certs/ca.pem }}\n"
+            ));
+        } else {
+            services.push_str(&service(name, tls));
+        }
+        routes.push_str(&route(name));
+    }
+    gw.write(
+        "gateway.yaml",
+        &format!(
+            r#"
+listeners:
+  - name: public
+    port: {public}
+    address: 127.0.0.1
+  - name: upstream
+    port: {upstream}
+    address: 127.0.0.1
+    tls: {{ cert: certs/upstream.crt, key: certs/upstream.key }}
+services:
+  - name: alpha
+    url: http://127.0.0.1:{alpha}
+{services}routes:
+  - {{ name: upstream, listener: upstream, match: {{ prefix: / }}, service: alpha }}
+{routes}"#
+        ),
+    );
+    gw.serve();
+    let envoy = gw.envoy("tls", "edge");
+    let get = |path: &str| common::get(&format!("http://127.0.0.1:{public}{path}"));
+    let first = gw.wait("the trusted service to answer", PUSH, || get("/trusted").ok().filter(|r| r.status == 200));
+    assert_eq!(first.json()["service"], "alpha", "went through the TLS listener to the echo upstream");
+    for path in ["/by-url", "/unchecked"] {
+        let r = get(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert_eq!((r.status, r.json()["service"].clone()), (200, "alpha".into()), "{path}: {}", r.body);
+    }
+    // Refused at the handshake, for the reason Envoy's counters give: the
+    // name (SAN), or the chain (another CA; the public roots).
+    for (name, stat) in
+        [("wrong-name", "fail_verify_san"), ("other-ca", "fail_verify_error"), ("public-roots", "fail_verify_error")]
+    {
+        let r = get(&format!("/{name}")).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(r.status, 503, "{name}: {}", r.body);
+        let [failed] = envoy.stats([&format!("cluster.{name}.ssl.{stat}")]);
+        assert!(failed >= 1, "{name}: cluster.{name}.ssl.{stat} is {failed}");
+    }
+    let [handshakes] = envoy.stats(["cluster.unchecked.ssl.handshake"]);
+    assert!(handshakes >= 1, "the unchecked service was reached over TLS");
 }

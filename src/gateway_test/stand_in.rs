@@ -115,7 +115,7 @@ pub fn policy_for_test(
         if let Some(addr) = upstreams.get(name) {
             s.endpoints = vec![Endpoint { host: addr.ip().to_string(), port: addr.port() }];
             s.discovery = Discovery::Eds;
-            s.tls = false;
+            s.tls = None;
         }
     }
     for j in p.jwt_providers.values_mut() {

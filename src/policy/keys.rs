@@ -24,7 +24,9 @@ const SERVICE: &[&str] = &[
     "auth",
     "rate_limit",
     "ip_restriction",
+    "tls",
 ];
+const SERVICE_TLS: &[&str] = &["ca", "server_name", "verify"];
 const RETRIES: &[&str] = &["attempts", "on", "per_try_timeout", "methods"];
 const CIRCUIT_BREAKER: &[&str] = &["max_connections", "max_pending_requests", "max_requests", "max_retries"];
 const OUTLIER: &[&str] = &["consecutive_5xx", "interval", "base_ejection_time", "max_ejection_percent"];
@@ -87,6 +89,7 @@ fn context(parent: &[Seg]) -> Option<(&'static str, &'static [&'static str])> {
             K(x) if x == "outlier_detection" => ("outlier_detection", OUTLIER),
             K(x) if x == "health_check" => ("health_check", HEALTH_CHECK),
             K(x) if x == "hash_key" => ("hash_key", HASH_KEY),
+            K(x) if x == "tls" => ("a service's tls", SERVICE_TLS),
             _ => return None,
         },
         [r, I(_)] if k(r, "routes") => ("a route", ROUTE),

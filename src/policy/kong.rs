@@ -409,9 +409,9 @@ fn service(cx: &mut Ctx<'_>, v: &Value, at: &YamlPath, name: &str) -> Option<Val
         "retries",
         "routes",
         "plugins",
+        "tls_verify",
     ]);
-    // legate does not verify upstream certificates (yet): Kong's `tls_verify: false`.
-    cx.only(&entity, v, at, &known, &[("tls_verify", false.into()), ("enabled", true.into())]);
+    cx.only(&entity, v, at, &known, &[("enabled", true.into())]);
     let (scheme, host, port) = match get_str(v, "url") {
         Some(u) => match url::Url::parse(u) {
             Ok(u) => {
@@ -457,6 +457,12 @@ fn service(cx: &mut Ctx<'_>, v: &Value, at: &YamlPath, name: &str) -> Option<Val
         // Kong's read and write timeouts bound the exchange; legate has one timeout for it.
         ("timeout", s(&duration(ms("read_timeout").max(ms("write_timeout"))))),
     ];
+    // legate checks an https service's certificate unless told not to;
+    // Kong's `tls_verify: false` is that. (Left unset, Kong follows nginx's
+    // `proxy_ssl_verify`, off by default: legate checks.)
+    if scheme == "https" && get(v, "tls_verify").and_then(Value::as_bool) == Some(false) {
+        out.push(("tls", map(vec![("verify", false.into())])));
+    }
     // Kong retries a request whose connection failed, up to `retries` (5) times.
     let retries = get(v, "retries").and_then(Value::as_u64).unwrap_or(5);
     if retries > 0 {

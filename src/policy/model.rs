@@ -219,8 +219,8 @@ pub struct Service {
     pub endpoints: Vec<Endpoint>,
     /// How Envoy finds the endpoints.
     pub discovery: Discovery,
-    /// Talk TLS to the upstream (`https://` URLs).
-    pub tls: bool,
+    /// Talk TLS to the upstream (`https://` URLs, or `tls:`), and how.
+    pub tls: Option<UpstreamTls>,
     /// TCP connect timeout.
     pub connect_timeout: Duration,
     /// Default request timeout of routes to this service.
@@ -275,6 +275,7 @@ impl Service {
     #[must_use]
     pub fn internal(name: String, endpoint: Endpoint, tls: bool, connect_timeout: Duration) -> Service {
         let is_ip = endpoint.host.parse::<std::net::IpAddr>().is_ok();
+        let tls = tls.then(|| UpstreamTls { name: Some(endpoint.host.clone()), verify: Verify::Roots });
         Service {
             name,
             endpoints: vec![endpoint],
@@ -295,6 +296,33 @@ impl Service {
             ip_restriction: None,
         }
     }
+}
+
+/// TLS from Envoy to a service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTls {
+    /// Who the service must prove to be: a DNS name (also sent as SNI) or
+    /// an IP address (matched against the certificate's IP addresses, no
+    /// SNI). `None` only when the certificate is not checked.
+    pub name: Option<String>,
+    /// How the certificate is checked.
+    pub verify: Verify,
+}
+
+/// What a service's certificate must chain to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verify {
+    /// The Mozilla roots legate ships (`webpki-root-certs`).
+    Roots,
+    /// The CAs of a PEM file (`tls.ca`), pushed as the SDS secret `secret`.
+    Ca {
+        /// SDS secret name: `ca:` and the file's path.
+        secret: String,
+        /// The file's certificates.
+        pem: String,
+    },
+    /// Nothing: any certificate is accepted (`tls.verify: false`).
+    Off,
 }
 
 /// One upstream address.

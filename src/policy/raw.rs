@@ -199,6 +199,8 @@ pub(crate) struct Service {
     pub(crate) rate_limit: Option<NameRef>,
     /// For routes to it that don't say: `none`, or { allow, deny }.
     pub(crate) ip_restriction: Option<IpRestriction>,
+    /// TLS to it: { ca, server_name, verify }; https urls talk TLS without it.
+    pub(crate) tls: Option<ServiceTls>,
 }
 
 /// `ip_restriction`: `none`, or `{ allow: [CIDR...], deny: [CIDR...] }`.
@@ -373,6 +375,18 @@ pub(crate) struct ValueMatchSpec {
     pub(crate) exact: Option<String>,
     pub(crate) present: Option<bool>,
     pub(crate) regex: Option<String>,
+}
+
+/// `services[].tls`: how Envoy checks the service's certificate.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub(crate) struct ServiceTls {
+    /// PEM file of the CAs the service's certificate chains to; default: the Mozilla roots legate ships.
+    pub(crate) ca: Option<String>,
+    /// The name the certificate must hold, also sent as SNI; default: the url's host.
+    pub(crate) server_name: Option<String>,
+    /// false: accept any certificate (for testing only). Default true.
+    pub(crate) verify: Option<bool>,
 }
 
 /// `routes[].split[]`.

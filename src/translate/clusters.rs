@@ -7,13 +7,24 @@ use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::core::v3::{
     address, socket_address::PortSpecifier, transport_socket, Address, SocketAddress, TransportSocket,
 };
+use envoy_types::pb::envoy::config::core::v3::{data_source, DataSource};
 use envoy_types::pb::envoy::config::endpoint::v3::{
     lb_endpoint::HostIdentifier, ClusterLoadAssignment, Endpoint as EnvoyEndpoint, LbEndpoint, LocalityLbEndpoints,
 };
-use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::UpstreamTlsContext;
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+    common_tls_context::{CombinedCertificateValidationContext, ValidationContextType},
+    secret,
+    subject_alt_name_matcher::SanType,
+    CertificateValidationContext, CommonTlsContext, SdsSecretConfig, Secret, SubjectAltNameMatcher, UpstreamTlsContext,
+};
+use envoy_types::pb::envoy::r#type::matcher::v3::{string_matcher::MatchPattern, StringMatcher};
 
 use super::{ads, any, proto_duration, resilience};
-use crate::policy::{Discovery, LoadBalancing, Policy, Service};
+use crate::policy::{Discovery, LoadBalancing, Policy, Service, UpstreamTls, Verify};
+
+/// The SDS secret holding the Mozilla roots, which https services'
+/// certificates chain to unless their `tls.ca` says otherwise.
+pub(super) const ROOTS_SECRET: &str = "legate:mozilla-roots";
 
 /// One cluster per service, named after it, and one per remote JWKS host.
 pub(super) fn clusters(policy: &Policy, jwks: &[Service]) -> Vec<Cluster> {
@@ -58,8 +69,6 @@ fn cluster(s: &Service) -> Cluster {
         LoadBalancing::Random => LbPolicy::Random,
         LoadBalancing::RingHash => LbPolicy::RingHash,
     };
-    // SNI carries a host name; RFC 6066 does not allow an IP address there.
-    let sni = s.endpoints.first().filter(|e| e.host.parse::<std::net::IpAddr>().is_err()).map(|e| e.host.clone());
     Cluster {
         name: name.clone(),
         cluster_discovery_type: Some(ClusterDiscoveryType::Type(kind.into())),
@@ -71,15 +80,98 @@ fn cluster(s: &Service) -> Cluster {
         circuit_breakers: circuit_breaker.as_ref().map(resilience::circuit_breakers),
         outlier_detection: outlier_detection.as_ref().map(resilience::outlier_detection),
         health_checks: health_check.iter().map(resilience::health_check).collect(),
-        transport_socket: tls.then(|| TransportSocket {
-            name: "envoy.transport_sockets.tls".into(),
-            config_type: Some(transport_socket::ConfigType::TypedConfig(any(&UpstreamTlsContext {
-                sni: sni.unwrap_or_default(),
-                ..Default::default()
-            }))),
-        }),
+        transport_socket: tls.as_ref().map(transport_socket),
         ..Default::default()
     }
+}
+
+/// TLS to a service: SNI (a host name: RFC 6066 allows no IP address
+/// there), and unless `verify: false`, a certificate that chains to its CAs
+/// (an SDS secret shared by the clusters that trust the same ones) and
+/// holds its name.
+fn transport_socket(tls: &UpstreamTls) -> TransportSocket {
+    let is_ip = |n: &str| n.parse::<std::net::IpAddr>().is_ok();
+    let sni = tls.name.clone().filter(|n| !is_ip(n)).unwrap_or_default();
+    let secret = match &tls.verify {
+        Verify::Roots => Some(ROOTS_SECRET.to_owned()),
+        Verify::Ca { secret, .. } => Some(secret.clone()),
+        Verify::Off => None,
+    };
+    let common_tls_context = secret.map(|secret| CommonTlsContext {
+        validation_context_type: Some(ValidationContextType::CombinedValidationContext(
+            CombinedCertificateValidationContext {
+                default_validation_context: Some(CertificateValidationContext {
+                    match_typed_subject_alt_names: tls
+                        .name
+                        .iter()
+                        .map(|n| SubjectAltNameMatcher {
+                            san_type: if is_ip(n) { SanType::IpAddress } else { SanType::Dns }.into(),
+                            matcher: Some(StringMatcher {
+                                match_pattern: Some(MatchPattern::Exact(n.clone())),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    ..Default::default()
+                }),
+                validation_context_sds_secret_config: Some(SdsSecretConfig { name: secret, sds_config: Some(ads()) }),
+                ..Default::default()
+            },
+        )),
+        ..Default::default()
+    });
+    TransportSocket {
+        name: "envoy.transport_sockets.tls".into(),
+        config_type: Some(transport_socket::ConfigType::TypedConfig(any(&UpstreamTlsContext {
+            sni,
+            common_tls_context,
+            ..Default::default()
+        }))),
+    }
+}
+
+/// The CA secrets `services` verify their certificates against, once each.
+pub(super) fn ca_secrets<'a>(services: impl Iterator<Item = &'a Service>) -> Vec<Secret> {
+    let mut out: std::collections::BTreeMap<&str, &str> = std::collections::BTreeMap::new();
+    for t in services.filter_map(|s| s.tls.as_ref()) {
+        match &t.verify {
+            Verify::Roots => out.insert(ROOTS_SECRET, roots_pem()),
+            Verify::Ca { secret, pem } => out.insert(secret, pem),
+            Verify::Off => None,
+        };
+    }
+    out.into_iter()
+        .map(|(name, pem)| Secret {
+            name: name.to_owned(),
+            r#type: Some(secret::Type::ValidationContext(CertificateValidationContext {
+                trusted_ca: Some(DataSource {
+                    specifier: Some(data_source::Specifier::InlineString(pem.to_owned())),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })),
+        })
+        .collect()
+}
+
+/// The Mozilla roots as PEM, made once.
+fn roots_pem() -> &'static str {
+    static PEM: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        use base64::Engine as _;
+        let mut out = String::new();
+        for cert in webpki_root_certs::TLS_SERVER_ROOT_CERTS {
+            out.push_str("-----BEGIN CERTIFICATE-----\n");
+            let b64 = base64::engine::general_purpose::STANDARD.encode(cert.as_ref());
+            for line in b64.as_bytes().chunks(64) {
+                out.push_str(&String::from_utf8_lossy(line));
+                out.push('\n');
+            }
+            out.push_str("-----END CERTIFICATE-----\n");
+        }
+        out
+    });
+    &PEM
 }
 
 fn load_assignment(s: &Service) -> ClusterLoadAssignment {

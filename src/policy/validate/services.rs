@@ -4,14 +4,17 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
+
 use super::{auth, ratelimits, resilience};
 use super::{check_name, did_you_mean, duration, header_ops, Errors, Refs};
-use crate::policy::model::{Discovery, Endpoint, LoadBalancing, Service};
+use crate::policy::model::{Discovery, Endpoint, LoadBalancing, Service, UpstreamTls, Verify};
 use crate::policy::raw;
 use crate::policy::source::Origin;
+use crate::policy::words::LB_POLICIES;
 
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-use crate::policy::words::LB_POLICIES;
 
 pub(super) fn check_service(
     errs: &mut Errors<'_>,
@@ -36,6 +39,7 @@ pub(super) fn check_service(
         auth,
         rate_limit,
         ip_restriction,
+        tls: tls_spec,
     } = s;
     let before = errs.list.len();
     let request_headers = header_ops(errs, &o.key("request_headers"), request_headers.as_ref(), true);
@@ -99,6 +103,14 @@ pub(super) fn check_service(
         }
     };
     ok &= !eps.is_empty();
+    let url_host = url.as_ref().and_then(|_| eps.first()).map(|e| e.host.as_str());
+    let tls = match upstream_tls(errs, &o.key("tls"), tls_spec.as_ref(), url.is_some(), url_host, tls) {
+        Ok(t) => t,
+        Err(()) => {
+            ok = false;
+            None
+        }
+    };
     let connect = duration(errs, &o.key("connect_timeout"), connect_timeout.as_ref());
     let timeout = duration(errs, &o.key("timeout"), timeout.as_ref());
     let lb = match load_balancing.as_deref() {
@@ -152,6 +164,98 @@ pub(super) fn check_service(
         rate_limit,
         ip_restriction,
     })
+}
+
+/// How Envoy talks TLS to a service: `spec` is its `tls:`, `https`
+/// whether its url (if `has_url`) is https, `url_host` the url's host.
+/// `Ok(None)` for plain HTTP.
+fn upstream_tls(
+    errs: &mut Errors<'_>,
+    o: &Origin,
+    spec: Option<&raw::ServiceTls>,
+    has_url: bool,
+    url_host: Option<&str>,
+    https: bool,
+) -> Result<Option<UpstreamTls>, ()> {
+    let Some(spec) = spec else {
+        return Ok(https.then(|| UpstreamTls { name: url_host.map(str::to_owned), verify: Verify::Roots }));
+    };
+    if has_url && !https {
+        errs.at(o, "`tls` is for https services; write the url as https://");
+        return Err(());
+    }
+    let before = errs.list.len();
+    let verify = spec.verify.unwrap_or(true);
+    let name = match &spec.server_name {
+        Some(n) => {
+            let ip = n.parse::<IpAddr>().is_ok();
+            let dns = !n.is_empty()
+                && n.split('.').all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
+            if !ip && !dns {
+                errs.at(&o.key("server_name"), format!("server_name `{n}` is not a host name or an IP address"));
+            }
+            Some(n.clone())
+        }
+        None => url_host.map(str::to_owned),
+    };
+    let checked = match (&spec.ca, verify) {
+        (Some(_), false) => {
+            errs.at(&o.key("ca"), "`ca` is not used with `verify: false`; remove one of them");
+            None
+        }
+        (_, false) => {
+            errs.warn(
+                &o.key("verify"),
+                "this service's certificate is not checked: anyone between Envoy and it can pose as it",
+            );
+            Some(Verify::Off)
+        }
+        (_, true) if name.is_none() => {
+            errs.at(
+                o,
+                "give `server_name`, the name the service's certificate holds (its endpoints are addresses, \
+                 not names), or `verify: false` to accept any certificate",
+            );
+            None
+        }
+        (Some(ca), true) => read_ca(errs, &o.key("ca"), ca),
+        (None, true) => Some(Verify::Roots),
+    };
+    match checked {
+        Some(verify) if errs.list.len() == before => Ok(Some(UpstreamTls { name, verify })),
+        _ => Err(()),
+    }
+}
+
+/// Read and check the CA file `file` (relative to the policy file at `o`).
+fn read_ca(errs: &mut Errors<'_>, o: &Origin, file: &str) -> Option<Verify> {
+    let source = &errs.files[o.file];
+    let path = source.dir.join(file);
+    // Named after the file, so that replacing its contents changes only
+    // the secret, not the clusters that refer to it.
+    let rel = std::path::Path::new(&source.rel).parent().unwrap_or_else(|| std::path::Path::new("")).join(file);
+    let secret = format!("ca:{}", rel.display());
+    errs.read_files.push(path.clone());
+    let pem = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) => {
+            errs.at(o, format!("cannot read the CA file `{}`: {e}", path.display()));
+            return None;
+        }
+    };
+    let certs: Vec<CertificateDer<'_>> =
+        CertificateDer::pem_slice_iter(pem.as_bytes()).filter_map(Result::ok).collect();
+    if certs.is_empty() {
+        errs.at(o, format!("`{}` holds no PEM certificate (-----BEGIN CERTIFICATE-----)", path.display()));
+        return None;
+    }
+    for (i, c) in certs.iter().enumerate() {
+        if let Err(e) = x509_parser::parse_x509_certificate(c) {
+            errs.at(o, format!("certificate {} in `{}` cannot be parsed: {e}", i + 1, path.display()));
+            return None;
+        }
+    }
+    Some(Verify::Ca { secret, pem })
 }
 
 /// A service URL (`allow_path` false: scheme, host and port only) or a
