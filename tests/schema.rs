@@ -123,6 +123,18 @@ fn every_shipped_test_file_is_valid_and_names_its_schema() {
     assert_valid_and_naming(&files, TESTS);
 }
 
+/// Each `(what, text, at)`: `schema` flags `text` at the instance path `at`.
+#[track_caller]
+fn assert_flagged(schema: &str, cases: &[(&str, String, &str)]) {
+    for (what, bad, at) in cases {
+        let found = problems_by(schema, bad);
+        assert!(
+            found.iter().any(|p| p.starts_with(&format!("{at}:"))),
+            "{what} should be flagged at `{at}`; the schema said {found:#?}"
+        );
+    }
+}
+
 #[test]
 fn the_test_file_schema_flags_unknown_keys_and_wrong_types() {
     let good =
@@ -130,7 +142,7 @@ fn the_test_file_schema_flags_unknown_keys_and_wrong_types() {
                 repeat: 3\n    expect:\n      status: 200\n      rate_limited: { at_least: 1 }\n      \
                 headers: { a: b, c: null, d: { regex: x }, e: 7 }\n";
     assert_eq!(problems_by(TESTS, good), Vec::<String>::new(), "the valid file");
-    for (what, bad, at) in [
+    let cases = [
         ("an unknown key in expect", good.replace("status:", "staus:"), "/tests/0/expect"),
         ("an unknown key in a request", good.replace("path: /a,", "path: /a, colour: blue,"), "/tests/0/request"),
         (
@@ -142,26 +154,20 @@ fn the_test_file_schema_flags_unknown_keys_and_wrong_types() {
         ("a list as a header rule", good.replace("a: b,", "a: [b],"), "/tests/0/expect/headers/a"),
         ("an unknown header rule", good.replace("{ regex: x }", "{ like: x }"), "/tests/0/expect/headers/d"),
         ("a negative count", good.replace("{ at_least: 1 }", "-1"), "/tests/0/expect/rate_limited"),
-    ] {
-        let found = problems_by(TESTS, &bad);
-        assert!(
-            found.iter().any(|p| p.starts_with(&format!("{at}:"))),
-            "{what} should be flagged at `{at}`; the schema said {found:#?}"
-        );
-    }
+    ];
+    assert_flagged(TESTS, &cases);
 }
 
 #[test]
 fn the_schema_flags_unknown_keys_and_wrong_types() {
-    let good = "listeners:\n  - name: public\n    port: 8080\nservices:\n  - name: s\n    url: http://127.0.0.1:1\n\
-                \x20   load_balancing: ring_hash\n    retries: { on: [5xx, reset] }\n\
+    let good = "listeners:\n  - name: public\n    port: 8080\nservices:\n  - name: s\n    url: https://s.example.com\n\
+                \x20   tls: { verify: true }\n    load_balancing: ring_hash\n    retries: { on: [5xx, reset] }\n\
                 rate_limits:\n  - name: a\n    limits: { minute: 5 }\n    scope: global\n\
                 routes:\n  - name: r\n    match: { prefix: /r, headers: { x-v: 2, x-on: { present: true } } }\n    \
                 service: s\n    auth: none\n    ip_restriction: none\n\
                 defaults:\n  access_log: off\n  rate_limit: [a, b]\n";
     assert_eq!(problems(good), Vec::<String>::new(), "the valid file");
-
-    for (what, bad, at) in [
+    let cases = [
         ("an unknown top-level key", good.replace("services:", "service:"), ""),
         ("an unknown key in a route", good.replace("    auth: none", "    colour: blue"), "/routes/0"),
         ("an unknown key in a match", good.replace("prefix: /r", "prefx: /r"), "/routes/0/match"),
@@ -181,11 +187,7 @@ fn the_schema_flags_unknown_keys_and_wrong_types() {
         ("a retry condition legate lacks", good.replace("[5xx, reset]", "[5xx, oops]"), "/services/0/retries"),
         ("a window legate lacks", good.replace("minute: 5", "fortnight: 5"), "/rate_limits/0/limits"),
         ("a scope legate lacks", good.replace("scope: global", "scope: fleet"), "/rate_limits/0/scope"),
-    ] {
-        let found = problems(&bad);
-        assert!(
-            found.iter().any(|p| p.starts_with(&format!("{at}:"))),
-            "{what} should be flagged at `{at}`; the schema said {found:#?}"
-        );
-    }
+        ("an unknown key in a service's tls", good.replace("verify: true", "verfy: true"), "/services/0/tls"),
+    ];
+    assert_flagged(POLICY, &cases);
 }
