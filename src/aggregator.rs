@@ -29,7 +29,7 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 use serde_json::value::RawValue;
 use tracing::debug;
 
-use crate::policy::{Aggregation, Call, Policy, Segment, TemplatePart};
+use crate::policy::{Aggregation, Call, Policy, Segment, TemplatePart, UpstreamTls, Verify};
 use crate::state::State;
 
 /// The bootstrap cluster through which Envoy reaches the aggregator.
@@ -79,6 +79,9 @@ struct Upstream {
     authorities: Vec<String>,
     /// Round-robin position.
     next: AtomicUsize,
+    /// Its own client, for TLS checked otherwise than against the Mozilla
+    /// roots and the url's host (`tls.ca`, `server_name`, `verify: false`).
+    client: Option<HttpClient>,
 }
 
 impl Table {
@@ -91,6 +94,7 @@ impl Table {
                 let Some(s) = policy.services.get(&c.service) else { continue };
                 services.entry(s.name.clone()).or_insert_with(|| Upstream {
                     scheme: if s.tls.is_some() { "https" } else { "http" },
+                    client: s.tls.as_ref().and_then(|t| own_client(t, s.endpoints.first().map(|e| e.host.as_str()))),
                     authorities: s
                         .endpoints
                         .iter()
@@ -109,11 +113,100 @@ impl Table {
         Table { aggregations: policy.aggregations.clone(), services }
     }
 
-    fn uri(&self, service: &str, path_and_query: &str) -> Option<Uri> {
+    /// Where a call to `service` goes, and the client for it when the
+    /// service needs its own.
+    fn target(&self, service: &str, path_and_query: &str) -> Option<(Uri, Option<&HttpClient>)> {
         let up = self.services.get(service)?;
         let n = up.next.fetch_add(1, Ordering::Relaxed);
         let authority = up.authorities.get(n % up.authorities.len().max(1))?;
-        format!("{}://{authority}{path_and_query}", up.scheme).parse().ok()
+        let uri = format!("{}://{authority}{path_and_query}", up.scheme).parse().ok()?;
+        Some((uri, up.client.as_ref()))
+    }
+}
+
+/// A client of its own for a service whose certificate is checked against
+/// other CAs or another name than the shared client's (the Mozilla roots,
+/// the endpoint's host); `None` when the shared one does.
+fn own_client(tls: &UpstreamTls, host: Option<&str>) -> Option<HttpClient> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .ok()?;
+    let config = match &tls.verify {
+        Verify::Roots if tls.name.as_deref() == host => return None,
+        Verify::Roots => builder.with_root_certificates(mozilla_roots()),
+        Verify::Ca { pem, .. } => {
+            use rustls::pki_types::{pem::PemObject as _, CertificateDer};
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add_parsable_certificates(CertificateDer::pem_slice_iter(pem.as_bytes()).filter_map(Result::ok));
+            builder.with_root_certificates(roots)
+        }
+        Verify::Off => builder.dangerous().with_custom_certificate_verifier(Arc::new(AnyCertificate(provider))),
+    }
+    .with_no_client_auth();
+    Some(https_client(config, tls.name.clone()))
+}
+
+fn mozilla_roots() -> rustls::RootCertStore {
+    rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() }
+}
+
+/// A pooled client that speaks http, or https with `tls` (and `server_name`
+/// as SNI and the name checked, instead of the URL's host).
+fn https_client(tls: rustls::ClientConfig, server_name: Option<String>) -> HttpClient {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(Duration::from_secs(5)));
+    let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http();
+    // A name validation accepted (a host name or an IP address).
+    let name = server_name.and_then(|n| rustls::pki_types::ServerName::try_from(n).ok());
+    let builder = match name {
+        Some(name) => builder.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name)),
+        None => builder,
+    };
+    let https = builder.enable_http1().wrap_connector(http);
+    Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).build(https)
+}
+
+/// `verify: false`: any certificate is accepted, but the handshake's
+/// signatures are still checked (as Envoy does), so the connection is at
+/// least with whoever holds the certificate's key.
+#[derive(Debug)]
+struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 
@@ -133,22 +226,12 @@ impl Aggregator {
     /// If rustls has no usable crypto provider (it is compiled in).
     #[must_use]
     pub fn new(state: Arc<State>) -> Aggregator {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(Duration::from_secs(5)));
         let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .with_safe_default_protocol_versions()
             .expect("rustls protocol versions")
-            .with_root_certificates(rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() })
+            .with_root_certificates(mozilla_roots())
             .with_no_client_auth();
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).build(https);
-        Aggregator { state, client }
+        Aggregator { state, client: https_client(tls, None) }
     }
 
     /// The HTTP router: every request is an aggregation to answer.
@@ -288,7 +371,8 @@ async fn call(
     path: String,
     headers: &[(HeaderName, HeaderValue)],
 ) -> Result<String, Failure> {
-    let Some(uri) = table.uri(&c.service, &path) else { return Err(Failure::Unreachable) };
+    let Some((uri, own)) = table.target(&c.service, &path) else { return Err(Failure::Unreachable) };
+    let client = own.unwrap_or(client);
     let mut req = hyper::Request::get(uri).body(Empty::<Bytes>::new()).map_err(|_| Failure::Unreachable)?;
     let h: &mut HeaderMap = req.headers_mut();
     for (k, v) in headers {

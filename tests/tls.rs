@@ -181,7 +181,7 @@ routes:
 /// https services: Envoy checks the service's certificate against the
 /// service's CAs (`tls.ca`, else the Mozilla roots) and name (the url's
 /// host, or `tls.server_name`), and refuses to send to one that fails;
-/// `verify: false` accepts any. The "service" is a TLS listener of the same
+/// `verify: false` accepts any. The aggregator's calls to them too. The "service" is a TLS listener of the same
 /// Envoy, with a certificate from the test's CA for `upstream.test` and
 /// `localhost`.
 #[test]
@@ -240,7 +240,18 @@ services:
     url: http://127.0.0.1:{alpha}
 {services}routes:
   - {{ name: upstream, listener: upstream, match: {{ prefix: / }}, service: alpha }}
-{routes}"#
+{routes}aggregations:
+  - name: calls
+    listener: public
+    path: /calls
+    calls:
+      trusted: {{ service: trusted, path: /t, pick: service }}
+      by-url: {{ service: by-url, path: /u, pick: service }}
+      unchecked: {{ service: unchecked, path: /v, pick: service }}
+      wrong-name: {{ service: wrong-name, path: /w, pick: service, default: refused }}
+      other-ca: {{ service: other-ca, path: /x, pick: service, default: refused }}
+      public-roots: {{ service: public-roots, path: /y, pick: service, default: refused }}
+"#
         ),
     );
     gw.serve();
@@ -264,4 +275,18 @@ services:
     }
     let [handshakes] = envoy.stats(["cluster.unchecked.ssl.handshake"]);
     assert!(handshakes >= 1, "the unchecked service was reached over TLS");
+
+    // The aggregator calls the same services itself, checking them the same way.
+    let r = get("/calls").expect("the aggregation answers");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.json(),
+        serde_json::json!({
+            "trusted": "alpha", "by-url": "alpha", "unchecked": "alpha",
+            "wrong-name": "refused", "other-ca": "refused", "public-roots": "refused",
+        }),
+        "{}",
+        r.body
+    );
+    assert_eq!(r.header("x-legate-partial"), Some("wrong-name,other-ca,public-roots"));
 }
