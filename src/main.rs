@@ -135,6 +135,9 @@ enum Command {
         aggregator_addr: SocketAddr,
         #[arg(long, default_value_t = 9901)]
         envoy_admin_port: u16,
+        /// Envoy speaks incremental (delta) xDS.
+        #[arg(long)]
+        delta: bool,
     },
     /// The fleet as a terminal table: config version, last reload, each
     /// proxy's ACKed versions and last NACK, and the routes.
@@ -297,7 +300,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let opts = BootstrapOptions { node_id, node_cluster, xds_addrs, aggregator_addrs, admin_port, delta };
             print!("{}", bootstrap_yaml(&opts));
         }
-        Command::Up { config, demo, xds_addr, admin_addr, aggregator_addr, envoy_admin_port } => {
+        Command::Up { config, demo, xds_addr, admin_addr, aggregator_addr, envoy_admin_port, delta } => {
             init_logs(LogFormat::Text);
             let opts = legate::up::UpOptions {
                 config_dir: config,
@@ -306,6 +309,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 admin_addr,
                 aggregator_addr,
                 envoy_admin_port,
+                delta,
             };
             runtime()?.block_on(legate::up::up(opts))?;
         }

@@ -30,6 +30,8 @@ pub struct UpOptions {
     pub aggregator_addr: SocketAddr,
     /// Envoy admin port.
     pub envoy_admin_port: u16,
+    /// Envoy speaks incremental (delta) xDS.
+    pub delta: bool,
 }
 
 /// The Envoy binary: `$ENVOY_BIN`, else `envoy` on PATH.
@@ -107,7 +109,7 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
         xds_addrs: reachable(opts.xds_addr),
         aggregator_addrs: reachable(opts.aggregator_addr),
         admin_port: opts.envoy_admin_port,
-        delta: false,
+        delta: opts.delta,
     });
     let boot_path = std::env::temp_dir().join(format!("legate-up-{}.yaml", std::process::id()));
     std::fs::write(&boot_path, boot).with_context(|| format!("cannot write {}", boot_path.display()))?;

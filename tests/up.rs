@@ -1,5 +1,6 @@
 //! `legate up`: without Envoy it says how to get one; with Envoy and
-//! `--demo` the default `config/` is a gateway a newcomer can curl.
+//! `--demo` the default `config/` is a gateway a newcomer can curl, its
+//! Envoy on SotW or (`--delta`, in the suite's delta pass) delta xDS.
 
 mod common;
 
@@ -46,6 +47,7 @@ fn up_demo_serves_the_default_config() {
             .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("config"))
             .args(["--xds-addr", "127.0.0.1:18300", "--admin-addr", "127.0.0.1:18301", "--envoy-admin-port", "18302"])
             .args(["--aggregator-addr", "127.0.0.1:18303"])
+            .args((common::xds_protocol() == "delta").then_some("--delta"))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -82,4 +84,9 @@ fn up_demo_serves_the_default_config() {
     let json = missing.json();
     assert_eq!(json["error"], "not_found");
     assert_eq!(json["status"], 404);
+
+    let status = common::must_get("http://127.0.0.1:18301/api/status").json();
+    let protocols: Vec<&serde_json::Value> =
+        status["nodes"].as_array().into_iter().flatten().map(|n| &n["protocol"]).collect();
+    assert_eq!(protocols, [common::xds_protocol()], "{status}");
 }
