@@ -151,6 +151,8 @@ async fn run_all(
             };
             let result = CaseResult { name: case.name.clone(), line: case.line, time: t0.elapsed(), request, failures };
             write!(out, "{}", report::case_text(&file.path, &result))?;
+            // As each case ends, also when the output is a pipe (a CI log).
+            out.flush()?;
             done.push(result);
         }
         results.push(FileResult { path: file.path.clone(), cases: done });
