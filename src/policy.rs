@@ -25,7 +25,9 @@ pub(crate) use keys::did_you_mean;
 pub use locate::{LocationIndex, Pos, Seg, YamlPath};
 pub use model::*;
 pub use schema::schema;
+pub(crate) use schema::schema_of;
 pub use source::import_kong;
+pub(crate) use source::serde_problem;
 
 /// One problem in the policy files, where a user can find it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

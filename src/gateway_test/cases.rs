@@ -10,7 +10,7 @@ use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde::de::{self, value::MapAccessDeserializer};
 use serde::{Deserialize, Deserializer};
 
-use crate::policy::{did_you_mean, Diagnostic, LocationIndex, Policy, Pos, YamlPath};
+use crate::policy::{did_you_mean, serde_problem, Diagnostic, LocationIndex, Policy, Pos, YamlPath};
 
 /// One gateway test file: its cases run in order against one gateway.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -330,11 +330,7 @@ impl JsonSchema for Count {
 /// The test file format as a JSON Schema (draft 7), for editors.
 #[must_use]
 pub fn schema() -> String {
-    let mut root = schemars::generate::SchemaSettings::draft07().into_generator().into_root_schema_for::<RawFile>();
-    root.insert("title".into(), "legate gateway test file".into());
-    let mut out = serde_json::to_string_pretty(&root).unwrap_or_default();
-    out.push('\n');
-    out
+    crate::policy::schema_of::<RawFile>("legate gateway test file")
 }
 
 /// One test file, checked.
@@ -421,12 +417,8 @@ pub fn read(path: &Path, policy: &Policy) -> Result<TestFile, Vec<Diagnostic>> {
     let text =
         std::fs::read_to_string(path).map_err(|e| vec![at(Pos { line: 1, column: 1 }, format!("cannot read: {e}"))])?;
     let raw: RawFile = serde_yaml::from_str(&text).map_err(|e| {
-        let pos = e.location().map_or(Pos { line: 1, column: 1 }, |l| Pos { line: l.line(), column: l.column() });
-        let mut message = e.to_string();
-        if let Some(i) = message.rfind(" at line ") {
-            message.truncate(i);
-        }
-        vec![at(pos, message.replace("invalid type: ", "wrong type: "))]
+        let (pos, message) = serde_problem(&e);
+        vec![at(pos, message)]
     })?;
     let index = LocationIndex::build(&text);
     let mut errors = Vec::new();

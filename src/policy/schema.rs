@@ -9,6 +9,7 @@
 //! validate`; the schema is for completion and typos as you type.
 
 use schemars::generate::SchemaSettings;
+use schemars::JsonSchema;
 
 use super::raw::PolicyFile;
 
@@ -16,8 +17,15 @@ use super::raw::PolicyFile;
 /// policy file, pretty-printed, with a final newline.
 #[must_use]
 pub fn schema() -> String {
-    let mut root = SchemaSettings::draft07().into_generator().into_root_schema_for::<PolicyFile>();
-    root.insert("title".into(), "legate policy file".into());
+    schema_of::<PolicyFile>("legate policy file")
+}
+
+/// The JSON Schema (draft 7) of the files `T` parses, titled `title`,
+/// pretty-printed, with a final newline: the policy's, and gateway test
+/// files'.
+pub(crate) fn schema_of<T: JsonSchema>(title: &str) -> String {
+    let mut root = SchemaSettings::draft07().into_generator().into_root_schema_for::<T>();
+    root.insert("title".into(), title.into());
     let mut out = serde_json::to_string_pretty(&root).unwrap_or_default();
     out.push('\n');
     out

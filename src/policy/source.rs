@@ -322,12 +322,19 @@ pub fn import_kong(path: &Path, partial: bool) -> Result<String, Diagnostics> {
 }
 
 fn serde_error(file: &SourceFile, e: &serde_yaml::Error) -> Diagnostic {
+    let (pos, message) = serde_problem(e);
+    file.diagnostic(pos, message)
+}
+
+/// Where a serde_yaml error is, and its message without the position
+/// serde_yaml appends (a diagnostic says it first), in our words.
+pub(crate) fn serde_problem(e: &serde_yaml::Error) -> (Pos, String) {
     let pos = e.location().map_or(Pos { line: 1, column: 1 }, |l| Pos { line: l.line(), column: l.column() });
     let mut message = e.to_string();
     if let Some(i) = message.rfind(" at line ") {
         message.truncate(i);
     }
-    file.diagnostic(pos, keys::explain_serde(&message))
+    (pos, keys::explain_serde(&message))
 }
 
 fn to_yaml_path(p: &serde_ignored::Path<'_>) -> YamlPath {
