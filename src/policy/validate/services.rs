@@ -4,9 +4,6 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::CertificateDer;
-
 use super::{auth, ratelimits, resilience};
 use super::{check_name, did_you_mean, duration, header_ops, Errors, Refs};
 use crate::policy::model::{Discovery, Endpoint, LoadBalancing, Service, UpstreamTls, Verify};
@@ -218,44 +215,13 @@ fn upstream_tls(
             );
             None
         }
-        (Some(ca), true) => read_ca(errs, &o.key("ca"), ca),
+        (Some(ca), true) => super::tls::read_ca(errs, &o.key("ca"), ca),
         (None, true) => Some(Verify::Roots),
     };
     match checked {
         Some(verify) if errs.list.len() == before => Ok(Some(UpstreamTls { name, verify })),
         _ => Err(()),
     }
-}
-
-/// Read and check the CA file `file` (relative to the policy file at `o`).
-fn read_ca(errs: &mut Errors<'_>, o: &Origin, file: &str) -> Option<Verify> {
-    let source = &errs.files[o.file];
-    let path = source.dir.join(file);
-    // Named after the file, so that replacing its contents changes only
-    // the secret, not the clusters that refer to it.
-    let rel = std::path::Path::new(&source.rel).parent().unwrap_or_else(|| std::path::Path::new("")).join(file);
-    let secret = format!("ca:{}", rel.display());
-    errs.read_files.push(path.clone());
-    let pem = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) => {
-            errs.at(o, format!("cannot read the CA file `{}`: {e}", path.display()));
-            return None;
-        }
-    };
-    let certs: Vec<CertificateDer<'_>> =
-        CertificateDer::pem_slice_iter(pem.as_bytes()).filter_map(Result::ok).collect();
-    if certs.is_empty() {
-        errs.at(o, format!("`{}` holds no PEM certificate (-----BEGIN CERTIFICATE-----)", path.display()));
-        return None;
-    }
-    for (i, c) in certs.iter().enumerate() {
-        if let Err(e) = x509_parser::parse_x509_certificate(c) {
-            errs.at(o, format!("certificate {} in `{}` cannot be parsed: {e}", i + 1, path.display()));
-            return None;
-        }
-    }
-    Some(Verify::Ca { secret, pem })
 }
 
 /// A service URL (`allow_path` false: scheme, host and port only) or a

@@ -4,6 +4,7 @@
 //! Key material never appears in a message: errors name the file and what
 //! is wrong with it, never its contents.
 
+use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rustls::pki_types::pem::PemObject;
@@ -11,7 +12,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::listeners::check_host;
 use super::Errors;
-use crate::policy::model::{Certificate, ListenerTls, TlsVersion};
+use crate::policy::model::{Certificate, ListenerTls, TlsVersion, Verify};
 use crate::policy::raw;
 use crate::policy::source::Origin;
 
@@ -108,24 +109,12 @@ fn load_pair(errs: &mut Errors<'_>, at: &Origin, cert: &str, key: &str) -> Optio
     let (cert_path, key_path) = (dir.join(cert), dir.join(key));
     errs.read_files.extend([cert_path.clone(), key_path.clone()]);
     let (cert_at, key_at) = (at.key("cert"), at.key("key"));
-    let read =
-        |errs: &mut Errors<'_>, path: &std::path::Path, at: &Origin, what: &str| match std::fs::read_to_string(path) {
-            Ok(t) => Some(t),
-            Err(e) => {
-                errs.at(at, format!("cannot read the {what} file `{}`: {e}", path.display()));
-                None
-            }
-        };
     let cert_pem = read(errs, &cert_path, &cert_at, "certificate");
     let key_pem = read(errs, &key_path, &key_at, "key");
     let (cert_pem, key_pem) = (cert_pem?, key_pem?);
 
-    let chain: Vec<CertificateDer<'_>> =
-        CertificateDer::pem_slice_iter(cert_pem.as_bytes()).filter_map(Result::ok).collect();
-    let Some(leaf) = chain.first() else {
-        errs.at(&cert_at, format!("`{}` holds no PEM certificate (-----BEGIN CERTIFICATE-----)", cert_path.display()));
-        return None;
-    };
+    let chain = certificates(errs, &cert_at, &cert_path, &cert_pem)?;
+    let leaf = chain.first()?;
     let parsed = match x509_parser::parse_x509_certificate(leaf) {
         Ok((_, c)) => c,
         Err(e) => {
@@ -166,4 +155,47 @@ fn load_pair(errs: &mut Errors<'_>, at: &Origin, cert: &str, key: &str) -> Optio
         );
     }
     Some((cert_pem, key_pem))
+}
+
+/// The text of the `what` file `path` (named at `at`), or an error there.
+fn read(errs: &mut Errors<'_>, path: &Path, at: &Origin, what: &str) -> Option<String> {
+    match std::fs::read_to_string(path) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            errs.at(at, format!("cannot read the {what} file `{}`: {e}", path.display()));
+            None
+        }
+    }
+}
+
+/// The PEM certificates in `pem` (the text of `path`, named at `at`), or an
+/// error there when it holds none.
+fn certificates<'a>(errs: &mut Errors<'_>, at: &Origin, path: &Path, pem: &'a str) -> Option<Vec<CertificateDer<'a>>> {
+    let certs: Vec<CertificateDer<'a>> =
+        CertificateDer::pem_slice_iter(pem.as_bytes()).filter_map(Result::ok).collect();
+    if certs.is_empty() {
+        errs.at(at, format!("`{}` holds no PEM certificate (-----BEGIN CERTIFICATE-----)", path.display()));
+        return None;
+    }
+    Some(certs)
+}
+
+/// Read and check the CA file `file` (relative to the policy file at `o`).
+pub(super) fn read_ca(errs: &mut Errors<'_>, o: &Origin, file: &str) -> Option<Verify> {
+    let source = &errs.files[o.file];
+    let path = source.dir.join(file);
+    // Named after the file, so that replacing its contents changes only
+    // the secret, not the clusters that refer to it.
+    let rel = Path::new(&source.rel).parent().unwrap_or_else(|| Path::new("")).join(file);
+    let secret = format!("ca:{}", rel.display());
+    errs.read_files.push(path.clone());
+    let pem = read(errs, &path, o, "CA")?;
+    let certs = certificates(errs, o, &path, &pem)?;
+    for (i, c) in certs.iter().enumerate() {
+        if let Err(e) = x509_parser::parse_x509_certificate(c) {
+            errs.at(o, format!("certificate {} in `{}` cannot be parsed: {e}", i + 1, path.display()));
+            return None;
+        }
+    }
+    Some(Verify::Ca { secret, pem })
 }
