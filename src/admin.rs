@@ -38,7 +38,9 @@ async fn readyz(AxState(state): AxState<Arc<State>>) -> Response {
 /// The `/api/status` document.
 #[must_use]
 pub fn status_json(state: &State) -> serde_json::Value {
-    let reload = state.last_reload().map(|r| json!({ "ok": r.ok, "at": timestamp(r.at), "errors": r.errors }));
+    let reload = state
+        .last_reload()
+        .map(|r| json!({ "ok": r.ok, "at": timestamp(r.at), "errors": r.errors, "warnings": r.warnings }));
     json!({
         "version": state.current().map(|s| s.version().to_owned()),
         "last_reload": reload,

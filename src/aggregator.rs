@@ -113,6 +113,12 @@ impl Table {
         Table { aggregations: policy.aggregations.clone(), services }
     }
 
+    /// Whether the policy has no aggregations to answer.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.aggregations.is_empty()
+    }
+
     /// Where a call to `service` goes, and the client for it when the
     /// service needs its own.
     fn target(&self, service: &str, path_and_query: &str) -> Option<(Uri, Option<&HttpClient>)> {

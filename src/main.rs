@@ -49,8 +49,9 @@ enum Command {
         /// (e.g. redis://127.0.0.1:6379); without it they count in memory.
         #[arg(long)]
         redis_url: Option<String>,
-        /// Write every proxy's access-log entries here as JSON lines (`-`
-        /// for stdout); needs `defaults.access_log` in the policy.
+        /// Collect every proxy's access log here, as JSON lines (`-` for
+        /// stdout): every route logs, but those whose policy says
+        /// `access_log: off`.
         #[arg(long)]
         access_log: Option<String>,
         /// Where the aggregator answers Envoy's `aggregations` requests.
@@ -61,6 +62,9 @@ enum Command {
     Validate {
         #[arg(long, default_value = "./config")]
         config: PathBuf,
+        /// Fail (exit 1) on warnings too: a route that can never match, and the like.
+        #[arg(long)]
+        strict: bool,
     },
     /// Print the JSON Schema of the policy format, for editors.
     Schema {
@@ -125,6 +129,9 @@ enum Command {
     Up {
         #[arg(long, default_value = "./config")]
         config: PathBuf,
+        /// Also start echo upstreams on the ports of the policy's services
+        /// (each answers with the request it got, as JSON), so the gateway
+        /// answers with nothing else running.
         #[arg(long)]
         demo: bool,
         #[arg(long, default_value = "127.0.0.1:18000")]
@@ -183,7 +190,10 @@ enum Import {
 
 fn init_logs(format: LogFormat) {
     let filter = EnvFilter::try_from_env("LEGATE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours only on a terminal (and not with NO_COLOR): a log written to a
+    // file or piped to a collector gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -226,9 +236,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Schema { tests: true } => print!("{}", legate::gateway_test::cases::schema()),
         Command::Plan { config, admin_addr, against } => {
             let side = |dir: &Path| {
-                legate::watch::load(dir).map(|s| legate::plan::Side {
-                    resources: legate::render::view_json(s.all()),
-                    fleets: Some(s.fleets().clone()),
+                legate::policy::load_dir(dir).map(|p| {
+                    print_warnings(&p.warnings);
+                    let s = legate::translate::translate(&p);
+                    legate::plan::Side {
+                        resources: legate::render::view_json(s.all()),
+                        fleets: Some(s.fleets().clone()),
+                    }
                 })
             };
             let proposed = match side(&config) {
@@ -254,17 +268,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{}", legate::plan::render(&plan));
             return Ok(if plan.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(2) });
         }
-        Command::Validate { config } => match legate::policy::load_dir(&config) {
+        Command::Validate { config, strict } => match legate::policy::load_dir(&config) {
             Ok(p) => {
-                for w in &p.warnings {
-                    eprintln!("{}:{}:{}: warning: {}", w.file, w.line, w.column, w.message);
+                print_warnings(&p.warnings);
+                if strict && !p.warnings.is_empty() {
+                    eprintln!("{} warning(s), and --strict fails on warnings", p.warnings.len());
+                    return Ok(ExitCode::FAILURE);
                 }
+                let count = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
                 println!(
-                    "{}: valid ({} listeners, {} services, {} routes)",
+                    "{}: valid ({}, {}, {})",
                     config.display(),
-                    p.listeners.len(),
-                    p.services.len(),
-                    p.routes.len()
+                    count(p.listeners.len(), "listener"),
+                    count(p.services.len(), "service"),
+                    count(p.routes.len(), "route")
                 );
             }
             Err(diags) => {
@@ -359,6 +376,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A valid policy's warnings, on stderr, as `FILE:LINE:COL: warning: message`.
+fn print_warnings(warnings: &[legate::policy::Diagnostic]) {
+    for w in warnings {
+        eprintln!("{}:{}:{}: warning: {}", w.file, w.line, w.column, w.message);
+    }
 }
 
 /// `GET path` (`/api/status`, `/api/config`) from a running legate's admin

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio_stream::wrappers::TcpListenerStream;
-use tracing::info;
+use tracing::{error, info};
 
 use crate::aggregator::Aggregator;
 use crate::ratelimit::{self, Counters};
@@ -58,11 +58,12 @@ pub async fn serve(
     // Watch first, then load: an edit made in between would be missed.
     let watch = Watch::start(&opts.config_dir)?;
     let dir = opts.config_dir.clone();
+    let overrides = watch::Overrides { central_access_log: opts.access_log.is_some() };
     let (read_files, cache) = {
         let state = Arc::clone(&state);
         tokio::task::spawn_blocking(move || {
             let mut cache = watch::Cache::default();
-            (watch::reload(&dir, &state, &mut cache).unwrap_or_default(), cache)
+            (watch::reload(&dir, &state, &mut cache, overrides).unwrap_or_default(), cache)
         })
         .await?
     };
@@ -72,18 +73,25 @@ pub async fn serve(
             listen(opts.admin_addr)
                 .with_context(|| format!("cannot listen for the admin API on {}", opts.admin_addr))?,
         ),
-        aggregator: listen(opts.aggregator_addr)
-            .with_context(|| format!("cannot listen for the aggregator on {}", opts.aggregator_addr))?,
+        // Bound only for a policy with aggregations, so that replicas
+        // without any can share a host on the default address.
+        aggregator: if state.aggregations().is_empty() {
+            AggregatorSocket::WhenNeeded(opts.aggregator_addr)
+        } else {
+            AggregatorSocket::Bound(
+                listen(opts.aggregator_addr).map_err(|e| aggregator_bind_error(opts.aggregator_addr, &e))?,
+            )
+        },
     };
     info!(
         xds = %sockets.xds.local_addr()?,
         admin = %sockets.admin.as_ref().map_or(opts.admin_addr, |a| a.local_addr().unwrap_or(opts.admin_addr)),
-        aggregator = %sockets.aggregator.local_addr()?,
+        aggregator = %sockets.aggregator,
         config = %opts.config_dir.display(),
         "legate serving"
     );
 
-    let watcher = tokio::spawn(watch.run(Arc::clone(&state), read_files, cache));
+    let watcher = tokio::spawn(watch.run(Arc::clone(&state), read_files, cache, overrides));
     tokio::select! {
         r = serve_state(state, sockets, counters, sink, shutdown) => r?,
         r = watcher => r.context("policy watcher failed")?,
@@ -101,7 +109,65 @@ pub struct Sockets {
     /// The admin HTTP API.
     pub admin: Option<TcpListener>,
     /// Where Envoy sends `aggregations` requests.
-    pub aggregator: TcpListener,
+    pub aggregator: AggregatorSocket,
+}
+
+/// The aggregator's socket: bound, or an address to bind once the policy
+/// has aggregations (a live edit may add the first).
+#[derive(Debug)]
+pub enum AggregatorSocket {
+    /// Listening.
+    Bound(TcpListener),
+    /// Bound when a published policy first has aggregations.
+    WhenNeeded(SocketAddr),
+}
+
+impl std::fmt::Display for AggregatorSocket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AggregatorSocket::Bound(l) => match l.local_addr() {
+                Ok(a) => write!(f, "{a}"),
+                Err(_) => write!(f, "bound"),
+            },
+            AggregatorSocket::WhenNeeded(a) => write!(f, "{a} once the policy has aggregations"),
+        }
+    }
+}
+
+/// Why the aggregator could not listen, with the flag that moves it.
+fn aggregator_bind_error(addr: SocketAddr, e: &std::io::Error) -> anyhow::Error {
+    anyhow::anyhow!(
+        "cannot listen for the aggregator on {addr}: {e}; the policy has aggregations, and the aggregator \
+         answers them there (another legate on this host? give each its own --aggregator-addr)"
+    )
+}
+
+/// The aggregator, served on `socket`; when it is not bound yet, from the
+/// first published policy with aggregations. A bind that fails then is
+/// logged (naming `--aggregator-addr`) and tried again on the next publish;
+/// what is already served goes on.
+async fn run_aggregator(state: Arc<State>, socket: AggregatorSocket) -> std::io::Result<()> {
+    let listener = match socket {
+        AggregatorSocket::Bound(l) => l,
+        AggregatorSocket::WhenNeeded(addr) => {
+            let mut published = state.subscribe();
+            loop {
+                if !state.aggregations().is_empty() {
+                    match listen(addr) {
+                        Ok(l) => {
+                            info!(aggregator = %addr, "aggregator listening: the policy has aggregations now");
+                            break l;
+                        }
+                        Err(e) => error!("{:#}", aggregator_bind_error(addr, &e)),
+                    }
+                }
+                if published.changed().await.is_err() {
+                    return Ok(());
+                }
+            }
+        }
+    };
+    axum::serve(listener, Aggregator::new(state).router()).await
 }
 
 /// Serve whatever `state` holds on `sockets` until `shutdown` resolves;
@@ -124,8 +190,7 @@ pub async fn serve_state(
             None => std::future::pending().await,
         }
     };
-    let aggregator_task =
-        tokio::spawn(axum::serve(sockets.aggregator, Aggregator::new(Arc::clone(&state)).router()).into_future());
+    let aggregator_task = tokio::spawn(run_aggregator(Arc::clone(&state), sockets.aggregator));
     // On shutdown, end every proxy stream (they never end by themselves), and
     // give in-flight calls a moment before leaving regardless: Envoy's
     // access-log streams, too, stay open for as long as they may.

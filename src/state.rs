@@ -20,6 +20,9 @@ pub struct Reload {
     pub at: SystemTime,
     /// Every problem, when it was not.
     pub errors: Vec<Diagnostic>,
+    /// What a valid policy may still want fixed (a route that can never
+    /// match, say).
+    pub warnings: Vec<Diagnostic>,
 }
 
 /// Shared by the xDS server, the watcher and the admin API.
@@ -122,14 +125,15 @@ impl State {
         self.snapshot.subscribe()
     }
 
-    /// Record a reload outcome (and count it).
+    /// Record a reload outcome (and count it): its errors when it was
+    /// rejected, its warnings when it was valid.
     ///
     /// # Panics
     /// If the lock was poisoned.
-    pub fn record_reload(&self, errors: Vec<Diagnostic>) {
+    pub fn record_reload(&self, errors: Vec<Diagnostic>, warnings: Vec<Diagnostic>) {
         self.metrics.reload(errors.is_empty());
         *self.reload.lock().expect("reload lock") =
-            Some(Reload { ok: errors.is_empty(), at: SystemTime::now(), errors });
+            Some(Reload { ok: errors.is_empty(), at: SystemTime::now(), errors, warnings });
     }
 
     /// The last reload outcome.

@@ -110,6 +110,24 @@ fn nodes(status: &Value) -> Vec<NodeRow> {
         .collect()
 }
 
+/// `errors` or `warnings` of the last reload as a list, each item of `class`.
+fn diagnostics_html(list: &Value, class: &str) -> String {
+    let mut o = String::new();
+    for e in list.as_array().into_iter().flatten() {
+        let _ = write!(o, "<li class=\"{class}\"><code>{}</code> {}</li>", esc(&place(e)), esc(&text(&e["message"])));
+    }
+    if o.is_empty() {
+        o
+    } else {
+        format!("<ul>{o}</ul>")
+    }
+}
+
+/// `FILE:LINE:COL` of one of the last reload's errors or warnings.
+fn place(e: &Value) -> String {
+    format!("{}:{}:{}", text(&e["file"]), text(&e["line"]), text(&e["column"]))
+}
+
 /// The admin page.
 #[must_use]
 pub fn html(status: &Value) -> String {
@@ -117,32 +135,23 @@ pub fn html(status: &Value) -> String {
         "<!doctype html><html><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"2\">\
          <title>legate</title><style>body{font:14px system-ui,sans-serif;margin:2em}table{border-collapse:collapse}\
          td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}.bad{color:#b00}\
-         .ok{color:#070}code{font-size:13px}</style></head><body><h1>legate</h1>",
+         .ok{color:#070}.warning{color:#a60}code{font-size:13px}</style></head><body><h1>legate</h1>",
     );
     let _ = write!(o, "<p>config version <code id=\"version\">{}</code></p>", esc(&text(&status["version"])));
     let reload = &status["last_reload"];
     o.push_str("<h2>Last reload</h2>");
     if reload["ok"] == Value::Bool(true) {
         let _ = write!(o, "<p class=\"ok\" id=\"reload\">valid, at {}</p>", esc(&text(&reload["at"])));
+        o.push_str(&diagnostics_html(&reload["warnings"], "warning"));
     } else if reload.is_null() {
         o.push_str("<p id=\"reload\">none yet</p>");
     } else {
         let _ = write!(
             o,
-            "<p class=\"bad\" id=\"reload\">rejected at {}; proxies keep the last good config</p><ul>",
+            "<p class=\"bad\" id=\"reload\">rejected at {}; proxies keep the last good config</p>",
             esc(&text(&reload["at"]))
         );
-        for e in reload["errors"].as_array().into_iter().flatten() {
-            let _ = write!(
-                o,
-                "<li class=\"bad error\"><code>{}:{}:{}</code> {}</li>",
-                esc(&text(&e["file"])),
-                esc(&text(&e["line"])),
-                esc(&text(&e["column"])),
-                esc(&text(&e["message"]))
-            );
-        }
-        o.push_str("</ul>");
+        o.push_str(&diagnostics_html(&reload["errors"], "bad error"));
     }
     o.push_str("<h2>Proxies</h2><table id=\"nodes\"><tr><th>node</th><th>cluster</th><th>connected</th><th>xDS</th><th>type</th><th>ACKed version</th><th>last NACK</th></tr>");
     for (id, cluster, at, protocol, kinds) in nodes(status) {
@@ -184,19 +193,15 @@ pub fn table(status: &Value) -> String {
     let reload = &status["last_reload"];
     if reload["ok"] == Value::Bool(true) {
         let _ = writeln!(o, "last reload     valid, at {}", text(&reload["at"]));
+        for w in reload["warnings"].as_array().into_iter().flatten() {
+            let _ = writeln!(o, "  {}: warning: {}", place(w), text(&w["message"]));
+        }
     } else if reload.is_null() {
         let _ = writeln!(o, "last reload     none yet");
     } else {
         let _ = writeln!(o, "last reload     REJECTED at {} (proxies keep the last good config)", text(&reload["at"]));
         for e in reload["errors"].as_array().into_iter().flatten() {
-            let _ = writeln!(
-                o,
-                "  {}:{}:{}: {}",
-                text(&e["file"]),
-                text(&e["line"]),
-                text(&e["column"]),
-                text(&e["message"])
-            );
+            let _ = writeln!(o, "  {}: {}", place(e), text(&e["message"]));
         }
     }
     let _ =

@@ -129,7 +129,10 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
         .with_context(|| format!("cannot start {}", envoy.display()))?;
     info!(envoy = %envoy.display(), admin = opts.envoy_admin_port, "envoy started");
     for l in policy.listeners.values() {
-        info!("try: curl http://{}:{}/", loopback_for(&l.address), l.port);
+        if let Some(path) = try_path(&policy, &l.name) {
+            let scheme = if l.tls.is_some() { "https" } else { "http" };
+            info!("try: curl {scheme}://{}:{}{path}", loopback_for(&l.address), l.port);
+        }
     }
 
     let outcome = tokio::select! {
@@ -165,4 +168,21 @@ fn demo_upstreams(policy: &Policy) -> Vec<(String, SocketAddr)> {
         }
     }
     out
+}
+
+/// A path on `listener` that a plain `curl` gets an answer from: the first
+/// route (in the order Envoy tries them) that any GET reaches, with no
+/// token, header, query or host to give. `None` when there is none.
+fn try_path(policy: &crate::policy::Policy, listener: &str) -> Option<String> {
+    use crate::policy::{Auth, PathMatch};
+    policy
+        .routes
+        .iter()
+        .filter(|r| r.listener == listener && r.auth == Auth::Public)
+        .filter(|r| r.headers.is_empty() && r.query.is_empty() && r.hosts.is_empty())
+        .filter(|r| r.methods.is_empty() || r.methods.iter().any(|m| m == "GET"))
+        .find_map(|r| match &r.path {
+            PathMatch::Prefix(p) | PathMatch::Exact(p) => Some(p.clone()),
+            PathMatch::Regex(_) => None,
+        })
 }

@@ -44,17 +44,47 @@ pub struct Cache {
     translated: crate::translate::Cache,
 }
 
+/// What `serve`'s flags change in every policy it loads.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Overrides {
+    /// `--access-log`: a policy that doesn't write `defaults.access_log`
+    /// has every Envoy stream its access log to legate (and nowhere else).
+    pub central_access_log: bool,
+}
+
+impl Overrides {
+    /// `p` as `serve` runs it.
+    fn apply(self, p: &mut policy::Policy) {
+        if self.central_access_log {
+            match p.access_log {
+                policy::AccessLogging::Unset => {
+                    p.access_log = policy::AccessLogging::On(policy::AccessLog {
+                        format: policy::LogFormat::Json,
+                        path: "legate".to_owned(),
+                    });
+                }
+                policy::AccessLogging::Off => warn!(
+                    "--access-log is set, but the policy turns access logs off (`defaults.access_log: off`): \
+                     no proxy will send any entries to collect"
+                ),
+                policy::AccessLogging::On(_) => {}
+            }
+        }
+    }
+}
+
 /// Load `dir` and publish it, or record why not. When it was valid, returns
 /// the files besides the policy files that it read. Files whose text is what
 /// `cache` last saw are not parsed again, nor unchanged routes validated or
 /// translated again.
-pub fn reload(dir: &Path, state: &State, cache: &mut Cache) -> Option<Vec<PathBuf>> {
+pub fn reload(dir: &Path, state: &State, cache: &mut Cache, overrides: Overrides) -> Option<Vec<PathBuf>> {
     let t0 = Instant::now();
     match policy::load_dir_cached(dir, &mut cache.loaded) {
-        Ok(p) => {
+        Ok(mut p) => {
             for w in &p.warnings {
-                warn!(file = %w.file, line = w.line, column = w.column, "{}", w.message);
+                warn!("{}:{}:{}: warning: {}", w.file, w.line, w.column, w.message);
             }
+            overrides.apply(&mut p);
             let snapshot = translate_cached(&p, &mut cache.translated);
             state.metrics.reload_duration.observe(t0.elapsed().as_secs_f64());
             // The aggregator must know an aggregation before Envoy can send
@@ -67,7 +97,7 @@ pub fn reload(dir: &Path, state: &State, cache: &mut Cache) -> Option<Vec<PathBu
             );
             let changed = state.publish(snapshot);
             state.record_routes(crate::status::route_rows(&p));
-            state.record_reload(Vec::new());
+            state.record_reload(Vec::new(), p.warnings.clone());
             let read_files = p.read_files;
             let ms = t0.elapsed().as_secs_f64() * 1000.0;
             if changed {
@@ -80,10 +110,10 @@ pub fn reload(dir: &Path, state: &State, cache: &mut Cache) -> Option<Vec<PathBu
         Err(diags) => {
             state.metrics.reload_duration.observe(t0.elapsed().as_secs_f64());
             for d in &diags.0 {
-                error!(file = %d.file, line = d.line, column = d.column, "{}", d.message);
+                error!("{d}");
             }
             warn!(errors = diags.0.len(), "policy rejected; proxies keep the last good config");
-            state.record_reload(diags.0);
+            state.record_reload(diags.0, Vec::new());
             None
         }
     }
@@ -170,7 +200,7 @@ impl Watch {
     /// Reload on every change until the process ends. `read_files` are the
     /// files besides the policy files the last load read (their folders are
     /// watched too), and `cache` what it kept.
-    pub async fn run(mut self, state: Arc<State>, read_files: Vec<PathBuf>, mut cache: Cache) {
+    pub async fn run(mut self, state: Arc<State>, read_files: Vec<PathBuf>, mut cache: Cache, overrides: Overrides) {
         let mut extra = BTreeSet::new();
         let mut known = HashSet::new();
         let mut read_files = Some(read_files);
@@ -200,7 +230,7 @@ impl Watch {
                 continue;
             }
             let (dir, state, mut kept) = (self.dir.clone(), Arc::clone(&state), std::mem::take(&mut cache));
-            let done = tokio::task::spawn_blocking(move || (reload(&dir, &state, &mut kept), kept)).await;
+            let done = tokio::task::spawn_blocking(move || (reload(&dir, &state, &mut kept, overrides), kept)).await;
             // A reload that panicked leaves the cache empty: the next starts afresh.
             (read_files, cache) = done.unwrap_or_default();
         }

@@ -106,3 +106,58 @@ defaults:
     assert_eq!(line["route"], "open-a", "{line}");
     assert!(gw.metric("legate_access_log_entries_total").unwrap_or(0.0) >= 4.0);
 }
+
+#[test]
+fn the_access_log_flag_collects_from_a_policy_that_says_nothing_of_logs() {
+    let mut gw = Gateway::new();
+    let central = gw.path().join("central.log");
+    gw.serve_args = vec!["--access-log".into(), central.display().to_string()];
+    let (up, listen) = (gw.echo("up"), free_port());
+    let policy = |defaults: &str| {
+        format!(
+            "listeners: [{{ name: l, port: {listen}, address: 127.0.0.1 }}]\n\
+             services: [{{ name: up, url: \"http://127.0.0.1:{up}\" }}]\n\
+             routes: [{{ name: all, match: {{ prefix: / }}, service: up }}]\n{defaults}"
+        )
+    };
+    gw.write("gateway.yaml", &policy(""));
+    gw.serve();
+    let envoy = gw.envoy("edge-1", "default");
+    let url = format!("http://127.0.0.1:{listen}/flagged");
+    gw.wait("Envoy to serve", PUSH, || request("GET", &url, &[]).ok().filter(|r| r.status == 200));
+    let entry = gw.wait("the entry in the central log", PUSH, || {
+        lines(&central).into_iter().find(|l| l["path"] == "/flagged" && l["status"] == 200)
+    });
+    assert_eq!((entry["node"].as_str(), entry["route"].as_str()), (Some("edge-1"), Some("all")), "{entry}");
+    let dump = envoy.admin("/config_dump?resource=dynamic_listeners").body;
+    assert!(dump.contains("envoy.access_loggers.http_grpc"), "the listener streams to legate: {dump}");
+    assert!(!dump.contains("envoy.access_loggers.file"), "and logs nowhere else: {dump}");
+    let legate_log = || std::fs::read_to_string(gw.log("legate")).unwrap_or_default();
+    assert!(!legate_log().contains("--access-log is set"), "{}", legate_log());
+
+    // `access_log: off` wins over the flag, and legate says the flag has
+    // nothing to collect.
+    gw.write("gateway.yaml", &policy("defaults: { access_log: off }\n"));
+    gw.wait("the warning that --access-log has nothing to collect", PUSH, || {
+        legate_log().contains("--access-log is set, but the policy turns access logs off").then_some(())
+    });
+    // Connections Envoy opened before the change drain first; after that
+    // no request reaches the central log.
+    let mut n = 0;
+    let logged = |path: &str| lines(&central).iter().any(|l| l["path"] == path);
+    gw.wait("requests to stop reaching the central log", PUSH * 2, || {
+        n += 1;
+        let path = format!("/unlogged-{n}");
+        assert_eq!(request("GET", &format!("http://127.0.0.1:{listen}{path}"), &[]).expect("get").status, 200);
+        std::thread::sleep(Duration::from_millis(1500)); // longer than Envoy's flush interval
+        (!logged(&path)).then_some(())
+    });
+    for i in 0..3 {
+        let path = format!("/quiet-{i}");
+        assert_eq!(request("GET", &format!("http://127.0.0.1:{listen}{path}"), &[]).expect("get").status, 200);
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!((0..3).all(|i| !logged(&format!("/quiet-{i}"))), "logged despite `access_log: off`");
+    let dump = envoy.admin("/config_dump?resource=dynamic_listeners").body;
+    assert!(!dump.contains("envoy.access_loggers"), "Envoy still has a logger: {dump}");
+}

@@ -61,12 +61,19 @@ struct Setup {
     listen: u16,
     token: String,
     notifications: JsonServer,
+    /// The whole policy, as rendered before any edit.
+    policy: String,
 }
 
 /// legate, one Envoy, echo upstreams for users and orders (`orders_args`
 /// for `legate echo`), and notifications at `notifications` (a JSON server,
 /// or a port where nothing listens when `down`).
 fn setup(orders_args: &[&str], timeout: &str, notifications_down: bool) -> Setup {
+    setup_with(orders_args, timeout, notifications_down, |p| p.to_owned())
+}
+
+/// [`setup`], with `edit` applied to the policy first.
+fn setup_with(orders_args: &[&str], timeout: &str, notifications_down: bool, edit: fn(&str) -> String) -> Setup {
     let mut gw = Gateway::new();
     let key = Key::rsa("rsa-a", "a");
     gw.write("keys/main.json", &jwks(&[&key]));
@@ -81,13 +88,13 @@ fn setup(orders_args: &[&str], timeout: &str, notifications_down: bool) -> Setup
         .replace("@ORDERS", &orders.to_string())
         .replace("@NOTIFICATIONS", &notifications_port.to_string())
         .replace("@TIMEOUT", timeout);
-    gw.write("gateway.yaml", &policy);
+    gw.write("gateway.yaml", &edit(&policy));
     gw.serve();
     gw.envoy("edge-1", "default");
     let mut c = claims("https://auth.example.com", "orders-api", "user-42");
     c["role"] = json!("customer");
     let token = key.sign(&c);
-    Setup { gw, listen, token, notifications }
+    Setup { gw, listen, token, notifications, policy }
 }
 
 impl Setup {
@@ -259,4 +266,74 @@ fn the_aggregator_answers_only_aggregations_it_knows() {
     // A client can't pick another aggregation through Envoy: the header is Envoy's.
     let r = s.dashboard("127.0.0.2", "u1", &[("x-legate-aggregation", "nope")]);
     assert_eq!(answer(&r)["unreadCount"], 3);
+}
+
+/// `legate serve` on `config` with the given aggregator port and ports of
+/// its own; its admin port.
+fn legate_serve(config: &std::path::Path, aggregator: u16) -> (std::process::Command, u16) {
+    let admin = free_port();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_legate"));
+    cmd.args(["serve", "--config"]).arg(config).args([
+        "--xds-addr",
+        &format!("127.0.0.1:{}", free_port()),
+        "--admin-addr",
+        &format!("127.0.0.1:{admin}"),
+        "--aggregator-addr",
+        &format!("127.0.0.1:{aggregator}"),
+    ]);
+    (cmd, admin)
+}
+
+/// `policy` without its `aggregations`.
+fn without_aggregations(policy: &str) -> String {
+    let (start, end) = (policy.find("aggregations:").expect("aggregations"), policy.find("routes:").expect("routes"));
+    format!("{}{}", &policy[..start], &policy[end..])
+}
+
+#[test]
+fn the_aggregator_listens_only_once_the_policy_has_aggregations() {
+    let s = setup_with(&[], "2s", false, without_aggregations);
+    let without = std::fs::read_to_string(s.gw.config.join("gateway.yaml")).expect("policy");
+    // Served by the `users` route meanwhile.
+    s.gw.wait("Envoy to serve", PUSH, || (s.dashboard("127.0.0.9", "u1", &[]).status == 200).then_some(()));
+    assert!(!common::listening(s.gw.aggregator_port), "no aggregations: nothing holds the aggregator's address");
+
+    // So a second replica on the same host and address starts as well.
+    let other = tempfile::tempdir().expect("temp dir");
+    std::fs::copy(s.gw.config.join("keys/main.json"), other.path().join("main.json")).expect("keys");
+    std::fs::write(other.path().join("gateway.yaml"), without.replace("keys/main.json", "main.json")).expect("write");
+    let (mut cmd, admin) = legate_serve(other.path(), s.gw.aggregator_port);
+    s.gw.spawn("legate-2", &mut cmd);
+    s.gw.wait("the second replica ready", common::STARTUP, || {
+        common::get(&format!("http://127.0.0.1:{admin}/readyz")).ok().filter(|r| r.status == 200)
+    });
+
+    // A live edit adds the aggregation: the aggregator binds and answers.
+    let with = s.policy.clone();
+    s.gw.write("gateway.yaml", &with);
+    let mut n = 0;
+    let j = s.gw.wait("the dashboard answered by the aggregator", PUSH, || {
+        n += 1;
+        s.dashboard(&format!("127.0.1.{n}"), "u1", &[]).try_json().filter(|j| j.get("unreadCount").is_some())
+    });
+    assert_eq!(j["unreadCount"], 3, "{j}");
+    assert!(
+        std::fs::read_to_string(s.gw.log("legate")).unwrap_or_default().contains("aggregator listening"),
+        "the bind is logged"
+    );
+
+    // A replica whose policy has aggregations from the start, on a taken
+    // address, refuses to start and names the flag to change.
+    std::fs::write(other.path().join("gateway.yaml"), with.replace("keys/main.json", "main.json")).expect("write");
+    let (mut cmd, _) = legate_serve(other.path(), s.gw.aggregator_port);
+    let mut child = cmd.stderr(std::process::Stdio::piped()).spawn().expect("legate serve");
+    let status = common::wait_for("the third replica to give up", common::STARTUP, || child.try_wait().ok().flatten());
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr).expect("read");
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot listen for the aggregator on 127.0.0.1:{}", s.gw.aggregator_port))
+            && stderr.contains("--aggregator-addr"),
+        "{stderr}"
+    );
 }

@@ -600,7 +600,7 @@ fn resilience_settings_are_checked() {
     let text = r#"services:
   - name: a
     url: http://10.0.0.1:80
-    retries: { attempts: 0, on: [5xx, timeout], per_try_timeout: 0s }
+    retries: { attempts: -1, on: [5xx, timeout], per_try_timeout: 0s }
   - name: b
     url: http://10.0.0.1:80
     outlier_detection: { consecutive_5xx: -1, max_ejection_percent: 150 }
@@ -618,12 +618,15 @@ fn resilience_settings_are_checked() {
     check(
         &[("l.yaml", ONE_LISTENER), ("r.yaml", routes), ("s.yaml", text)],
         &[
-            ("s.yaml:4:26", &["attempts must be a whole number from 1 up, not 0"]),
-            ("s.yaml:4:39", &["unknown retry condition `timeout`"]),
-            ("s.yaml:4:66", &["per_try_timeout must be more than 0"]),
-            ("s.yaml:7:43", &["consecutive_5xx must be a whole number from 1 up, not -1"]),
+            ("s.yaml:4:26", &["attempts must be a whole number from 0 to 4294967295, not -1"]),
+            ("s.yaml:4:40", &["unknown retry condition `timeout`"]),
+            ("s.yaml:4:67", &["per_try_timeout must be more than 0"]),
+            ("s.yaml:7:43", &["consecutive_5xx must be a whole number from 1 to 4294967295, not -1"]),
             ("s.yaml:7:69", &["max_ejection_percent is a percentage (0-100), not 150"]),
-            ("s.yaml:8:38", &["max_requests must be a whole number from 1 up, not 0"]),
+            (
+                "s.yaml:8:38",
+                &["max_requests must be a whole number from 1 to 4294967295, not 0", "refuse every request"],
+            ),
             ("s.yaml:11:19", &["health_check needs a `path`"]),
             ("s.yaml:11:44", &["the health check timeout is longer than its interval"]),
             ("s.yaml:12:15", &["hash_key goes with `load_balancing: ring_hash`"]),
@@ -638,8 +641,8 @@ fn resilience_settings_are_checked() {
         &[
             ("r.yaml:2:11", &["route `r` times out after 1s", "per_try_timeout 2s"]),
             ("s.yaml:4:26", &["attempts must be"]),
-            ("s.yaml:4:39", &["unknown retry condition"]),
-            ("s.yaml:4:66", &["per_try_timeout must be more than 0"]),
+            ("s.yaml:4:40", &["unknown retry condition"]),
+            ("s.yaml:4:67", &["per_try_timeout must be more than 0"]),
             ("s.yaml:7:43", &["consecutive_5xx"]),
             ("s.yaml:7:69", &["max_ejection_percent"]),
             ("s.yaml:8:38", &["max_requests"]),
@@ -984,7 +987,7 @@ fn cli_validate_prints_a_one_line_summary_and_exits_0_when_valid() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(stdout.lines().count(), 1, "one line: {stdout}");
-    assert!(stdout.contains("valid") && stdout.contains("1 listeners, 2 services, 2 routes"), "{stdout}");
+    assert!(stdout.contains("valid") && stdout.contains("1 listener, 2 services, 2 routes"), "{stdout}");
 }
 
 #[test]

@@ -53,6 +53,19 @@ fn up_demo_serves_the_default_config() {
             .spawn()
             .expect("run legate up"),
     );
+    // legate's log, as it is written.
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let mut stderr = child.0.stderr.take().expect("stderr");
+    let sink = std::sync::Arc::clone(&log);
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stderr.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock().expect("log").push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
     let deadline = Instant::now() + Duration::from_secs(30);
     let orders = loop {
         let last = common::get("http://127.0.0.1:10000/api/orders/42");
@@ -60,9 +73,8 @@ fn up_demo_serves_the_default_config() {
             break last.expect("the gateway answered");
         }
         if let Ok(Some(status)) = child.0.try_wait() {
-            let mut err = String::new();
-            let _ = child.0.stderr.take().map(|mut e| e.read_to_string(&mut err));
-            panic!("legate up exited early ({status}):\n{err}");
+            std::thread::sleep(Duration::from_millis(200));
+            panic!("legate up exited early ({status}):\n{}", log.lock().expect("log"));
         }
         std::thread::sleep(Duration::from_millis(100));
     };
@@ -85,8 +97,28 @@ fn up_demo_serves_the_default_config() {
     assert_eq!(json["error"], "not_found");
     assert_eq!(json["status"], 404);
 
+    // The URL legate suggests answers, and the log has no colours when it
+    // is not a terminal.
+    let text = log.lock().expect("log").clone();
+    let url = text
+        .lines()
+        .find_map(|l| l.split("try: curl ").nth(1))
+        .unwrap_or_else(|| panic!("no `try: curl` line in:\n{text}"))
+        .trim()
+        .to_owned();
+    let tried = common::must_get(&url);
+    assert_eq!(tried.status, 200, "{url}: {}", tried.body);
+    assert!(!text.contains('\u{1b}'), "ANSI escapes in a log that is not a terminal:\n{text}");
+
     let status = common::must_get("http://127.0.0.1:18301/api/status").json();
     let protocols: Vec<&serde_json::Value> =
         status["nodes"].as_array().into_iter().flatten().map(|n| &n["protocol"]).collect();
     assert_eq!(protocols, [common::xds_protocol()], "{status}");
+}
+
+#[test]
+fn up_says_what_demo_does() {
+    let out = Command::new(common::LEGATE).args(["up", "--help"]).output().expect("legate up --help");
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("--demo") && help.contains("echo upstreams"), "{help}");
 }

@@ -28,8 +28,9 @@ fn start(dir: &Path) -> Arc<State> {
     let state = State::new();
     let watch = legate::watch::Watch::start(dir).expect("watch the folder");
     let mut cache = legate::watch::Cache::default();
-    let read_files = legate::watch::reload(dir, &state, &mut cache).expect("initial load");
-    tokio::spawn(watch.run(Arc::clone(&state), read_files, cache));
+    let read_files =
+        legate::watch::reload(dir, &state, &mut cache, legate::watch::Overrides::default()).expect("initial load");
+    tokio::spawn(watch.run(Arc::clone(&state), read_files, cache, legate::watch::Overrides::default()));
     state
 }
 
@@ -59,11 +60,12 @@ async fn an_edit_during_the_first_load_is_not_missed() {
     let state = State::new();
     let watch = legate::watch::Watch::start(dir.path()).expect("watch the folder");
     let mut cache = legate::watch::Cache::default();
-    let read_files = legate::watch::reload(dir.path(), &state, &mut cache).expect("initial load");
+    let read_files = legate::watch::reload(dir.path(), &state, &mut cache, legate::watch::Overrides::default())
+        .expect("initial load");
     let v1 = version(&state).expect("published");
     common::write_atomic(&file, &GOOD.replace("/a }", "/during }"));
     tokio::time::sleep(Duration::from_millis(100)).await; // well past the debounce
-    tokio::spawn(watch.run(Arc::clone(&state), read_files, cache));
+    tokio::spawn(watch.run(Arc::clone(&state), read_files, cache, legate::watch::Overrides::default()));
     until("the edit is published", || version(&state).as_ref() != Some(&v1)).await;
     let json = legate::render::view_json(state.current().expect("snapshot").all()).to_string();
     assert!(json.contains("\"prefix\":\"/during\""), "{json}");

@@ -121,7 +121,7 @@ pub fn policy_for_test(
     for j in p.jwt_providers.values_mut() {
         j.jwks = Jwks::Local(jwks.to_owned());
     }
-    p.access_log = None;
+    p.access_log = crate::policy::AccessLogging::Off;
     p
 }
 
@@ -180,9 +180,10 @@ impl StandIn {
         state.record_aggregations(crate::aggregator::Table::new(&policy));
         state.publish(crate::translate::translate(&policy));
         let loopback: SocketAddr = ([127, 0, 0, 1], 0).into();
-        let sockets =
-            Sockets { xds: crate::serve::listen(loopback)?, admin: None, aggregator: crate::serve::listen(loopback)? };
-        let (xds, aggregator) = (sockets.xds.local_addr()?, sockets.aggregator.local_addr()?);
+        let aggregator = crate::serve::listen(loopback)?;
+        let (xds, aggregator_addr) = (crate::serve::listen(loopback)?, aggregator.local_addr()?);
+        let sockets = Sockets { xds, admin: None, aggregator: crate::serve::AggregatorSocket::Bound(aggregator) };
+        let (xds, aggregator) = (sockets.xds.local_addr()?, aggregator_addr);
         tokio::spawn(serve_state(Arc::clone(&state), sockets, Counters::memory(), None, stopped()));
 
         let dir = std::env::temp_dir().join(format!("legate-test-{}-{}", std::process::id(), xds.port()));

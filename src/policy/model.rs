@@ -19,8 +19,8 @@ pub struct Policy {
     pub api_keys: BTreeMap<String, ApiKeySet>,
     /// Rate-limit policies by name (`rate_limits`).
     pub rate_limits: BTreeMap<String, RateLimit>,
-    /// Access logging (`defaults.access_log`); `None` is off.
-    pub access_log: Option<AccessLog>,
+    /// Access logging (`defaults.access_log`).
+    pub access_log: AccessLogging,
     /// Tracing (`defaults.tracing`); `None` is off.
     pub tracing: Option<Tracing>,
     /// Aggregations by name; each also has a route (with
@@ -483,6 +483,30 @@ pub struct RateLimit {
     pub shadow: bool,
     /// Global only: reject when the rate-limit service can't be reached.
     pub fail_closed: bool,
+}
+
+/// `defaults.access_log`: on, `off`, or not written (off, unless `legate
+/// serve --access-log` turns central logging on).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum AccessLogging {
+    /// Not in the policy.
+    #[default]
+    Unset,
+    /// `access_log: off`: never, whatever `serve`'s flags say.
+    Off,
+    /// As written.
+    On(AccessLog),
+}
+
+impl AccessLogging {
+    /// The logger, when logging is on.
+    #[must_use]
+    pub fn on(&self) -> Option<&AccessLog> {
+        match self {
+            AccessLogging::On(a) => Some(a),
+            AccessLogging::Unset | AccessLogging::Off => None,
+        }
+    }
 }
 
 /// `defaults.access_log`: each Envoy logs every request where `path` says

@@ -115,6 +115,7 @@ pub(crate) struct Listener {
     /// Unique: the Envoy listener and its route configuration.
     pub(crate) name: String,
     /// 1-65535.
+    #[schemars(range(min = 1))]
     pub(crate) port: u16,
     /// An IP address; default 0.0.0.0.
     pub(crate) address: Option<String>,
@@ -125,6 +126,7 @@ pub(crate) struct Listener {
     /// TLS ends at Envoy; services get plain HTTP.
     pub(crate) tls: Option<ListenerTls>,
     /// Plain HTTP on this port answers 301 to https on `port`.
+    #[schemars(range(min = 1))]
     pub(crate) http_redirect_port: Option<u16>,
 }
 
@@ -244,7 +246,8 @@ impl<'de> Deserialize<'de> for IpRestriction {
 #[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub(crate) struct Retries {
-    /// How many times a request is retried.
+    /// How many times a request is retried after its first try (0: never).
+    #[schemars(range(min = 0, max = 4_294_967_295_u32))]
     pub(crate) attempts: Option<i64>,
     /// Conditions: 5xx, reset, connect-failure, gateway-error, retriable-4xx.
     #[serde(default)]
@@ -260,9 +263,15 @@ pub(crate) struct Retries {
 #[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub(crate) struct CircuitBreaker {
+    #[schemars(range(min = 1, max = 4_294_967_295_u32))]
     pub(crate) max_connections: Option<i64>,
+    /// 0: no queue, a request that finds no connection free is refused.
+    #[schemars(range(min = 0, max = 4_294_967_295_u32))]
     pub(crate) max_pending_requests: Option<i64>,
+    #[schemars(range(min = 1, max = 4_294_967_295_u32))]
     pub(crate) max_requests: Option<i64>,
+    /// 0: no retries in flight to this service.
+    #[schemars(range(min = 0, max = 4_294_967_295_u32))]
     pub(crate) max_retries: Option<i64>,
 }
 
@@ -270,9 +279,11 @@ pub(crate) struct CircuitBreaker {
 #[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub(crate) struct OutlierDetection {
+    #[schemars(range(min = 1, max = 4_294_967_295_u32))]
     pub(crate) consecutive_5xx: Option<i64>,
     pub(crate) interval: Option<String>,
     pub(crate) base_ejection_time: Option<String>,
+    #[schemars(range(min = 0, max = 100))]
     pub(crate) max_ejection_percent: Option<i64>,
 }
 
@@ -283,7 +294,9 @@ pub(crate) struct HealthCheck {
     pub(crate) path: Option<String>,
     pub(crate) interval: Option<String>,
     pub(crate) timeout: Option<String>,
+    #[schemars(range(min = 1, max = 4_294_967_295_u32))]
     pub(crate) unhealthy_threshold: Option<i64>,
+    #[schemars(range(min = 1, max = 4_294_967_295_u32))]
     pub(crate) healthy_threshold: Option<i64>,
 }
 
@@ -454,6 +467,7 @@ pub(crate) struct Tracing {
     /// Default "gateway".
     pub(crate) service_name: Option<String>,
     /// Percent of requests traced, 0-100 (default 100).
+    #[schemars(range(min = 0, max = 100))]
     pub(crate) sampling: Option<f64>,
 }
 
@@ -787,7 +801,7 @@ fn windows(_: &mut SchemaGenerator) -> Schema {
     json_schema!({
         "type": "object",
         "propertyNames": one_of(super::words::WINDOWS),
-        "additionalProperties": { "type": "integer", "minimum": 0 }
+        "additionalProperties": { "type": "integer", "minimum": 1, "maximum": 4_294_967_295_u32 }
     })
 }
 

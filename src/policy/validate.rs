@@ -14,10 +14,11 @@ mod ratelimits;
 mod resilience;
 mod routes;
 mod services;
+mod shadowed;
 mod tls;
 
 use super::keys::did_you_mean;
-use super::model::{AccessLog, Auth, Cidr, HeaderOps, IpRestriction, LogFormat, Policy, Tracing};
+use super::model::{AccessLog, AccessLogging, Auth, Cidr, HeaderOps, IpRestriction, LogFormat, Policy, Tracing};
 use super::raw;
 use super::source::{Origin, Parsed, SourceFile};
 use super::{Diagnostic, Diagnostics};
@@ -181,6 +182,11 @@ pub(crate) fn validate(
     let keys: Vec<_> = ordered.iter().map(|(seq, _, r)| (precedence(r), *seq)).collect();
     let mut by_precedence: Vec<usize> = (0..ordered.len()).collect();
     by_precedence.sort_unstable_by_key(|&i| keys[i]);
+    {
+        let placed: Vec<(&Origin, &crate::policy::Route)> =
+            by_precedence.iter().map(|&i| (ordered[i].1, &*ordered[i].2)).collect();
+        shadowed::check(&mut errs, &placed);
+    }
     let mut routes: Vec<Option<Arc<crate::policy::Route>>> = ordered.into_iter().map(|(_, _, r)| Some(r)).collect();
     policy.routes = by_precedence.into_iter().filter_map(|i| routes[i].take()).collect();
     policy.read_files = providers.read_files.into_iter().chain(std::mem::take(&mut errs.read_files)).collect();
@@ -188,7 +194,7 @@ pub(crate) fn validate(
     policy.jwt_providers = providers.valid;
     policy.api_keys = providers.api_keys;
     policy.rate_limits = limits.valid;
-    policy.access_log = defaults.access_log.clone().flatten();
+    policy.access_log = defaults.access_log.clone();
     policy.tracing = defaults.tracing.clone();
 
     if errs.list.is_empty() {
@@ -261,14 +267,60 @@ fn duration(errs: &mut Errors<'_>, o: &Origin, text: Option<&String>) -> Option<
     }
 }
 
-/// `250ms`, `5s`, `1m`, `2h`, `1m30s`.
+/// The longest duration a policy may give: 100 years (of 365.25 days).
+/// Every Envoy field legate writes one to takes it (Envoy's own ceilings,
+/// 2^62 ms for a JWKS cache and 2^63 ns elsewhere, are about 146 and 292
+/// years), and so does the margin legate adds to an aggregation's timeout.
+pub(crate) const MAX_DURATION: Duration = Duration::from_secs(3_155_760_000);
+
+/// `250ms`, `5s`, `1m`, `2h`, `1m30s`: whole milliseconds (Envoy counts
+/// timeouts in them, and would read `500us` as 0, no timeout at all), up to
+/// [`MAX_DURATION`].
 pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     let bad = || format!("`{text}` is not a duration; write it like 250ms, 5s, 1m or 2h");
     if t.is_empty() || !t.starts_with(|c: char| c.is_ascii_digit()) || t.contains(char::is_whitespace) {
         return Err(bad());
     }
-    humantime::parse_duration(t).map_err(|_| bad())
+    let d = humantime::parse_duration(t).map_err(|_| bad())?;
+    if d.subsec_nanos() % 1_000_000 != 0 {
+        return Err(format!("`{text}` is finer than Envoy counts; durations are whole milliseconds (1ms at least)"));
+    }
+    if d > MAX_DURATION {
+        return Err(format!("`{text}` is too long; a duration is at most 100 years ({}s)", MAX_DURATION.as_secs()));
+    }
+    Ok(d)
+}
+
+/// A duration Envoy counts in whole seconds (`clock_skew`, CORS `max_age`).
+fn whole_seconds(errs: &mut Errors<'_>, o: &Origin, text: Option<&String>, what: &str) -> Option<Option<Duration>> {
+    let d = duration(errs, o, text)?;
+    if d.is_some_and(|d| d.subsec_nanos() != 0) {
+        errs.at(o, format!("{what} is whole seconds (Envoy counts no finer), not {}", text.map_or("", |t| t.as_str())));
+        return None;
+    }
+    Some(d)
+}
+
+/// A whole number from `min` to `max` (`why`: what a value below `min`
+/// would do, when that is the reason for it).
+fn whole_number(
+    errs: &mut Errors<'_>,
+    o: &Origin,
+    n: Option<i64>,
+    what: &str,
+    (min, max): (u32, u32),
+    why: &str,
+) -> Option<Option<u32>> {
+    let Some(n) = n else { return Some(None) };
+    match u32::try_from(n) {
+        Ok(v) if (min..=max).contains(&v) => Some(Some(v)),
+        _ => {
+            let why = if n < i64::from(min) && !why.is_empty() { format!(" ({why})") } else { String::new() };
+            errs.at(o, format!("{what} must be a whole number from {min} to {max}, not {n}{why}"));
+            None
+        }
+    }
 }
 
 fn regex(errs: &mut Errors<'_>, o: &Origin, pattern: &str) -> bool {
@@ -418,7 +470,7 @@ struct DefaultOps {
     auth: Auth,
     rate_limits: Vec<String>,
     ip_restriction: Option<IpRestriction>,
-    access_log: Option<Option<AccessLog>>,
+    access_log: AccessLogging,
     tracing: Option<Tracing>,
 }
 
@@ -443,10 +495,10 @@ fn check_tracing(errs: &mut Errors<'_>, o: &Origin, t: &raw::Tracing) -> Option<
     Some(Tracing { collector: endpoint, service_name, sampling })
 }
 
-/// `defaults.access_log`; `Some(None)` is `off`, `None` an error.
-fn check_access_log(errs: &mut Errors<'_>, o: &Origin, a: &raw::AccessLog) -> Option<Option<AccessLog>> {
+/// `defaults.access_log`; `None` is an error.
+fn check_access_log(errs: &mut Errors<'_>, o: &Origin, a: &raw::AccessLog) -> Option<AccessLogging> {
     match a {
-        raw::AccessLog::Word(w) if w == "off" => Some(None),
+        raw::AccessLog::Word(w) if w == "off" => Some(AccessLogging::Off),
         raw::AccessLog::Word(w) => {
             errs.at(o, format!("access_log `{w}`: write `off`, or {{ format: json, path: stdout }}"));
             None
@@ -468,7 +520,7 @@ fn check_access_log(errs: &mut Errors<'_>, o: &Origin, a: &raw::AccessLog) -> Op
                 );
                 return None;
             }
-            Some(Some(AccessLog { format, path }))
+            Some(AccessLogging::On(AccessLog { format, path }))
         }
     }
 }
@@ -480,7 +532,7 @@ fn check_defaults(errs: &mut Errors<'_>, all: Vec<(Origin, raw::Defaults)>, refs
         auth: Auth::Public,
         rate_limits: Vec::new(),
         ip_restriction: None,
-        access_log: Some(None),
+        access_log: AccessLogging::Unset,
         tracing: None,
     };
     if let Some((second, _)) = all.get(1) {
@@ -494,7 +546,7 @@ fn check_defaults(errs: &mut Errors<'_>, all: Vec<(Origin, raw::Defaults)>, refs
             out.ip_restriction = check_ip_restriction(errs, &o.key("ip_restriction"), &r).flatten();
         }
         out.tracing = tracing.as_ref().and_then(|t| check_tracing(errs, &o.key("tracing"), t));
-        out.access_log = access_log.and_then(|a| check_access_log(errs, &o.key("access_log"), &a));
+        out.access_log = access_log.and_then(|a| check_access_log(errs, &o.key("access_log"), &a)).unwrap_or_default();
         out.request = header_ops(errs, &o.key("request_headers"), request_headers.as_ref(), true);
         out.response = header_ops(errs, &o.key("response_headers"), response_headers.as_ref(), false);
         if let Some(a) = auth {

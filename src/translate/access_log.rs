@@ -43,7 +43,7 @@ const JSON_FIELDS: &[(&str, &str)] = &[
 
 /// The HCM's `access_log` list.
 pub(super) fn access_logs(policy: &Policy) -> Vec<EnvoyAccessLog> {
-    let Some(AccessLog { format, path }) = &policy.access_log else { return Vec::new() };
+    let Some(AccessLog { format, path }) = policy.access_log.on() else { return Vec::new() };
     let mut out = Vec::new();
     if path != "legate" {
         let file = match path.as_str() {

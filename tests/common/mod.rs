@@ -27,6 +27,7 @@ pub(crate) const LEGATE: &str = env!("CARGO_BIN_EXE_legate");
 pub(crate) const STARTUP: Duration = Duration::from_secs(30);
 
 pub(crate) mod jwt;
+pub(crate) mod static_config;
 
 // ------------------------------------------------------------------ ports
 
@@ -501,6 +502,12 @@ impl Gateway {
         self.wait(&format!("echo upstream {name} on {listen}"), Duration::from_secs(10), || {
             listening(port).then_some(())
         });
+    }
+
+    /// Start `cmd` as a child named `name` (its log `logs/NAME.log`),
+    /// stopped with the others.
+    pub(crate) fn spawn(&self, name: &str, cmd: &mut Command) {
+        self.procs.borrow_mut().spawn(name, &self.logs, cmd);
     }
 
     /// The usual single-Envoy set-up: an echo upstream `up`, `policy` with

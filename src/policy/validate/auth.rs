@@ -229,7 +229,8 @@ fn check_provider(
             claims.insert(claim.clone(), header.clone());
         }
     }
-    let skew = duration(errs, &o.key("clock_skew"), clock_skew.as_ref()).map(|d| d.unwrap_or(DEFAULT_CLOCK_SKEW));
+    let skew = super::whole_seconds(errs, &o.key("clock_skew"), clock_skew.as_ref(), "clock_skew")
+        .map(|d| d.unwrap_or(DEFAULT_CLOCK_SKEW));
     if skew.is_some_and(|d| d < Duration::from_secs(1)) {
         // Envoy counts whole seconds and reads 0 as its default, 60s.
         errs.at(&o.key("clock_skew"), "clock_skew must be at least 1s (Envoy would read 0 as 60s)");

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use super::{did_you_mean, duration, header_name_ok, Errors};
+use super::{did_you_mean, duration, header_name_ok, whole_number, Errors};
 use crate::policy::model::{CircuitBreaker, HashKey, HealthCheck, OutlierDetection, Retries};
 use crate::policy::raw;
 use crate::policy::source::Origin;
@@ -16,19 +16,8 @@ use crate::policy::words::RETRY_ON;
 /// Retried unless `methods` says otherwise: the idempotent ones (RFC 9110).
 pub(crate) const IDEMPOTENT: &[&str] = &["GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"];
 
-/// A count that must be at least 1 and fit Envoy's 32 bits.
-fn count(errs: &mut Errors<'_>, o: &Origin, n: Option<i64>, what: &str) -> Option<Option<u32>> {
-    match n {
-        None => Some(None),
-        Some(n) => match u32::try_from(n) {
-            Ok(v) if v > 0 => Some(Some(v)),
-            _ => {
-                errs.at(o, format!("{what} must be a whole number from 1 up, not {n}"));
-                None
-            }
-        },
-    }
-}
+/// Envoy's counters are 32 bits.
+const MAX: u32 = u32::MAX;
 
 /// A duration that must be more than zero.
 fn positive(errs: &mut Errors<'_>, o: &Origin, text: Option<&String>, what: &str) -> Option<Option<Duration>> {
@@ -48,7 +37,8 @@ pub(super) fn retries(errs: &mut Errors<'_>, o: &Origin, r: Option<&raw::Retries
             errs.at(o, "retries needs `attempts` (how many times to retry after the first try)");
             None
         }
-        Some(n) => count(errs, &o.key("attempts"), Some(*n), "attempts").flatten(),
+        // 0: one try, no retries.
+        Some(n) => whole_number(errs, &o.key("attempts"), Some(*n), "attempts", (0, MAX), "").flatten(),
     };
     let mut conditions: Vec<String> = Vec::new();
     for (i, c) in on.iter().flatten().enumerate() {
@@ -87,12 +77,16 @@ pub(super) fn circuit_breaker(
     let Some(raw::CircuitBreaker { max_connections, max_pending_requests, max_requests, max_retries }) = c else {
         return Some(None);
     };
-    let mut each = |key: &'static str, n: &Option<i64>| count(errs, &o.key(key), *n, key);
+    // 0 pending requests (no queue) and 0 retries at once are settings;
+    // 0 connections or requests would refuse everything.
+    let mut each = |key: &'static str, n: &Option<i64>, min: u32| {
+        whole_number(errs, &o.key(key), *n, key, (min, MAX), "0 would refuse every request")
+    };
     let (a, b, c, d) = (
-        each("max_connections", max_connections),
-        each("max_pending_requests", max_pending_requests),
-        each("max_requests", max_requests),
-        each("max_retries", max_retries),
+        each("max_connections", max_connections, 1),
+        each("max_pending_requests", max_pending_requests, 0),
+        each("max_requests", max_requests, 1),
+        each("max_retries", max_retries, 0),
     );
     Some(Some(CircuitBreaker { max_connections: a?, max_pending_requests: b?, max_requests: c?, max_retries: d? }))
 }
@@ -105,7 +99,14 @@ pub(super) fn outlier_detection(
     let Some(raw::OutlierDetection { consecutive_5xx, interval, base_ejection_time, max_ejection_percent }) = d else {
         return Some(None);
     };
-    let n = count(errs, &o.key("consecutive_5xx"), *consecutive_5xx, "consecutive_5xx");
+    let n = whole_number(
+        errs,
+        &o.key("consecutive_5xx"),
+        *consecutive_5xx,
+        "consecutive_5xx",
+        (1, MAX),
+        "to eject no endpoint, leave outlier_detection out",
+    );
     let interval = positive(errs, &o.key("interval"), interval.as_ref(), "interval");
     let base = positive(errs, &o.key("base_ejection_time"), base_ejection_time.as_ref(), "base_ejection_time");
     let percent = match max_ejection_percent {
@@ -146,8 +147,11 @@ pub(super) fn health_check(
     };
     let interval = positive(errs, &o.key("interval"), interval.as_ref(), "interval");
     let timeout = positive(errs, &o.key("timeout"), timeout.as_ref(), "timeout");
-    let unhealthy = count(errs, &o.key("unhealthy_threshold"), *unhealthy_threshold, "unhealthy_threshold");
-    let healthy = count(errs, &o.key("healthy_threshold"), *healthy_threshold, "healthy_threshold");
+    let threshold = |errs: &mut Errors<'_>, key: &'static str, n: Option<i64>| {
+        whole_number(errs, &o.key(key), n, key, (1, MAX), "a count of checks in a row")
+    };
+    let unhealthy = threshold(errs, "unhealthy_threshold", *unhealthy_threshold);
+    let healthy = threshold(errs, "healthy_threshold", *healthy_threshold);
     let (interval, timeout) = (interval?.unwrap_or(Duration::from_secs(5)), timeout?.unwrap_or(Duration::from_secs(1)));
     if timeout > interval {
         errs.at(&o.key("timeout"), "the health check timeout is longer than its interval");

@@ -13,19 +13,24 @@ use crate::policy::model::{
 use crate::policy::raw;
 use crate::policy::source::Origin;
 
-/// Route precedence, most specific first, as Gateway API implementations
-/// order them: exact paths, then regexes, then longer prefixes; then routes
-/// with method, header and query conditions before those without.
-pub(super) fn precedence(
-    r: &Route,
-) -> (u8, std::cmp::Reverse<usize>, bool, std::cmp::Reverse<usize>, std::cmp::Reverse<usize>) {
+/// Route precedence, most specific first (SPEC §6, docs/policy.md#route-precedence):
+/// the path first (exact paths, then regexes, longer first, then prefixes,
+/// longer first), then routes with more host, header and query conditions,
+/// then routes with methods before those without. Ties keep the order the
+/// routes are written in (the caller sorts on this key and then that order).
+///
+/// Conditions rank above methods so that a header-versioned route
+/// (`headers: {api-version: v2}`) beside one that lists methods takes the
+/// requests it names, as Kong's router and Gateway API do.
+pub(super) fn precedence(r: &Route) -> (u8, std::cmp::Reverse<usize>, std::cmp::Reverse<usize>, bool) {
     let (kind, len) = match &r.path {
         PathMatch::Exact(p) => (0, p.len()),
         PathMatch::Regex(p) => (1, p.len()),
         PathMatch::Prefix(p) => (2, p.len()),
     };
+    let conditions = r.headers.len() + usize::from(!r.hosts.is_empty()) + r.query.len();
     use std::cmp::Reverse as R;
-    (kind, R(len), r.methods.is_empty(), R(r.headers.len() + usize::from(!r.hosts.is_empty())), R(r.query.len()))
+    (kind, R(len), R(conditions), r.methods.is_empty())
 }
 
 fn value_matches(
@@ -287,6 +292,9 @@ pub(super) fn check_route(
                 errs.at(&o.key("split"), "split is empty; list services with weights");
             } else if targets.iter().map(|t| u64::from(t.weight)).sum::<u64>() == 0 {
                 errs.at(&o.key("split"), "split weights add up to 0; give at least one a weight");
+            } else if targets.iter().map(|t| u64::from(t.weight)).sum::<u64>() > u64::from(u32::MAX) {
+                // Envoy adds them up in 32 bits.
+                errs.at(&o.key("split"), format!("split weights add up to more than {}; scale them down", u32::MAX));
             }
             Some(Backend::Split(out))
         }
@@ -387,7 +395,8 @@ pub(super) fn check_route(
         &(HeaderOps::default(), HeaderOps::default()),
     );
     let effective_timeout = route_timeout.or(service_timeout);
-    if let (Some(Some(r)), Some(t)) = (&retries, effective_timeout) {
+    // A timeout of 0 is none at all (Envoy's meaning): any try fits in it.
+    if let (Some(Some(r)), Some(t)) = (&retries, effective_timeout.filter(|t| !t.is_zero())) {
         if r.per_try_timeout.is_some_and(|p| p > t) {
             errs.at(
                 &o.key("name"),
@@ -473,7 +482,7 @@ fn check_cors(errs: &mut Errors<'_>, o: &Origin, c: &raw::Cors) -> Option<Cors> 
             }
         }
     }
-    let max_age = duration(errs, &o.key("max_age"), max_age.as_ref());
+    let max_age = super::whole_seconds(errs, &o.key("max_age"), max_age.as_ref(), "max_age");
     if *credentials == Some(true) && out.contains(&ValueRule::Exact("*".into())) {
         errs.at(&o.key("credentials"), "browsers refuse credentials with origin `*`; list the origins");
     }

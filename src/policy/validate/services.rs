@@ -256,6 +256,10 @@ pub(super) fn parse_url(errs: &mut Errors<'_>, o: &Origin, text: &str, allow_pat
         return None;
     };
     let port = u.port_or_known_default().unwrap_or(80);
+    if port == 0 {
+        errs.at(o, format!("url `{text}` has port 0; a port is from 1 to 65535"));
+        return None;
+    }
     Some((Endpoint { host: host.trim_matches(['[', ']']).to_owned(), port }, tls))
 }
 
