@@ -41,7 +41,7 @@ use envoy_types::pb::envoy::extensions::common::ratelimit::v3::{rate_limit_descr
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::Code;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
 use envoy_types::pb::envoy::service::ratelimit::v3::RateLimitRequest;
-use legate::ratelimit::{Counters, GlobalSpec, Service, SPEC_KEY};
+use legate::ratelimit::{Counters, LimitSpec, Service, SPEC_KEY};
 use support::{clock_ticks, stat_ticks};
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Channel, Endpoint};
@@ -60,7 +60,7 @@ enum Store {
 struct Mode {
     name: &'static str,
     store: Store,
-    /// The descriptor's policy ([`GlobalSpec`] text).
+    /// The descriptor's policy ([`LimitSpec`] text).
     spec: &'static str,
     /// Whether OVER_LIMIT answers are expected (and most answers must be).
     over: bool,
@@ -111,7 +111,7 @@ fn main() {
     let modes: Vec<&Mode> = MODES.iter().filter(|m| wanted.iter().any(|w| w == m.name)).collect();
     assert!(!modes.is_empty(), "RL_BENCH_MODES names none of memory, redis, memory-over, redis-over");
     for m in &modes {
-        assert!(GlobalSpec::decode(m.spec).is_some(), "{} is not a policy legate reads", m.spec);
+        assert!(LimitSpec::decode(m.spec).is_some(), "{} is not a policy legate reads", m.spec);
     }
     let redis = modes.iter().any(|m| m.store == Store::Redis).then(Redis::start);
 

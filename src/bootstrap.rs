@@ -3,6 +3,19 @@
 
 use serde_json::{json, Value};
 
+/// The header every request of a proxy to legate carries (ADS, rate limits,
+/// access logs), with the proxy's `node.id`: legate's rate-limit service
+/// counts `scope: local` limits per proxy by it.
+pub const NODE_HEADER: &str = "x-legate-node";
+
+/// A node id as a header value: bytes outside visible ASCII (which a header
+/// value may not hold) percent-encoded.
+#[must_use]
+pub fn node_header_value(node_id: &str) -> String {
+    const UNSAFE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'%').add(b' ');
+    percent_encoding::utf8_percent_encode(node_id, UNSAFE).to_string()
+}
+
 /// What the bootstrap says about the proxy and where legate runs.
 #[derive(Debug, Clone)]
 pub struct BootstrapOptions {
@@ -61,7 +74,24 @@ fn bootstrap(o: &BootstrapOptions) -> Value {
                         "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
                         "explicit_http_config": { "http2_protocol_options": {
                             "connection_keepalive": { "interval": "30s", "timeout": "5s" }
-                        } }
+                        } },
+                        // Which proxy is asking, on every request to legate.
+                        "http_filters": [{
+                            "name": "envoy.filters.http.header_mutation",
+                            "typed_config": {
+                                "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
+                                "mutations": { "request_mutations": [{ "append": {
+                                    // A substitution format string: `%%` is one `%`.
+                                    "header": { "key": NODE_HEADER, "value": node_header_value(&o.node_id).replace('%', "%%") },
+                                    "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"
+                                } }] }
+                            }
+                        }, {
+                            "name": "envoy.filters.http.upstream_codec",
+                            "typed_config": {
+                                "@type": "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"
+                            }
+                        }]
                     }
                 },
                 "load_assignment": { "cluster_name": "legate_xds", "endpoints": [{ "lb_endpoints": endpoints(&o.xds_addrs) }] }

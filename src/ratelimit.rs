@@ -1,11 +1,15 @@
-//! legate's global rate-limit service: Envoy's
+//! legate's rate-limit service: Envoy's
 //! `envoy.service.ratelimit.v3.RateLimitService`, served on the xDS port.
+//! It counts every rate limit, local and global.
 //!
 //! Fixed windows (aligned to the epoch, so every replica agrees on where a
 //! window starts), counted in memory or in Redis (`--redis-url`) so several
 //! legate replicas share one count. The policy travels in the descriptor
-//! itself ([`GlobalSpec`], written by `translate`), so the service keeps no
-//! copy of the configuration.
+//! itself ([`LimitSpec`], written by `translate`), so the service keeps no
+//! copy of the configuration. A `scope: local` limit is counted per proxy,
+//! named by the [`NODE_HEADER`] its bootstrap adds to every request to
+//! legate. (Envoy's own local limiter is a token bucket refilled
+//! continuously, which lets up to twice the limit through in one window.)
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
@@ -28,13 +32,15 @@ use tracing::warn;
 use crate::policy::{RateLimit, Window};
 use crate::state::State;
 
-/// The descriptor entry key whose value is a [`GlobalSpec`].
+/// The descriptor entry key whose value is a [`LimitSpec`].
 pub const SPEC_KEY: &str = "legate_limit";
 
-/// A global policy as one descriptor value:
-/// `NAME|minute=100,hour=5000|headers,shadow`.
+pub use crate::bootstrap::NODE_HEADER;
+
+/// A rate-limit policy as one descriptor value:
+/// `NAME|minute=100,hour=5000|headers,shadow,local`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GlobalSpec {
+pub struct LimitSpec {
     /// The policy name.
     pub name: String,
     /// Windows and limits.
@@ -43,20 +49,28 @@ pub struct GlobalSpec {
     pub headers: bool,
     /// Count, never reject.
     pub shadow: bool,
+    /// `scope: local`: each proxy has counts of its own.
+    pub local: bool,
 }
 
-impl GlobalSpec {
+impl LimitSpec {
     /// The spec of a policy.
     #[must_use]
-    pub fn of(l: &RateLimit) -> GlobalSpec {
-        GlobalSpec { name: l.name.clone(), limits: l.limits.clone(), headers: l.headers, shadow: l.shadow }
+    pub fn of(l: &RateLimit) -> LimitSpec {
+        LimitSpec {
+            name: l.name.clone(),
+            limits: l.limits.clone(),
+            headers: l.headers,
+            shadow: l.shadow,
+            local: l.scope == crate::policy::Scope::Local,
+        }
     }
 
     /// As a descriptor value.
     #[must_use]
     pub fn encode(&self) -> String {
         let limits: Vec<String> = self.limits.iter().map(|(w, n)| format!("{}={n}", w.name())).collect();
-        let flags: Vec<&str> = [(self.headers, "headers"), (self.shadow, "shadow")]
+        let flags: Vec<&str> = [(self.headers, "headers"), (self.shadow, "shadow"), (self.local, "local")]
             .into_iter()
             .filter_map(|(on, f)| on.then_some(f))
             .collect();
@@ -65,7 +79,7 @@ impl GlobalSpec {
 
     /// From a descriptor value; `None` if it isn't one.
     #[must_use]
-    pub fn decode(text: &str) -> Option<GlobalSpec> {
+    pub fn decode(text: &str) -> Option<LimitSpec> {
         let mut parts = text.split('|');
         let (name, limits, flags) = (parts.next()?, parts.next()?, parts.next()?);
         if parts.next().is_some() || name.is_empty() {
@@ -79,11 +93,12 @@ impl GlobalSpec {
             })
             .collect::<Option<Vec<_>>>()?;
         let flags: Vec<&str> = flags.split(',').collect();
-        Some(GlobalSpec {
+        Some(LimitSpec {
             name: name.to_owned(),
             limits,
             headers: flags.contains(&"headers"),
             shadow: flags.contains(&"shadow"),
+            local: flags.contains(&"local"),
         })
     }
 }
@@ -219,23 +234,41 @@ impl Service {
         RateLimitServiceServer::new(self)
     }
 
-    /// The decision for one request at `now` (seconds since the epoch).
+    /// The decision for one request from the proxy `node` (its
+    /// [`NODE_HEADER`]) at `now` (seconds since the epoch).
     ///
     /// # Errors
     /// When a counter cannot be read.
-    pub async fn decide(&self, req: &RateLimitRequest, now: u64) -> Result<RateLimitResponse, StoreError> {
+    pub async fn decide(
+        &self,
+        req: &RateLimitRequest,
+        node: Option<&str>,
+        now: u64,
+    ) -> Result<RateLimitResponse, StoreError> {
         let mut resp = RateLimitResponse { overall_code: Code::Ok.into(), ..Default::default() };
         // The status that most limits the client, for the headers.
         let mut tightest: Option<(u64, u64, u64, bool)> = None; // (limit, remaining, reset, over)
         let mut shadowed = Vec::new();
         for d in &req.descriptors {
-            let spec = d.entries.iter().find(|e| e.key == SPEC_KEY).and_then(|e| GlobalSpec::decode(&e.value));
+            let spec = d.entries.iter().find(|e| e.key == SPEC_KEY).and_then(|e| LimitSpec::decode(&e.value));
             let Some(spec) = spec else {
                 resp.statuses.push(DescriptorStatus { code: Code::Ok.into(), ..Default::default() });
                 continue;
             };
-            let key: Vec<String> =
+            let mut key: Vec<String> =
                 d.entries.iter().filter(|e| e.key != SPEC_KEY).map(|e| format!("{}={}", e.key, e.value)).collect();
+            if spec.local {
+                // A proxy whose bootstrap predates the header shares one
+                // count with the others like it: never more than the limit.
+                key.push(format!("node={}", node.unwrap_or_default()));
+                if node.is_none() {
+                    self.warn_now_and_then(&format!(
+                        "a proxy without the {NODE_HEADER} header asks for the local limit `{}`; it is counted with \
+                         every other such proxy. Make its bootstrap again with `legate bootstrap`",
+                        spec.name
+                    ));
+                }
+            }
             let hits = d.hits_addend.as_ref().map_or(u64::from(req.hits_addend), |h| h.value).max(1);
             let mut worst: Option<(Window, u64, u64, u64, bool)> = None;
             for (window, limit) in &spec.limits {
@@ -304,6 +337,20 @@ impl Service {
     }
 }
 
+impl Service {
+    /// Log `message`, at most once per 10 s: what happens on every request
+    /// (a store outage, say) must not flood the log.
+    fn warn_now_and_then(&self, message: &str) {
+        let now = now_secs();
+        let last = self.last_warning.load(Ordering::Relaxed);
+        if now >= last + 10
+            && self.last_warning.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        {
+            warn!("{message}");
+        }
+    }
+}
+
 fn unit(w: Window) -> Unit {
     match w {
         Window::Second => Unit::Second,
@@ -321,8 +368,9 @@ impl RateLimitService for Service {
         &self,
         request: Request<RateLimitRequest>,
     ) -> Result<Response<RateLimitResponse>, Status> {
+        let node = request.metadata().get(NODE_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let req = request.into_inner();
-        match self.decide(&req, now_secs()).await {
+        match self.decide(&req, node.as_deref(), now_secs()).await {
             Ok(resp) => {
                 let result = if resp.overall_code == i32::from(Code::OverLimit) { "over_limit" } else { "ok" };
                 self.state.metrics.rate_limit_decision(result);
@@ -330,14 +378,9 @@ impl RateLimitService for Service {
             }
             Err(e) => {
                 self.state.metrics.rate_limit_decision("error");
-                // One warning per 10 s: a store outage must not flood the log.
-                let now = now_secs();
-                let last = self.last_warning.load(Ordering::Relaxed);
-                if now >= last + 10
-                    && self.last_warning.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
-                {
-                    warn!("rate-limit counters unavailable ({e}); Envoy fails open, or closed for fail_closed limits");
-                }
+                self.warn_now_and_then(&format!(
+                    "rate-limit counters unavailable ({e}); Envoy fails open, or closed for fail_closed limits"
+                ));
                 Err(Status::unavailable(format!("rate-limit counters unavailable: {e}")))
             }
         }
@@ -369,17 +412,18 @@ mod tests {
 
     #[test]
     fn specs_round_trip_and_reject_garbage() {
-        let spec = GlobalSpec {
+        let spec = LimitSpec {
             name: "per-client".into(),
             limits: vec![(Window::Minute, 100), (Window::Hour, 5000)],
             headers: true,
             shadow: false,
+            local: false,
         };
         assert_eq!(spec.encode(), "per-client|minute=100,hour=5000|headers");
-        assert_eq!(GlobalSpec::decode(&spec.encode()), Some(spec));
-        assert_eq!(GlobalSpec::decode("q|day=10,month=100,year=1000|").map(|s| s.limits.len()), Some(3));
+        assert_eq!(LimitSpec::decode(&spec.encode()), Some(spec));
+        assert_eq!(LimitSpec::decode("q|day=10,month=100,year=1000|").map(|s| s.limits.len()), Some(3));
         for bad in ["", "x", "x|minute=0|", "x|week=1|", "x|minute=a|", "|minute=1|", "x|minute=1||"] {
-            assert_eq!(GlobalSpec::decode(bad), None, "{bad}");
+            assert_eq!(LimitSpec::decode(bad), None, "{bad}");
         }
     }
 
@@ -388,20 +432,20 @@ mod tests {
         let svc = service();
         let now = 1_800_000_010; // 10 s into a minute (1_800_000_000 is a whole hour)
         for i in 1..=3u32 {
-            let r = svc.decide(&request("p|minute=3|headers", "1.1.1.1"), now).await.expect("decision");
+            let r = svc.decide(&request("p|minute=3|headers", "1.1.1.1"), None, now).await.expect("decision");
             assert_eq!(r.overall_code, i32::from(Code::Ok), "request {i}");
             let remaining = &r.response_headers_to_add.iter().find(|h| h.key == "x-ratelimit-remaining").unwrap().value;
             assert_eq!(remaining, &(3 - i).to_string());
         }
-        let r = svc.decide(&request("p|minute=3|headers", "1.1.1.1"), now).await.expect("decision");
+        let r = svc.decide(&request("p|minute=3|headers", "1.1.1.1"), None, now).await.expect("decision");
         assert_eq!(r.overall_code, i32::from(Code::OverLimit));
         let header = |k: &str| r.response_headers_to_add.iter().find(|h| h.key == k).map(|h| h.value.clone());
         assert_eq!(header("retry-after").as_deref(), Some("50"));
         assert_eq!(header("x-ratelimit-reset").as_deref(), Some("50"));
         // Another client, and the next window, start afresh.
-        let other = svc.decide(&request("p|minute=3|headers", "2.2.2.2"), now).await.expect("decision");
+        let other = svc.decide(&request("p|minute=3|headers", "2.2.2.2"), None, now).await.expect("decision");
         assert_eq!(other.overall_code, i32::from(Code::Ok));
-        let later = svc.decide(&request("p|minute=3|headers", "1.1.1.1"), now + 60).await.expect("decision");
+        let later = svc.decide(&request("p|minute=3|headers", "1.1.1.1"), None, now + 60).await.expect("decision");
         assert_eq!(later.overall_code, i32::from(Code::Ok));
     }
 
@@ -411,14 +455,14 @@ mod tests {
         let now = 1_800_000_000; // a whole hour
                                  // 2 per hour: the third request in a new minute is still refused.
         for (t, want) in [(0, Code::Ok), (1, Code::Ok), (61, Code::OverLimit)] {
-            let r = svc.decide(&request("p|minute=5,hour=2|", "c"), now + t).await.expect("decision");
+            let r = svc.decide(&request("p|minute=5,hour=2|", "c"), None, now + t).await.expect("decision");
             assert_eq!(r.overall_code, i32::from(want), "at +{t}s");
         }
         for _ in 0..5 {
-            let r = svc.decide(&request("s|minute=1|shadow", "c"), now).await.expect("decision");
+            let r = svc.decide(&request("s|minute=1|shadow", "c"), None, now).await.expect("decision");
             assert_eq!(r.overall_code, i32::from(Code::Ok));
         }
-        let r = svc.decide(&request("s|minute=1|shadow", "c"), now).await.expect("decision");
+        let r = svc.decide(&request("s|minute=1|shadow", "c"), None, now).await.expect("decision");
         assert_eq!(r.request_headers_to_add.first().map(|h| h.value.as_str()), Some("s"));
     }
 
@@ -427,13 +471,13 @@ mod tests {
         let svc = service();
         let last_day = 1_709_208_000; // 2024-02-29T12:00:00Z
         for want in [Code::Ok, Code::Ok, Code::OverLimit] {
-            let r = svc.decide(&request("m|month=2|headers", "c"), last_day).await.expect("decision");
+            let r = svc.decide(&request("m|month=2|headers", "c"), None, last_day).await.expect("decision");
             assert_eq!(r.overall_code, i32::from(want));
         }
-        let r = svc.decide(&request("m|month=2|headers", "c"), last_day).await.expect("decision");
+        let r = svc.decide(&request("m|month=2|headers", "c"), None, last_day).await.expect("decision");
         let reset = r.response_headers_to_add.iter().find(|h| h.key == "x-ratelimit-reset").map(|h| h.value.clone());
         assert_eq!(reset.as_deref(), Some("43200"), "twelve hours to 2024-03-01");
-        let march = svc.decide(&request("m|month=2|headers", "c"), last_day + 43_200).await.expect("decision");
+        let march = svc.decide(&request("m|month=2|headers", "c"), None, last_day + 43_200).await.expect("decision");
         assert_eq!(march.overall_code, i32::from(Code::Ok), "a new month starts afresh");
     }
 
@@ -442,7 +486,7 @@ mod tests {
         let svc = service();
         let mut req = request("not a spec", "c");
         req.descriptors[0].entries.retain(|e| e.key != SPEC_KEY);
-        let r = svc.decide(&req, 0).await.expect("decision");
+        let r = svc.decide(&req, None, 0).await.expect("decision");
         assert_eq!(r.overall_code, i32::from(Code::Ok));
     }
 }

@@ -130,7 +130,12 @@ fn the_gateway_pattern_kong_config_serves_through_envoy() {
     // Methods as the route says.
     let r = request("DELETE", &url("/api/users/7"), &[("authorization", &auth)]).expect("answer");
     assert_eq!(r.status, 404, "{}", r.body);
-    // 100 a minute per consumer (Kong's default limit_by), counted per route.
+    // 100 a minute per consumer (Kong's default limit_by), counted per route,
+    // in fixed windows as Kong counts: all in one clock minute.
+    while now() % 60 > 40 {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let minute = now() / 60;
     for i in 0..100 {
         let r = request("GET", &url("/api/users/7"), &[("authorization", &auth)]).expect("answer");
         assert_eq!(r.status, 200, "request {i}: {}", r.body);
@@ -139,6 +144,14 @@ fn the_gateway_pattern_kong_config_serves_through_envoy() {
     assert_eq!(r.status, 429, "{}", r.body);
     assert_eq!(r.json()["error"], "too_many_requests");
     assert!(r.header("x-ratelimit-limit").is_some(), "{:?}", r.headers);
+    // The window stays shut for the rest of the minute: no token trickles
+    // back in (a bucket refilling evenly would admit about 5 more here).
+    for i in 0..20 {
+        std::thread::sleep(std::time::Duration::from_millis(150));
+        let r = request("GET", &url("/api/users/7"), &[("authorization", &auth)]).expect("answer");
+        assert_eq!(r.status, 429, "request {} of the minute: {}", 102 + i, r.body);
+    }
+    assert_eq!(now() / 60, minute, "the whole count fell in one minute");
     // Another route of the same consumer still has its own count.
     let r = request("GET", &url("/api/orders/1"), &[("authorization", &auth)]).expect("answer");
     assert_eq!(r.status, 200, "{}", r.body);
@@ -190,4 +203,9 @@ consumers:
         assert_eq!(r.status, 401, "{headers:?}: {}", r.body);
         assert_eq!(r.json()["error"], "unauthorized");
     }
+}
+
+/// Seconds since the epoch.
+fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs()
 }

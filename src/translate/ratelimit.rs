@@ -1,16 +1,17 @@
-//! `rate_limits` → Envoy's rate-limit filters.
+//! `rate_limits` → Envoy's `ratelimit` filter, asking legate's rate-limit
+//! service (on the xDS port, through the bootstrap's `legate_xds` cluster).
 //!
-//! **Local** limits use `local_ratelimit`, configured per route: one token
-//! bucket per window of each policy, as a descriptor whose key entry has no
-//! value, so each distinct key value (client address, header, claim) gets
-//! buckets of its own. All windows are enforced at once.
+//! Local and global limits alike are counted there, in fixed windows, so a
+//! window never admits more than its limit (Envoy's own `local_ratelimit`
+//! is a token bucket refilled continuously: up to twice the limit in a
+//! window, which is not what `minute: 100` says). A local limit is counted
+//! per proxy (the service tells proxies apart by the header their
+//! bootstrap adds); a global one once for the fleet.
 //!
-//! **Global** limits use the `ratelimit` filter, which asks legate's
-//! rate-limit service (on the xDS port, through the bootstrap's `legate_xds`
-//! cluster). Each route sends one descriptor per policy; its first entry
-//! carries the policy itself ([`GlobalSpec`]) so the service needs no copy
-//! of the configuration and replicas cannot disagree. A second filter, at
-//! another stage, serves the `fail_closed` policies.
+//! Each route sends one descriptor per policy; its first entry carries the
+//! policy itself ([`LimitSpec`]) so the service needs no copy of the
+//! configuration and replicas cannot disagree. A second filter, at another
+//! stage, serves the `fail_closed` policies.
 //!
 //! Counters are per route: a policy applied to several routes counts each
 //! route separately, locally and globally alike.
@@ -19,7 +20,7 @@ use std::time::Duration;
 
 use envoy_types::pb::envoy::config::core::v3::{
     grpc_service::{EnvoyGrpc, TargetSpecifier},
-    ApiVersion, GrpcService, RuntimeFractionalPercent,
+    ApiVersion, GrpcService,
 };
 use envoy_types::pb::envoy::config::ratelimit::v3::RateLimitServiceConfig;
 use envoy_types::pb::envoy::config::route::v3::{
@@ -30,71 +31,54 @@ use envoy_types::pb::envoy::config::route::v3::{
     },
     HeaderMatcher, RateLimit as EnvoyRateLimit,
 };
-use envoy_types::pb::envoy::extensions::common::ratelimit::v3::{
-    rate_limit_descriptor::Entry, LocalRateLimitDescriptor, XRateLimitHeadersRfcVersion,
-};
-use envoy_types::pb::envoy::extensions::filters::http::local_ratelimit::v3::LocalRateLimit;
 use envoy_types::pb::envoy::extensions::filters::http::ratelimit::v3::{
-    rate_limit::XRateLimitHeadersRfcVersion as GlobalHeaders, RateLimit as GlobalRateLimit,
+    rate_limit::XRateLimitHeadersRfcVersion as Headers, RateLimit as RateLimitFilter,
 };
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpFilter;
 use envoy_types::pb::envoy::r#type::metadata::v3::{metadata_key, MetadataKey};
-use envoy_types::pb::envoy::r#type::v3::{
-    fractional_percent::DenominatorType, FractionalPercent, HttpStatus, StatusCode, TokenBucket,
-};
-use envoy_types::pb::google::protobuf::{Any, BoolValue, UInt32Value};
+use envoy_types::pb::envoy::r#type::v3::{HttpStatus, StatusCode};
+use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
 
 use super::{any, auth::JWT_PAYLOAD, proto_duration};
-use crate::policy::{Policy, RateKey, RateLimit, Route, Scope};
-use crate::ratelimit::GlobalSpec;
+use crate::policy::{Policy, RateKey, RateLimit, Route};
+use crate::ratelimit::LimitSpec;
 
-/// Filter names; also the keys of a route's `typed_per_filter_config`.
-pub(super) const LOCAL_FILTER: &str = "envoy.filters.http.local_ratelimit";
-const GLOBAL_FILTER: &str = "legate.ratelimit";
-const GLOBAL_FILTER_CLOSED: &str = "legate.ratelimit.fail_closed";
-/// Stages: a route's global descriptors go to one of the two filters.
+/// Filter names.
+const FILTER: &str = "legate.ratelimit";
+const FILTER_CLOSED: &str = "legate.ratelimit.fail_closed";
+/// Stages: a route's descriptors go to one of the two filters.
 const STAGE_OPEN: u32 = 0;
 const STAGE_CLOSED: u32 = 1;
-/// The descriptor entry that names the policy (and for global limits, holds it).
+/// The descriptor entry that names (and holds) the policy.
 const POLICY_KEY: &str = crate::ratelimit::SPEC_KEY;
 /// The bootstrap's cluster for legate (see `bootstrap`).
 const LEGATE_CLUSTER: &str = "legate_xds";
 /// The rate-limit domain legate's service answers for.
 pub(crate) const DOMAIN: &str = "legate";
-/// How long Envoy waits for a global decision before failing open (or closed).
+/// How long Envoy waits for a decision before failing open (or closed).
 const SERVICE_TIMEOUT: Duration = Duration::from_millis(250);
-/// Distinct key values (clients, header values, ...) each local descriptor
-/// keeps buckets for; the least recently seen are dropped beyond it.
-const MAX_DYNAMIC_DESCRIPTORS: u32 = 65_536;
 
-fn policies<'p>(policy: &'p Policy, route: &Route, scope: Scope) -> Vec<&'p RateLimit> {
-    route.rate_limits.iter().filter_map(|n| policy.rate_limits.get(n)).filter(|l| l.scope == scope).collect()
+fn policies<'p>(policy: &'p Policy, route: &Route) -> Vec<&'p RateLimit> {
+    route.rate_limits.iter().filter_map(|n| policy.rate_limits.get(n)).collect()
 }
 
-/// The filters that go before the router on `listener`: `local_ratelimit`
-/// when a route there has a local limit, the `ratelimit` filter(s) when one
-/// has a global limit.
+/// The filters that go before the router on `listener`: the `ratelimit`
+/// filter(s) when a route there has a limit.
 pub(super) fn http_filters(policy: &Policy, listener: &str) -> Vec<HttpFilter> {
-    let routes: Vec<&Route> = policy.routes.iter().filter(|r| r.listener == listener).map(|r| &**r).collect();
-    let used = |scope: Scope| routes.iter().flat_map(|r| policies(policy, r, scope)).collect::<Vec<_>>();
+    let used: Vec<&RateLimit> =
+        policy.routes.iter().filter(|r| r.listener == listener).flat_map(|r| policies(policy, r)).collect();
     let mut out = Vec::new();
-    if !used(Scope::Local).is_empty() {
-        // Off here (no bucket, 0% enabled); each route with limits turns it on.
-        let config = LocalRateLimit { stat_prefix: "legate_local_rate_limit".into(), ..Default::default() };
-        out.push(super::http_filter(LOCAL_FILTER, any(&config)));
+    if used.iter().any(|l| !l.fail_closed) {
+        out.push(super::http_filter(FILTER, any(&filter(STAGE_OPEN, false))));
     }
-    let global = used(Scope::Global);
-    if global.iter().any(|l| !l.fail_closed) {
-        out.push(super::http_filter(GLOBAL_FILTER, any(&global_filter(STAGE_OPEN, false))));
-    }
-    if global.iter().any(|l| l.fail_closed) {
-        out.push(super::http_filter(GLOBAL_FILTER_CLOSED, any(&global_filter(STAGE_CLOSED, true))));
+    if used.iter().any(|l| l.fail_closed) {
+        out.push(super::http_filter(FILTER_CLOSED, any(&filter(STAGE_CLOSED, true))));
     }
     out
 }
 
-fn global_filter(stage: u32, fail_closed: bool) -> GlobalRateLimit {
-    GlobalRateLimit {
+fn filter(stage: u32, fail_closed: bool) -> RateLimitFilter {
+    RateLimitFilter {
         domain: DOMAIN.into(),
         stage,
         timeout: Some(proto_duration(SERVICE_TIMEOUT)),
@@ -113,99 +97,29 @@ fn global_filter(stage: u32, fail_closed: bool) -> GlobalRateLimit {
             transport_api_version: ApiVersion::V3.into(),
         }),
         // legate's service adds the x-ratelimit-* headers itself, per policy.
-        enable_x_ratelimit_headers: GlobalHeaders::Off.into(),
+        enable_x_ratelimit_headers: Headers::Off.into(),
         stat_prefix: if fail_closed { "legate_rate_limit_fail_closed" } else { "legate_rate_limit" }.into(),
         ..Default::default()
     }
 }
 
-/// The route's `local_ratelimit` config, when it has local limits.
-pub(super) fn per_route(policy: &Policy, route: &Route) -> Option<(String, Any)> {
-    let local = policies(policy, route, Scope::Local);
-    if local.is_empty() {
-        return None;
-    }
-    let headers = local.iter().any(|l| l.headers);
-    let mut descriptors = Vec::new();
-    let mut rate_limits = Vec::new();
-    for l in &local {
-        for (window, limit) in &l.limits {
-            let id = format!("{}/{}", l.name, window.name());
-            for actions in key_actions(&l.key, &id, None) {
-                let entries: Vec<Entry> =
-                    actions.iter().map(|(k, v)| Entry { key: k.clone(), value: v.clone() }).collect();
-                descriptors.push(LocalRateLimitDescriptor {
-                    entries,
-                    token_bucket: Some(bucket(*limit, Duration::from_secs(window.seconds()))),
-                    shadow_mode: l.shadow,
-                });
-            }
-            rate_limits.extend(key_rate_limits(&l.key, &id, None, None));
-        }
-    }
-    let percent = |n: u32| RuntimeFractionalPercent {
-        default_value: Some(FractionalPercent { numerator: n, denominator: DenominatorType::Hundred.into() }),
-        runtime_key: String::new(),
-    };
-    let config = LocalRateLimit {
-        stat_prefix: "legate_local_rate_limit".into(),
-        // Requests no descriptor matches draw from a bucket that never runs dry.
-        token_bucket: Some(bucket(u64::from(u32::MAX), Duration::from_secs(1))),
-        filter_enabled: Some(percent(100)),
-        filter_enforced: Some(percent(100)),
-        descriptors,
-        rate_limits,
-        always_consume_default_token_bucket: Some(BoolValue { value: false }),
-        max_dynamic_descriptors: Some(UInt32Value { value: MAX_DYNAMIC_DESCRIPTORS }),
-        enable_x_ratelimit_headers: if headers {
-            XRateLimitHeadersRfcVersion::DraftVersion03.into()
-        } else {
-            XRateLimitHeadersRfcVersion::Off.into()
-        },
-        enable_retry_after_header: headers,
-        ..Default::default()
-    };
-    Some((LOCAL_FILTER.to_owned(), any(&config)))
-}
-
-/// The route's `rate_limits` for its global limits (RouteAction field).
+/// The route's `rate_limits` (RouteAction field): a descriptor for each
+/// of its policies.
 pub(super) fn route_rate_limits(policy: &Policy, route: &Route) -> Vec<EnvoyRateLimit> {
-    policies(policy, route, Scope::Global)
+    policies(policy, route)
         .into_iter()
         .flat_map(|l| {
-            let spec = GlobalSpec::of(l).encode();
+            let spec = LimitSpec::of(l).encode();
             let stage = if l.fail_closed { STAGE_CLOSED } else { STAGE_OPEN };
             key_rate_limits(&l.key, &spec, Some(&route.name), Some(stage))
         })
         .collect()
 }
 
-/// The descriptor entries each request yields for a policy: `(key, value)`,
-/// an empty value standing for "whatever the request has". A header key
-/// gives two alternatives: the header's value, or (when the request has no
-/// such header) the client address, so leaving the header out is no way
-/// around the limit.
-fn key_actions(key: &RateKey, id: &str, route: Option<&str>) -> Vec<Vec<(String, String)>> {
-    let mut head = vec![(POLICY_KEY.to_owned(), id.to_owned())];
-    if let Some(r) = route {
-        head.push(("route".to_owned(), r.to_owned()));
-    }
-    let with = |rest: &[(&str, &str)]| {
-        let mut v = head.clone();
-        v.extend(rest.iter().map(|(k, x)| ((*k).to_owned(), (*x).to_owned())));
-        v
-    };
-    match key {
-        RateKey::ClientIp => vec![with(&[("remote_address", "")])],
-        RateKey::Header(h) => {
-            vec![with(&[("header", "")]), with(&[("no_header", h), ("remote_address", "")])]
-        }
-        RateKey::Claim(_) => vec![with(&[("claim", "")])],
-        RateKey::Route => vec![with(&[])],
-    }
-}
-
-/// Envoy `RateLimit` entries producing [`key_actions`]' descriptors.
+/// Envoy `RateLimit` entries for one policy's key. A header key gives two
+/// alternatives: the header's value, or (when the request has no such
+/// header) the client address, so leaving the header out is no way around
+/// the limit.
 fn key_rate_limits(key: &RateKey, id: &str, route: Option<&str>, stage: Option<u32>) -> Vec<EnvoyRateLimit> {
     let generic = |k: &str, v: &str| Action {
         action_specifier: Some(ActionSpecifier::GenericKey(action::GenericKey {
@@ -275,15 +189,4 @@ fn key_rate_limits(key: &RateKey, id: &str, route: Option<&str>, stage: Option<u
             ..Default::default()
         })
         .collect()
-}
-
-/// `limit` requests per `every`, all refilled at once at the end of each
-/// interval: a fixed window.
-fn bucket(limit: u64, every: Duration) -> TokenBucket {
-    let n = u32::try_from(limit).unwrap_or(u32::MAX);
-    TokenBucket {
-        max_tokens: n,
-        tokens_per_fill: Some(UInt32Value { value: n }),
-        fill_interval: Some(proto_duration(every)),
-    }
 }

@@ -306,7 +306,6 @@ fn route(policy: &Policy, r: &Route) -> EnvoyRoute {
         response_headers_to_remove: response_headers.remove.clone(),
         typed_per_filter_config: super::auth::per_route(r)
             .into_iter()
-            .chain(super::ratelimit::per_route(policy, r))
             .chain(super::cors::per_route(r))
             .chain(super::ip_restriction::per_route(r))
             .chain(super::api_keys::per_route(policy, r))
