@@ -50,8 +50,8 @@ enum Command {
         #[arg(long)]
         redis_url: Option<String>,
         /// Collect every proxy's access log here, as JSON lines (`-` for
-        /// stdout): every route logs, but those whose policy says
-        /// `access_log: off`.
+        /// stdout): every request is logged, unless the policy says
+        /// `defaults.access_log: off`.
         #[arg(long)]
         access_log: Option<String>,
         /// Where the aggregator answers Envoy's `aggregations` requests.

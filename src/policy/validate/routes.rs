@@ -13,7 +13,7 @@ use crate::policy::model::{
 use crate::policy::raw;
 use crate::policy::source::Origin;
 
-/// Route precedence, most specific first (SPEC §6, docs/policy.md#route-precedence):
+/// Route precedence, most specific first (SPEC, docs/policy.md#route-precedence):
 /// the path first (exact paths, then regexes, longer first, then prefixes,
 /// longer first), then routes with more host, header and query conditions,
 /// then routes with methods before those without. Ties keep the order the
