@@ -360,7 +360,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Import { from: Import::Kong { file, partial } } => match legate::policy::import_kong(&file, partial) {
             Ok(yaml) => print!("{yaml}"),
             Err(diags) => {
-                println!("{diags}");
+                // On stderr: `legate import kong kong.yaml > gateway.yaml`
+                // must not fill the file with them.
+                eprintln!("{diags}");
                 eprintln!(
                     "{} setting(s) have no legate equivalent; nothing was written (--partial writes the rest)",
                     diags.0.len()

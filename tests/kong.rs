@@ -47,11 +47,27 @@ fn every_conversion_rule_converts() {
 }
 
 #[test]
+fn top_level_credentials_and_comments_convert() {
+    golden("top-level.yaml");
+}
+
+#[test]
+fn an_unquoted_format_version_is_named_for_what_it_is() {
+    let texts = vec![("kong.yaml".to_owned(), "_format_version: 3.0\nservices: []\n".to_owned())];
+    let errors = legate::policy::load_texts(&texts).expect_err("must not load").to_string();
+    assert!(errors.contains("kong.yaml:1:") && errors.contains("quote it: \"3.0\""), "{errors}");
+}
+
+#[test]
 fn settings_without_an_equivalent_are_errors_naming_the_entity_and_field() {
     let file = case("unsupported.yaml").display().to_string();
     let (ok, out, err) = import(&[&file]);
     assert!(!ok);
     assert!(err.contains("nothing was written"), "{err}");
+    // Errors go to stderr: `import kong kong.yaml > gateway.yaml` must not
+    // fill the file with them.
+    assert!(out.is_empty(), "stdout: {out}");
+    let out = err.lines().filter(|l| l.contains("unsupported.yaml:")).collect::<Vec<_>>().join("\n");
     let at = |line: u32, words: &[&str]| {
         let place = format!("unsupported.yaml:{line}:");
         assert!(

@@ -143,8 +143,9 @@ impl Distinct {
     }
 }
 
-/// Fields every Kong entity may carry that mean nothing to routing.
-const META: &[&str] = &["id", "tags", "created_at", "updated_at"];
+/// Fields every Kong entity may carry that mean nothing to routing
+/// (`_comment`: a note Kong ignores).
+const META: &[&str] = &["id", "tags", "created_at", "updated_at", "_comment"];
 
 /// Convert one Kong declarative document. With `own_listener`, the policy
 /// has a listener `kong` on Kong's proxy port and every route is on it;
@@ -165,23 +166,45 @@ pub(crate) fn convert(doc: &Value, own_listener: bool) -> Converted {
         service_paths: BTreeMap::new(),
     };
     let root = YamlPath::default();
-    match get_str(doc, "_format_version") {
-        Some("1.1" | "2.1" | "3.0") => {}
-        other => cx.problem(
+    match get(doc, "_format_version") {
+        Some(Value::String(v)) if ["1.1", "2.1", "3.0"].contains(&v.as_str()) => {}
+        Some(Value::Number(n)) => cx.problem(
             &root.key("_format_version"),
-            format!("Kong `_format_version` {} is not one legate reads (1.1, 2.1, 3.0)", other.unwrap_or("(none)")),
+            format!("Kong reads `_format_version` as a string, and {n} is a number in YAML; quote it: \"{n}\""),
         ),
+        Some(other) => cx.problem(
+            &root.key("_format_version"),
+            format!(
+                "Kong `_format_version` {} is not one legate reads (1.1, 2.1, 3.0)",
+                serde_yaml::to_string(other).unwrap_or_default().trim()
+            ),
+        ),
+        None => cx.problem(&root, "a Kong config needs `_format_version` (1.1, 2.1 or 3.0)".to_owned()),
     }
     cx.only(
         "the Kong config",
         doc,
         &root,
-        &["_format_version", "_transform", "_workspace", "services", "routes", "consumers", "plugins"],
+        &[
+            "_format_version",
+            "_transform",
+            "_workspace",
+            "_comment",
+            "_info",
+            "services",
+            "routes",
+            "consumers",
+            "plugins",
+            "keyauth_credentials",
+            "acls",
+            "jwt_secrets",
+        ],
         &[],
     );
     for (i, c) in list(doc, "consumers").into_iter().enumerate() {
         consumer(&mut cx, c, &root.key("consumers").index(i));
     }
+    top_level_credentials(&mut cx, doc, &root);
     // Top-level plugins are global, or name the service or route they apply to.
     let mut service_plugins: BTreeMap<String, Vec<Plugin<'_>>> = BTreeMap::new();
     let mut scoped_route_plugins: BTreeMap<String, Vec<Plugin<'_>>> = BTreeMap::new();
@@ -304,63 +327,112 @@ fn plugin<'a>(cx: &mut Ctx<'a>, p: &'a Value, at: &YamlPath, scope: &str) -> Opt
 }
 
 fn consumer(cx: &mut Ctx<'_>, c: &Value, at: &YamlPath) {
-    let name = get_str(c, "username").or_else(|| get_str(c, "custom_id")).unwrap_or("(unnamed)").to_owned();
+    let name = consumer_name(c).unwrap_or("(unnamed)").to_owned();
     let entity = format!("consumer `{name}`");
     let mut known: Vec<&str> = META.to_vec();
     known.extend(["username", "custom_id", "jwt_secrets", "keyauth_credentials", "acls"]);
     cx.only(&entity, c, at, &known, &[]);
-    for (i, cred) in list(c, "keyauth_credentials").into_iter().enumerate() {
-        let kat = at.key("keyauth_credentials").index(i);
-        let mut known: Vec<&str> = META.to_vec();
-        known.extend(["key", "ttl"]);
-        cx.only(&entity, cred, &kat, &known, &[]);
-        match get_str(cred, "key") {
-            Some(k) => cx.api_keys.push((name.clone(), k.to_owned())),
-            None => cx.problem(&kat, format!("{entity}: a keyauth credential needs its `key`")),
+    for (kind, add) in CREDENTIALS {
+        for (i, cred) in list(c, kind).into_iter().enumerate() {
+            add(cx, &name, &entity, cred, &at.key(*kind).index(i), &[]);
         }
     }
-    for (i, acl) in list(c, "acls").into_iter().enumerate() {
-        let aat = at.key("acls").index(i);
-        let mut known: Vec<&str> = META.to_vec();
-        known.push("group");
-        cx.only(&entity, acl, &aat, &known, &[]);
-        if let Some(g) = get_str(acl, "group") {
-            cx.groups.entry(name.clone()).or_default().push(g.to_owned());
+}
+
+/// How a consumer is named: its `username`, else its `custom_id`.
+fn consumer_name(c: &Value) -> Option<&str> {
+    get_str(c, "username").or_else(|| get_str(c, "custom_id"))
+}
+
+/// One credential (or ACL group) of consumer `name`: where it goes in the
+/// conversion. `extra` are fields the entity may have besides its own (the
+/// `consumer` reference of a top-level one).
+type Credential = fn(&mut Ctx<'_>, &str, &str, &Value, &YamlPath, &[&str]);
+
+/// What a consumer may hold, nested in it or as a top-level list naming it.
+const CREDENTIALS: &[(&str, Credential)] =
+    &[("keyauth_credentials", keyauth_credential), ("acls", acl_group), ("jwt_secrets", jwt_secret)];
+
+/// Top-level `keyauth_credentials`, `acls` and `jwt_secrets`: each names its
+/// consumer (by username, custom_id or id) in `consumer`.
+fn top_level_credentials(cx: &mut Ctx<'_>, doc: &Value, root: &YamlPath) {
+    let consumers = list(doc, "consumers");
+    for (kind, add) in CREDENTIALS {
+        for (i, cred) in list(doc, kind).into_iter().enumerate() {
+            let at = root.key(*kind).index(i);
+            let named = match get(cred, "consumer") {
+                Some(Value::String(n)) => Some(n.as_str()),
+                Some(m) => get_str(m, "username").or_else(|| get_str(m, "id")).or_else(|| get_str(m, "custom_id")),
+                None => None,
+            };
+            let Some(named) = named else {
+                cx.problem(&at, format!("{kind}[{i}]: names no `consumer` it belongs to"));
+                continue;
+            };
+            let found = consumers
+                .iter()
+                .find(|c| [get_str(c, "username"), get_str(c, "custom_id"), get_str(c, "id")].contains(&Some(named)));
+            let Some(consumer) = found.copied().and_then(consumer_name) else {
+                cx.problem(&at.key("consumer"), format!("{kind}[{i}]: consumer `{named}` is not in `consumers`"));
+                continue;
+            };
+            let consumer = consumer.to_owned();
+            add(cx, &consumer, &format!("consumer `{consumer}`"), cred, &at, &["consumer"]);
         }
     }
-    for (i, secret) in list(c, "jwt_secrets").into_iter().enumerate() {
-        let sat = at.key("jwt_secrets").index(i);
-        let mut known: Vec<&str> = META.to_vec();
-        known.extend(["key", "algorithm", "secret", "rsa_public_key"]);
-        cx.only(&entity, secret, &sat, &known, &[]);
-        let Some(key) = get_str(secret, "key") else {
-            cx.problem(&sat, format!("{entity}: a jwt_secret needs its `key` (the `iss` its tokens carry)"));
-            continue;
-        };
-        let alg = get_str(secret, "algorithm").unwrap_or("HS256");
-        let jwk = match alg {
-            "HS256" | "HS384" | "HS512" => match get_str(secret, "secret") {
-                Some(secret) => Ok(serde_json::json!({
-                    "kty": "oct", "alg": alg,
-                    "k": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret.as_bytes()),
-                })),
-                None => Err("an HS secret needs `secret`".to_owned()),
-            },
-            "RS256" | "RS384" | "RS512" | "ES256" | "ES384" => match get_str(secret, "rsa_public_key") {
-                Some(pem) => public_jwk(pem, alg),
-                None => Err(format!("an {alg} secret needs `rsa_public_key` (the PEM public key)")),
-            },
-            other => {
-                Err(format!("algorithm `{other}` has no legate equivalent (HS256/384/512, RS256/384/512, ES256/384)"))
-            }
-        };
-        match jwk {
-            Ok(jwk) => {
-                let jwks = serde_json::json!({ "keys": [jwk] }).to_string();
-                cx.jwt_secrets.push((key.to_owned(), jwks, name.clone()));
-            }
-            Err(e) => cx.problem(&sat, format!("{entity}: {e}")),
+}
+
+fn keyauth_credential(cx: &mut Ctx<'_>, name: &str, entity: &str, cred: &Value, at: &YamlPath, extra: &[&str]) {
+    let mut known: Vec<&str> = META.to_vec();
+    known.extend(["key", "ttl"]);
+    known.extend(extra);
+    cx.only(entity, cred, at, &known, &[]);
+    match get_str(cred, "key") {
+        Some(k) => cx.api_keys.push((name.to_owned(), k.to_owned())),
+        None => cx.problem(at, format!("{entity}: a keyauth credential needs its `key`")),
+    }
+}
+
+fn acl_group(cx: &mut Ctx<'_>, name: &str, entity: &str, acl: &Value, at: &YamlPath, extra: &[&str]) {
+    let mut known: Vec<&str> = META.to_vec();
+    known.push("group");
+    known.extend(extra);
+    cx.only(entity, acl, at, &known, &[]);
+    if let Some(g) = get_str(acl, "group") {
+        cx.groups.entry(name.to_owned()).or_default().push(g.to_owned());
+    }
+}
+
+fn jwt_secret(cx: &mut Ctx<'_>, name: &str, entity: &str, secret: &Value, at: &YamlPath, extra: &[&str]) {
+    let mut known: Vec<&str> = META.to_vec();
+    known.extend(["key", "algorithm", "secret", "rsa_public_key"]);
+    known.extend(extra);
+    cx.only(entity, secret, at, &known, &[]);
+    let Some(key) = get_str(secret, "key") else {
+        cx.problem(at, format!("{entity}: a jwt_secret needs its `key` (the `iss` its tokens carry)"));
+        return;
+    };
+    let alg = get_str(secret, "algorithm").unwrap_or("HS256");
+    let jwk = match alg {
+        "HS256" | "HS384" | "HS512" => match get_str(secret, "secret") {
+            Some(secret) => Ok(serde_json::json!({
+                "kty": "oct", "alg": alg,
+                "k": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret.as_bytes()),
+            })),
+            None => Err("an HS secret needs `secret`".to_owned()),
+        },
+        "RS256" | "RS384" | "RS512" | "ES256" | "ES384" => match get_str(secret, "rsa_public_key") {
+            Some(pem) => public_jwk(pem, alg),
+            None => Err(format!("an {alg} secret needs `rsa_public_key` (the PEM public key)")),
+        },
+        other => Err(format!("algorithm `{other}` has no legate equivalent (HS256/384/512, RS256/384/512, ES256/384)")),
+    };
+    match jwk {
+        Ok(jwk) => {
+            let jwks = serde_json::json!({ "keys": [jwk] }).to_string();
+            cx.jwt_secrets.push((key.to_owned(), jwks, name.to_owned()));
         }
+        Err(e) => cx.problem(at, format!("{entity}: {e}")),
     }
 }
 
@@ -732,6 +804,23 @@ fn route_settings(cx: &mut Ctx<'_>, plugins: &BTreeMap<String, Plugin<'_>>) -> V
                 }
             }
             "acl" => {}
+            // Kong's metrics for its status API. Nothing to convert: each
+            // Envoy exports its request metrics (per route and cluster) on
+            // its admin's /stats/prometheus, and legate its own on /metrics.
+            "prometheus" => cx.only(
+                &what,
+                c,
+                &at,
+                &[
+                    "per_consumer",
+                    "status_code_metrics",
+                    "latency_metrics",
+                    "bandwidth_metrics",
+                    "upstream_health_metrics",
+                    "ai_metrics",
+                ],
+                &[],
+            ),
             other => cx.problem(&p.at.key("name"), format!("{what}: Kong plugin `{other}` has no legate equivalent")),
         }
     }

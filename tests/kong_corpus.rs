@@ -1,0 +1,97 @@
+//! Real Kong declarative configs from public projects
+//! (tests/fixtures/kong/, sources in its SOURCES.md) through `legate import
+//! kong`: which convert, and what stops the others, as one golden census
+//! (`tests/snapshots/kong_corpus__census.snap`). A file that converts must
+//! load as legate policy: `import` never prints what `validate` refuses.
+//!
+//! The files' `$VAR` / `${VAR}` placeholders are what their docker-compose
+//! entrypoints substitute before Kong reads them; the census substitutes
+//! them the same way first (a `_HOST` becomes a host name, a `_PORT` a port,
+//! anything else a word).
+
+use std::path::{Path, PathBuf};
+
+fn fixtures() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/kong");
+    let mut out: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("tests/fixtures/kong")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    out.sort();
+    out
+}
+
+/// `text` with each `$NAME` or `${NAME}` replaced as an entrypoint would.
+fn substitute(text: &str) -> String {
+    let value = |name: &str| {
+        let lower = name.to_ascii_lowercase();
+        if let Some(host) = lower.strip_suffix("_host") {
+            host.replace('_', "-")
+        } else if lower.ends_with("_port") {
+            "8000".to_owned()
+        } else {
+            format!("placeholder-{}", lower.replace('_', "-"))
+        }
+    };
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        let (braced, body) = match after.strip_prefix('{') {
+            Some(b) => (true, b),
+            None => (false, after),
+        };
+        let len = body.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(body.len());
+        let name = &body[..len];
+        let closed = !braced || body[len..].starts_with('}');
+        if name.is_empty() || !name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') || !closed {
+            out.push('$');
+            rest = after;
+            continue;
+        }
+        out.push_str(&value(name));
+        rest = &body[len + usize::from(braced)..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[test]
+fn every_real_kong_file_converts_or_says_why_not() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let mut census = String::new();
+    let mut converted = 0;
+    let files = fixtures();
+    assert!(files.len() >= 30, "tests/fixtures/kong holds {} files", files.len());
+    for path in &files {
+        let name = path.file_name().expect("name").to_string_lossy().into_owned();
+        let text = std::fs::read_to_string(path).expect("fixture");
+        let file = tmp.path().join(&name);
+        std::fs::write(&file, substitute(&text)).expect("write");
+        match legate::policy::import_kong(&file, false) {
+            Ok(yaml) => {
+                converted += 1;
+                let policy = legate::policy::load_texts(&[("converted.yaml".to_owned(), yaml)])
+                    .unwrap_or_else(|e| panic!("{name} converts to a policy `validate` refuses:\n{e}"));
+                census.push_str(&format!("{name}: converts ({} routes)\n", policy.routes.len()));
+            }
+            Err(problems) => {
+                census.push_str(&format!("{name}: {} problem(s)\n", problems.0.len()));
+                for p in &problems.0 {
+                    census.push_str(&format!("  {}:{}: {}\n", p.line, p.column, p.message));
+                }
+            }
+        }
+    }
+    census.insert_str(0, &format!("{converted} of {} files convert\n", files.len()));
+    insta::assert_snapshot!("census", census);
+}
+
+#[test]
+fn placeholders_are_substituted_as_an_entrypoint_would() {
+    assert_eq!(substitute("url: http://$AUTH_HOST:$AUTH_PORT/verify"), "url: http://auth:8000/verify");
+    assert_eq!(substitute("key: ${SUPABASE_ANON_KEY}"), "key: placeholder-supabase-anon-key");
+    assert_eq!(substitute("a $ b $1 ${x"), "a $ b $1 ${x");
+}
