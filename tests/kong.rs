@@ -225,3 +225,103 @@ consumers:
 fn now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs()
 }
+
+/// Kong's upstream path (path_handling v0, its default), as
+/// kong/router/utils.lua `get_upstream_uri_v0` computes it: `base` the
+/// service's path (`/` when it has none), `route` the matched prefix.
+fn kong_upstream_path(strip: bool, base: &str, route: &str, req: &str) -> String {
+    if strip {
+        let postfix = &req[route.len()..];
+        let base_slash = base.ends_with('/');
+        let trimmed = base.strip_suffix('/').unwrap_or(base);
+        match (postfix.is_empty(), postfix.starts_with('/')) {
+            (true, _) if base == "/" => "/".to_owned(),
+            (true, _) if base_slash => {
+                if req.ends_with('/') {
+                    base.to_owned()
+                } else {
+                    trimmed.to_owned()
+                }
+            }
+            (true, _) => {
+                if req.len() > 1 && req.ends_with('/') {
+                    format!("{base}/")
+                } else {
+                    base.to_owned()
+                }
+            }
+            (false, true) => format!("{trimmed}{postfix}"),
+            (false, false) if base_slash => format!("{base}{postfix}"),
+            (false, false) => format!("{base}/{postfix}"),
+        }
+    } else if base.ends_with('/') {
+        format!("{base}{}", &req[1..])
+    } else if req == "/" {
+        base.to_owned()
+    } else {
+        format!("{base}{req}")
+    }
+}
+
+#[test]
+fn kong_s_upstream_path_rules_hold_for_the_whole_grid_through_envoy() {
+    // Kong's documented examples (Admin API, route `path_handling`).
+    assert_eq!(kong_upstream_path(false, "/s", "/fv0", "/fv0req"), "/s/fv0req");
+    assert_eq!(kong_upstream_path(true, "/s", "/tv0", "/tv0req"), "/s/req");
+    assert_eq!(kong_upstream_path(true, "/s", "/tv0/", "/tv0/req"), "/s/req");
+    assert_eq!(kong_upstream_path(false, "/s", "/fv0/", "/fv0/req"), "/s/fv0/req");
+
+    let mut gw = Gateway::new();
+    let up = gw.echo("up");
+    let listen = free_port();
+    // strip_path × service path (none, without and with a trailing slash) ×
+    // route path (without and with a trailing slash).
+    let mut grid = Vec::new();
+    let mut kong = String::from("_format_version: \"3.0\"\nservices:\n");
+    for strip in [true, false] {
+        for base in ["/", "/kitchen/getOrder", "/kitchen/"] {
+            for slash in ["", "/"] {
+                let n = grid.len();
+                let route = format!("/c{n:02}{slash}");
+                kong.push_str(&format!(
+                    "  - name: s{n:02}\n    url: http://127.0.0.1:{up}{}\n    routes:\n      - name: r{n:02}\n        \
+                     strip_path: {strip}\n        paths: [\"{route}\"]\n",
+                    if base == "/" { "" } else { base }
+                ));
+                grid.push((strip, base, route));
+            }
+        }
+    }
+    gw.write("kong.yaml", &kong);
+    gw.write("listeners.yaml", &format!("listeners:\n  - name: public\n    port: {listen}\n    address: 127.0.0.1\n"));
+    gw.serve();
+    gw.envoy("edge-1", "default");
+    let url = |p: &str| format!("http://127.0.0.1:{listen}{p}");
+    gw.wait("Envoy to serve", std::time::Duration::from_secs(15), || {
+        request("GET", &url("/c00"), &[]).ok().filter(|r| r.status == 200)
+    });
+
+    let mut wrong = Vec::new();
+    let mut checked = 0;
+    for (strip, base, route) in &grid {
+        let trimmed = route.trim_end_matches('/');
+        // At the route's path, and under it (with and without a slash).
+        let mut requests = vec![route.clone(), format!("{route}x"), format!("{trimmed}/x/y")];
+        if !route.ends_with('/') {
+            requests.push(format!("{route}/"));
+        }
+        for req in requests {
+            let want = kong_upstream_path(*strip, base, route, &req);
+            let r = request("GET", &url(&req), &[]).expect("answer");
+            let got = r.json()["path"].as_str().unwrap_or_default().to_owned();
+            checked += 1;
+            if r.status != 200 || got != want {
+                wrong.push(format!(
+                    "strip_path {strip}, service path {base}, route {route}: {req} -> {got} ({}), Kong: {want}",
+                    r.status
+                ));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{} of {checked} differ from Kong:\n{}", wrong.len(), wrong.join("\n"));
+}

@@ -658,28 +658,36 @@ fn route<'a>(
         return;
     }
     for (i, p) in paths.iter().enumerate() {
-        let mut m = vec![];
-        if let Some(re) = p.strip_prefix('~') {
+        let path_match = match p.strip_prefix('~') {
             // Kong anchors a regex path at the start only; legate's match the whole path.
-            m.push(("regex", s(&re.strip_suffix('$').map_or_else(|| format!("{re}.*"), str::to_owned))));
-        } else {
-            m.push(("prefix", s(p)));
-        }
-        if !methods.is_empty() {
-            m.push(("methods", Value::Sequence(methods.iter().map(|x| s(x)).collect())));
-        }
-        if !hosts.is_empty() {
-            m.push(("hosts", Value::Sequence(hosts.iter().map(|x| s(x)).collect())));
-        }
-        if !headers.is_empty() {
-            m.push(("headers", Value::Mapping(headers.clone())));
-        }
+            Some(re) => ("regex", s(&re.strip_suffix('$').map_or_else(|| format!("{re}.*"), str::to_owned))),
+            None => ("prefix", s(p)),
+        };
+        let conditions = |path: (&'static str, Value)| {
+            let mut m = vec![path];
+            if !methods.is_empty() {
+                m.push(("methods", Value::Sequence(methods.iter().map(|x| s(x)).collect())));
+            }
+            if !hosts.is_empty() {
+                m.push(("hosts", Value::Sequence(hosts.iter().map(|x| s(x)).collect())));
+            }
+            if !headers.is_empty() {
+                m.push(("headers", Value::Mapping(headers.clone())));
+            }
+            map(m)
+        };
         let route_name = if paths.len() == 1 { name.clone() } else { format!("{name}-{}", i + 1) };
-        let mut out =
-            vec![("name", s(&route_name)), ("listener", s(LISTENER)), ("match", map(m)), ("service", s(service))];
+        let mut out = vec![
+            ("name", s(&route_name)),
+            ("listener", s(LISTENER)),
+            ("match", conditions(path_match)),
+            ("service", s(service)),
+        ];
         // Kong's upstream path: the service's path, then the request path
         // with the matched prefix cut off when strip_path (the default).
-        let base = cx.service_paths.get(service).map(|b| b.trim_end_matches('/').to_owned());
+        let written_base = cx.service_paths.get(service).cloned();
+        let base = written_base.as_deref().map(|b| b.trim_end_matches('/').to_owned());
+        let exact = (!p.starts_with('~')).then(|| exact_path_upstream(p, strip, written_base.as_deref())).flatten();
         let mut rewrite = vec![];
         if p.starts_with('~') {
             if strip || base.is_some() {
@@ -699,11 +707,47 @@ fn route<'a>(
                 rewrite.push(("host", s(h)));
             }
         }
+        let host_rewrite: Vec<(&'static str, Value)> = rewrite.iter().filter(|(k, _)| *k == "host").cloned().collect();
         if !rewrite.is_empty() {
             out.push(("rewrite", map(rewrite)));
         }
         out.extend(settings.iter().map(|(k, v)| (*k, v.clone())));
+        // A request for exactly the route's path, where Kong's upstream
+        // path differs from what the prefix rewrite gives (no slash added).
+        if let Some(upstream) = exact {
+            let mut exact_route = out.clone();
+            exact_route[0] = ("name", s(&format!("{route_name}-exact")));
+            exact_route[2] = ("match", conditions(("path", s(p))));
+            let rewrite = std::iter::once(("prefix", s(&upstream))).chain(host_rewrite).collect();
+            match exact_route.iter_mut().find(|(k, _)| *k == "rewrite") {
+                Some(r) => r.1 = map(rewrite),
+                None => exact_route.insert(4, ("rewrite", map(rewrite))),
+            }
+            cx.routes.push((map(exact_route), at.clone()));
+        }
         cx.routes.push((map(out), at.clone()));
+    }
+}
+
+/// Kong's upstream path (path_handling v0, its default) for a request for
+/// exactly `path`, the route's prefix, when it is not what the route's
+/// prefix rewrite gives; `base` is the service's path as written (`None`:
+/// `/`). Kong joins the service path and the rest of the request with one
+/// slash only when there is a rest: `/getOrder` on a service path
+/// `/kitchen/getOrder` is `/kitchen/getOrder`, not `/kitchen/getOrder/`
+/// (kong/router/utils.lua, `get_upstream_uri_v0`).
+fn exact_path_upstream(path: &str, strip: bool, base: Option<&str>) -> Option<String> {
+    let base = base?;
+    let trimmed = base.trim_end_matches('/');
+    if strip && path != "/" {
+        // The prefix rewrite gives `trimmed/`; Kong keeps the slash only
+        // when the route's path ends with one.
+        (!path.ends_with('/') && !trimmed.is_empty()).then(|| trimmed.to_owned())
+    } else if path == "/" {
+        // The prefix rewrite gives `trimmed/`; Kong gives the base as written.
+        (!base.ends_with('/')).then(|| base.to_owned())
+    } else {
+        None
     }
 }
 
