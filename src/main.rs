@@ -364,7 +364,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 // must not fill the file with them.
                 eprintln!("{diags}");
                 eprintln!(
-                    "{} setting(s) have no legate equivalent; nothing was written (--partial writes the rest)",
+                    "{} problem(s) converting it; nothing was written (--partial writes the rest)",
                     diags.0.len()
                 );
                 return Ok(ExitCode::FAILURE);

@@ -52,6 +52,53 @@ fn top_level_credentials_and_comments_convert() {
 }
 
 #[test]
+fn names_and_keys_used_twice_are_import_errors_naming_both() {
+    let (ok, out, err) = import(&[&case("duplicates.yaml").display().to_string()]);
+    assert!(!ok && out.is_empty(), "{out}{err}");
+    for (line, words) in [
+        (8, &["service `orders` is defined twice", "`services[0]`"][..]),
+        (11, &["route `list` is defined twice", "`services[0].routes[0]`"]),
+        (16, &["consumer `app` is defined twice", "`consumers[0]`"]),
+        (19, &["consumer `other`", "already a key of `app`"]),
+    ] {
+        let place = format!("duplicates.yaml:{line}:");
+        assert!(
+            err.lines().any(|l| l.contains(&place) && words.iter().all(|w| l.contains(w))),
+            "no error at line {line} with {words:?}:\n{err}"
+        );
+    }
+}
+
+#[test]
+fn cors_for_any_origin_with_credentials_echoes_the_origin_as_kong_does() {
+    let mut gw = Gateway::new();
+    let up = gw.echo("up");
+    let listen = free_port();
+    gw.write(
+        "kong.yaml",
+        &format!(
+            "_format_version: \"3.0\"\nservices:\n  - name: api\n    url: http://127.0.0.1:{up}\n    routes:\n      \
+             - {{ name: api, paths: [/api] }}\n    plugins:\n      - name: cors\n        \
+             config: {{ origins: [\"*\"], credentials: true, methods: [GET, PUT] }}\n"
+        ),
+    );
+    gw.write("listeners.yaml", &format!("listeners:\n  - name: public\n    port: {listen}\n    address: 127.0.0.1\n"));
+    gw.serve();
+    gw.envoy("edge-1", "default");
+    let url = format!("http://127.0.0.1:{listen}/api/x");
+    gw.wait("Envoy to serve", std::time::Duration::from_secs(15), || {
+        request("GET", &url, &[]).ok().filter(|r| r.status == 200)
+    });
+    let preflight = [("origin", "https://app.example.com"), ("access-control-request-method", "PUT")];
+    let r = request("OPTIONS", &url, &preflight).expect("preflight");
+    assert_eq!(r.header("access-control-allow-origin"), Some("https://app.example.com"), "{:?}", r.headers);
+    assert_eq!(r.header("access-control-allow-credentials"), Some("true"), "{:?}", r.headers);
+    let r = request("GET", &url, &[("origin", "https://other.example.net")]).expect("get");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.header("access-control-allow-origin"), Some("https://other.example.net"), "{:?}", r.headers);
+}
+
+#[test]
 fn an_unquoted_format_version_is_named_for_what_it_is() {
     let texts = vec![("kong.yaml".to_owned(), "_format_version: 3.0\nservices: []\n".to_owned())];
     let errors = legate::policy::load_texts(&texts).expect_err("must not load").to_string();

@@ -257,6 +257,13 @@ pub(crate) fn convert(doc: &Value, own_listener: bool) -> Converted {
         };
         route_list.push((r, at, svc));
     }
+    let indexed = |k: &'static str| {
+        let root = &root;
+        list(doc, k).into_iter().enumerate().map(move |(i, v)| (v, root.key(k).index(i)))
+    };
+    unique_names(&mut cx, "service", "name", indexed("services"));
+    unique_names(&mut cx, "consumer", "username", indexed("consumers"));
+    unique_names(&mut cx, "route", "name", route_list.iter().map(|(r, at, _)| (*r, at.clone())));
     for (r, at, svc) in route_list {
         let scoped = get_str(r, "name").and_then(|n| scoped_route_plugins.get(n)).cloned().unwrap_or_default();
         route(&mut cx, r, &at, svc.as_deref(), &service_plugins, scoped);
@@ -388,7 +395,14 @@ fn keyauth_credential(cx: &mut Ctx<'_>, name: &str, entity: &str, cred: &Value, 
     known.extend(extra);
     cx.only(entity, cred, at, &known, &[]);
     match get_str(cred, "key") {
-        Some(k) => cx.api_keys.push((name.to_owned(), k.to_owned())),
+        Some(k) => match cx.api_keys.iter().find(|(_, other)| other == k) {
+            // Kong refuses the same key twice (it could not tell whose it is).
+            Some((owner, _)) => {
+                let owner = if owner == name { "this consumer" } else { owner.as_str() };
+                cx.problem(&at.key("key"), format!("{entity}: this key is already a key of `{owner}`"));
+            }
+            None => cx.api_keys.push((name.to_owned(), k.to_owned())),
+        },
         None => cx.problem(at, format!("{entity}: a keyauth credential needs its `key`")),
     }
 }
@@ -726,6 +740,24 @@ fn route<'a>(
             cx.routes.push((map(exact_route), at.clone()));
         }
         cx.routes.push((map(out), at.clone()));
+    }
+}
+
+/// Names (`key`) Kong requires unique among `entities` (services, routes,
+/// consumers): each one used before is a problem naming where.
+fn unique_names<'a>(cx: &mut Ctx<'_>, kind: &str, key: &str, entities: impl Iterator<Item = (&'a Value, YamlPath)>) {
+    let mut seen: BTreeMap<&str, YamlPath> = BTreeMap::new();
+    for (v, at) in entities {
+        let Some(name) = get_str(v, key) else { continue };
+        match seen.get(name) {
+            Some(first) => cx.problem(
+                &at.key(key.to_owned()),
+                format!("{kind} `{name}` is defined twice, here and at `{first}`; Kong refuses a name twice"),
+            ),
+            None => {
+                seen.insert(name, at);
+            }
+        }
     }
 }
 
@@ -1127,6 +1159,13 @@ fn cors(cx: &mut Ctx<'_>, c: &Value, at: &YamlPath, what: &str) -> Option<Value>
     );
     let origins = strings(c, "origins");
     let origins: Vec<Value> = if origins.is_empty() { vec![s("*")] } else { origins.iter().map(|o| s(o)).collect() };
+    // With credentials, Kong answers `*` with the request's own Origin
+    // (browsers refuse `*` then); a regex taking every origin does that.
+    let credentials = get(c, "credentials").and_then(Value::as_bool) == Some(true);
+    let origins: Vec<Value> = origins
+        .into_iter()
+        .map(|o| if credentials && o.as_str() == Some("*") { map(vec![("regex", s(".*"))]) } else { o })
+        .collect();
     let mut out = vec![("origins", Value::Sequence(origins))];
     for (k, legate) in [("methods", "methods"), ("headers", "headers"), ("exposed_headers", "expose_headers")] {
         let v = strings(c, k);
@@ -1137,7 +1176,7 @@ fn cors(cx: &mut Ctx<'_>, c: &Value, at: &YamlPath, what: &str) -> Option<Value>
     if let Some(n) = get(c, "max_age").and_then(Value::as_u64) {
         out.push(("max_age", s(&format!("{n}s"))));
     }
-    if get(c, "credentials").and_then(Value::as_bool) == Some(true) {
+    if credentials {
         out.push(("credentials", true.into()));
     }
     Some(map(out))
