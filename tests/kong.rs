@@ -99,6 +99,42 @@ fn cors_for_any_origin_with_credentials_echoes_the_origin_as_kong_does() {
 }
 
 #[test]
+fn paths_with_regex_characters_are_regexes_in_kong_2_files() {
+    let mut gw = Gateway::new();
+    let up = gw.echo("up");
+    let listen = free_port();
+    // As Kong 2 reads them: `/users/\d+` and `/api/*` are regexes (anchored
+    // at the start), `/plain-path_1.0~` a prefix.
+    gw.write(
+        "kong.yaml",
+        &format!(
+            "_format_version: \"2.1\"\nservices:\n  - name: api\n    url: http://127.0.0.1:{up}\n    routes:\n      \
+             - {{ name: users, paths: ['/users/\\d+'], strip_path: false }}\n      \
+             - {{ name: star, paths: ['/api/*'], strip_path: false }}\n      \
+             - {{ name: plain, paths: [/plain-path_1.0~], strip_path: false }}\n"
+        ),
+    );
+    gw.write("listeners.yaml", &format!("listeners:\n  - name: public\n    port: {listen}\n    address: 127.0.0.1\n"));
+    gw.serve();
+    gw.envoy("edge-1", "default");
+    let get = |p: &str| request("GET", &format!("http://127.0.0.1:{listen}{p}"), &[]).expect("answer");
+    gw.wait("Envoy to serve", std::time::Duration::from_secs(15), || (get("/users/42").status == 200).then_some(()));
+    assert_eq!(get("/users/42/orders").json()["path"], "/users/42/orders", "a Kong regex matches from the start");
+    assert_eq!(get("/users/abc").status, 404);
+    assert_eq!(get("/apix").status, 200, "`/api/*` is `/api` and any slashes, then anything");
+    assert_eq!(get("/plain-path_1.0~/x").status, 200);
+    // The same paths in a 3.0 file are literal prefixes.
+    let texts = vec![(
+        "kong.yaml".to_owned(),
+        "_format_version: \"3.0\"\nservices:\n  - name: api\n    url: http://a:80\n    routes:\n      \
+         - { name: star, paths: ['/api/*'], strip_path: false }\n"
+            .to_owned(),
+    )];
+    let policy = legate::policy::load_texts(&texts).expect("loads");
+    assert_eq!(policy.routes[0].path, legate::policy::PathMatch::Prefix("/api/*".into()));
+}
+
+#[test]
 fn an_unquoted_format_version_is_named_for_what_it_is() {
     let texts = vec![("kong.yaml".to_owned(), "_format_version: 3.0\nservices: []\n".to_owned())];
     let errors = legate::policy::load_texts(&texts).expect_err("must not load").to_string();

@@ -89,6 +89,9 @@ struct Ctx<'a> {
     key_sets: Distinct,
     /// Services with a `path`, which Kong puts in front of the upstream path.
     service_paths: BTreeMap<String, String>,
+    /// `_format_version` 1.1 or 2.1: a path with regex characters is a
+    /// regex without the `~` Kong 3 asks for.
+    legacy_paths: bool,
 }
 
 impl Ctx<'_> {
@@ -164,6 +167,7 @@ pub(crate) fn convert(doc: &Value, own_listener: bool) -> Converted {
         groups: BTreeMap::new(),
         key_sets: Distinct::default(),
         service_paths: BTreeMap::new(),
+        legacy_paths: matches!(get_str(doc, "_format_version"), Some("1.1" | "2.1")),
     };
     let root = YamlPath::default();
     match get(doc, "_format_version") {
@@ -664,7 +668,18 @@ fn route<'a>(
             headers.insert(s(k), rule);
         }
     }
-    let paths = strings(r, "paths");
+    let mut paths = strings(r, "paths");
+    if cx.legacy_paths {
+        // Kong before 3.0 read a path as a regex when it held anything but
+        // [A-Za-z0-9._~/%-]; Kong 3 (and its migration, `deck convert`)
+        // marks those with `~`.
+        for p in &mut paths {
+            let plain = p.chars().all(|c| c.is_ascii_alphanumeric() || "._~/%-".contains(c));
+            if !plain && !p.starts_with('~') {
+                p.insert(0, '~');
+            }
+        }
+    }
     let paths = if paths.is_empty() { vec!["/".to_owned()] } else { paths };
     let before = cx.out.problems.len();
     let settings = route_settings(cx, &plugins);
