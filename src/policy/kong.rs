@@ -176,13 +176,16 @@ pub(crate) fn convert(doc: &Value, own_listener: bool) -> Converted {
             &root.key("_format_version"),
             format!("Kong reads `_format_version` as a string, and {n} is a number in YAML; quote it: \"{n}\""),
         ),
-        Some(other) => cx.problem(
-            &root.key("_format_version"),
-            format!(
-                "Kong `_format_version` {} is not one legate reads (1.1, 2.1, 3.0)",
-                serde_yaml::to_string(other).unwrap_or_default().trim()
-            ),
-        ),
+        Some(other) => {
+            let shown = match other {
+                Value::String(v) => v.clone(),
+                v => serde_yaml::to_string(v).unwrap_or_default().trim().to_owned(),
+            };
+            cx.problem(
+                &root.key("_format_version"),
+                format!("Kong `_format_version` {shown} is not one legate reads (1.1, 2.1, 3.0)"),
+            );
+        }
         None => cx.problem(&root, "a Kong config needs `_format_version` (1.1, 2.1 or 3.0)".to_owned()),
     }
     cx.only(
