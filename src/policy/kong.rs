@@ -529,10 +529,17 @@ fn service(cx: &mut Ctx<'_>, v: &Value, at: &YamlPath, name: &str) -> Option<Val
             )
         }
     };
+    // A WebSocket service is HTTP until the handshake upgrades it, and
+    // every legate route passes the handshake on.
+    let scheme = match scheme.as_str() {
+        "ws" => "http".to_owned(),
+        "wss" => "https".to_owned(),
+        _ => scheme,
+    };
     if !matches!(scheme.as_str(), "http" | "https") {
         cx.problem(
             &at.key("protocol"),
-            format!("{entity}: protocol `{scheme}` has no legate equivalent (http, https)"),
+            format!("{entity}: protocol `{scheme}` has no legate equivalent (http, https, ws, wss)"),
         );
         return None;
     }
@@ -625,7 +632,7 @@ fn route<'a>(
         ],
     );
     for p in strings(r, "protocols") {
-        if !matches!(p.as_str(), "http" | "https") {
+        if !matches!(p.as_str(), "http" | "https" | "ws" | "wss") {
             cx.problem(&at.key("protocols"), format!("{entity}: protocol `{p}` has no legate equivalent"));
         }
     }

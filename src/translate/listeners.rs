@@ -5,7 +5,7 @@ use envoy_types::pb::envoy::config::core::v3::{address, socket_address::PortSpec
 use envoy_types::pb::envoy::config::listener::v3::{filter, Filter, FilterChain, Listener as EnvoyListener};
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
-    http_connection_manager::{RouteSpecifier, ServerHeaderTransformation},
+    http_connection_manager::{RouteSpecifier, ServerHeaderTransformation, UpgradeConfig},
     HttpConnectionManager, HttpFilter, Rds,
 };
 use envoy_types::pb::google::protobuf::BoolValue;
@@ -119,6 +119,10 @@ fn hcm(policy: &Policy, listener: &str) -> HttpConnectionManager {
         // Envoy overwrites `Server` after the route's header changes by
         // default, so `response_headers` could neither remove nor set it.
         server_header_transformation: ServerHeaderTransformation::PassThrough.into(),
+        // WebSocket handshakes pass through to the service on any route, as
+        // Kong's and Traefik's routes pass them (Envoy refuses upgrades
+        // unless told).
+        upgrade_configs: vec![UpgradeConfig { upgrade_type: "websocket".into(), ..Default::default() }],
         ..Default::default()
     }
 }
