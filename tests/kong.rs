@@ -36,6 +36,24 @@ fn golden(name: &str) {
     insta::assert_snapshot!(name.trim_end_matches(".yaml"), yaml);
 }
 
+/// `kong(up)` as kong.yaml, with an echo upstream on port `up`, served by
+/// legate through one Envoy on a listener of its own, once `probe` answers
+/// 200: the gateway and the listener's port.
+fn serve_kong(kong: impl FnOnce(u16) -> String, probe: &str) -> (Gateway, u16) {
+    let mut gw = Gateway::new();
+    let up = gw.echo("up");
+    let listen = free_port();
+    gw.write("kong.yaml", &kong(up));
+    gw.write("listeners.yaml", &format!("listeners:\n  - name: public\n    port: {listen}\n    address: 127.0.0.1\n"));
+    gw.serve();
+    gw.envoy("edge-1", "default");
+    let url = format!("http://127.0.0.1:{listen}{probe}");
+    gw.wait("Envoy to serve", std::time::Duration::from_secs(15), || {
+        request("GET", &url, &[]).ok().filter(|r| r.status == 200)
+    });
+    (gw, listen)
+}
+
 #[test]
 fn the_gateway_pattern_document_s_config_converts() {
     golden("gateway-pattern.yaml");
@@ -71,24 +89,17 @@ fn names_and_keys_used_twice_are_import_errors_naming_both() {
 
 #[test]
 fn cors_for_any_origin_with_credentials_echoes_the_origin_as_kong_does() {
-    let mut gw = Gateway::new();
-    let up = gw.echo("up");
-    let listen = free_port();
-    gw.write(
-        "kong.yaml",
-        &format!(
-            "_format_version: \"3.0\"\nservices:\n  - name: api\n    url: http://127.0.0.1:{up}\n    routes:\n      \
-             - {{ name: api, paths: [/api] }}\n    plugins:\n      - name: cors\n        \
-             config: {{ origins: [\"*\"], credentials: true, methods: [GET, PUT] }}\n"
-        ),
+    let (_gw, listen) = serve_kong(
+        |up| {
+            format!(
+                "_format_version: \"3.0\"\nservices:\n  - name: api\n    url: http://127.0.0.1:{up}\n    routes:\n      \
+                 - {{ name: api, paths: [/api] }}\n    plugins:\n      - name: cors\n        \
+                 config: {{ origins: [\"*\"], credentials: true, methods: [GET, PUT] }}\n"
+            )
+        },
+        "/api/x",
     );
-    gw.write("listeners.yaml", &format!("listeners:\n  - name: public\n    port: {listen}\n    address: 127.0.0.1\n"));
-    gw.serve();
-    gw.envoy("edge-1", "default");
     let url = format!("http://127.0.0.1:{listen}/api/x");
-    gw.wait("Envoy to serve", std::time::Duration::from_secs(15), || {
-        request("GET", &url, &[]).ok().filter(|r| r.status == 200)
-    });
     let preflight = [("origin", "https://app.example.com"), ("access-control-request-method", "PUT")];
     let r = request("OPTIONS", &url, &preflight).expect("preflight");
     assert_eq!(r.header("access-control-allow-origin"), Some("https://app.example.com"), "{:?}", r.headers);
@@ -100,25 +111,20 @@ fn cors_for_any_origin_with_credentials_echoes_the_origin_as_kong_does() {
 
 #[test]
 fn paths_with_regex_characters_are_regexes_in_kong_2_files() {
-    let mut gw = Gateway::new();
-    let up = gw.echo("up");
-    let listen = free_port();
     // As Kong 2 reads them: `/users/\d+` and `/api/*` are regexes (anchored
     // at the start), `/plain-path_1.0~` a prefix.
-    gw.write(
-        "kong.yaml",
-        &format!(
-            "_format_version: \"2.1\"\nservices:\n  - name: api\n    url: http://127.0.0.1:{up}\n    routes:\n      \
-             - {{ name: users, paths: ['/users/\\d+'], strip_path: false }}\n      \
-             - {{ name: star, paths: ['/api/*'], strip_path: false }}\n      \
-             - {{ name: plain, paths: [/plain-path_1.0~], strip_path: false }}\n"
-        ),
+    let (_gw, listen) = serve_kong(
+        |up| {
+            format!(
+                "_format_version: \"2.1\"\nservices:\n  - name: api\n    url: http://127.0.0.1:{up}\n    routes:\n      \
+                 - {{ name: users, paths: ['/users/\\d+'], strip_path: false }}\n      \
+                 - {{ name: star, paths: ['/api/*'], strip_path: false }}\n      \
+                 - {{ name: plain, paths: [/plain-path_1.0~], strip_path: false }}\n"
+            )
+        },
+        "/users/42",
     );
-    gw.write("listeners.yaml", &format!("listeners:\n  - name: public\n    port: {listen}\n    address: 127.0.0.1\n"));
-    gw.serve();
-    gw.envoy("edge-1", "default");
     let get = |p: &str| request("GET", &format!("http://127.0.0.1:{listen}{p}"), &[]).expect("answer");
-    gw.wait("Envoy to serve", std::time::Duration::from_secs(15), || (get("/users/42").status == 200).then_some(()));
     assert_eq!(get("/users/42/orders").json()["path"], "/users/42/orders", "a Kong regex matches from the start");
     assert_eq!(get("/users/abc").status, 404);
     assert_eq!(get("/apix").status, 200, "`/api/*` is `/api` and any slashes, then anything");
@@ -354,35 +360,29 @@ fn kong_s_upstream_path_rules_hold_for_the_whole_grid_through_envoy() {
     assert_eq!(kong_upstream_path(true, "/s", "/tv0/", "/tv0/req"), "/s/req");
     assert_eq!(kong_upstream_path(false, "/s", "/fv0/", "/fv0/req"), "/s/fv0/req");
 
-    let mut gw = Gateway::new();
-    let up = gw.echo("up");
-    let listen = free_port();
     // strip_path × service path (none, without and with a trailing slash) ×
     // route path (without and with a trailing slash).
     let mut grid = Vec::new();
-    let mut kong = String::from("_format_version: \"3.0\"\nservices:\n");
     for strip in [true, false] {
         for base in ["/", "/kitchen/getOrder", "/kitchen/"] {
             for slash in ["", "/"] {
-                let n = grid.len();
-                let route = format!("/c{n:02}{slash}");
-                kong.push_str(&format!(
-                    "  - name: s{n:02}\n    url: http://127.0.0.1:{up}{}\n    routes:\n      - name: r{n:02}\n        \
-                     strip_path: {strip}\n        paths: [\"{route}\"]\n",
-                    if base == "/" { "" } else { base }
-                ));
-                grid.push((strip, base, route));
+                grid.push((strip, base, format!("/c{:02}{slash}", grid.len())));
             }
         }
     }
-    gw.write("kong.yaml", &kong);
-    gw.write("listeners.yaml", &format!("listeners:\n  - name: public\n    port: {listen}\n    address: 127.0.0.1\n"));
-    gw.serve();
-    gw.envoy("edge-1", "default");
+    let kong = |up: u16| {
+        let mut kong = String::from("_format_version: \"3.0\"\nservices:\n");
+        for (n, (strip, base, route)) in grid.iter().enumerate() {
+            kong.push_str(&format!(
+                "  - name: s{n:02}\n    url: http://127.0.0.1:{up}{}\n    routes:\n      - name: r{n:02}\n        \
+                 strip_path: {strip}\n        paths: [\"{route}\"]\n",
+                if *base == "/" { "" } else { base }
+            ));
+        }
+        kong
+    };
+    let (_gw, listen) = serve_kong(kong, "/c00");
     let url = |p: &str| format!("http://127.0.0.1:{listen}{p}");
-    gw.wait("Envoy to serve", std::time::Duration::from_secs(15), || {
-        request("GET", &url("/c00"), &[]).ok().filter(|r| r.status == 200)
-    });
 
     let mut wrong = Vec::new();
     let mut checked = 0;
