@@ -141,6 +141,18 @@ fn paths_with_regex_characters_are_regexes_in_kong_2_files() {
 }
 
 #[test]
+fn plugins_no_route_uses_are_checked_too() {
+    // Global plugins in a file without routes, and a route-less service's.
+    let text = "_format_version: \"3.0\"\nplugins:\n  - name: bot-detection\nservices:\n  - name: idle\n    \
+                url: http://a:80\n    plugins:\n      - name: customAuth\n";
+    let errors = legate::policy::load_texts(&[("kong.yaml".to_owned(), text.to_owned())])
+        .expect_err("must not load")
+        .to_string();
+    assert!(errors.contains("kong.yaml:3:5: plugin `bot-detection` (global)"), "{errors}");
+    assert!(errors.contains("kong.yaml:8:9: plugin `customAuth` (service `idle`)"), "{errors}");
+}
+
+#[test]
 fn an_unquoted_format_version_is_named_for_what_it_is() {
     let texts = vec![("kong.yaml".to_owned(), "_format_version: 3.0\nservices: []\n".to_owned())];
     let errors = legate::policy::load_texts(&texts).expect_err("must not load").to_string();

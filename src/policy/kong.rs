@@ -271,9 +271,23 @@ pub(crate) fn convert(doc: &Value, own_listener: bool) -> Converted {
     unique_names(&mut cx, "service", "name", indexed("services"));
     unique_names(&mut cx, "consumer", "username", indexed("consumers"));
     unique_names(&mut cx, "route", "name", route_list.iter().map(|(r, at, _)| (*r, at.clone())));
+    let routed: std::collections::BTreeSet<String> = route_list.iter().filter_map(|(_, _, s)| s.clone()).collect();
+    let no_routes = route_list.is_empty();
     for (r, at, svc) in route_list {
         let scoped = get_str(r, "name").and_then(|n| scoped_route_plugins.get(n)).cloned().unwrap_or_default();
         route(&mut cx, r, &at, svc.as_deref(), &service_plugins, scoped);
+    }
+    // Plugins no route uses are still Kong configuration, checked like the
+    // rest: a service's without routes, and global ones when there is no
+    // route at all (what converts is dropped with them).
+    let global = cx.global.clone();
+    for (name, plugins) in &service_plugins {
+        if !routed.contains(name) && !plugins.is_empty() {
+            route_settings(&mut cx, &effective(&[], plugins, &global));
+        }
+    }
+    if no_routes && !global.is_empty() {
+        route_settings(&mut cx, &effective(&[], &[], &global));
     }
 
     let mut policy = Mapping::new();
