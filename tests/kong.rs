@@ -202,6 +202,10 @@ fn settings_without_an_equivalent_are_errors_naming_the_entity_and_field() {
     assert!(ok);
     assert!(out.contains("#   ") && out.contains("`snis` has no legate equivalent"), "{out}");
     assert!(out.contains("name: lonely") && !out.contains("name: users-route"), "{out}");
+    // Each route, service or plugin left out whole has its own comment.
+    assert!(out.contains("# Dropped whole") && out.contains("route `users-route`: for its plugins' problems"), "{out}");
+    legate::policy::load_texts(&[("partial.yaml".to_owned(), out.clone())])
+        .unwrap_or_else(|e| panic!("--partial printed a policy `validate` refuses:\n{e}\n{out}"));
 
     // In a policy folder the same problems stop the load, at the same places.
     let texts = vec![("kong.yaml".to_owned(), std::fs::read_to_string(case("unsupported.yaml")).expect("case"))];

@@ -1,8 +1,9 @@
 //! Real Kong declarative configs from public projects
 //! (tests/fixtures/kong/, sources in its SOURCES.md) through `legate import
 //! kong`: which convert, and what stops the others, as one golden census
-//! (`tests/snapshots/kong_corpus__census.snap`). A file that converts must
-//! load as legate policy: `import` never prints what `validate` refuses.
+//! (`tests/snapshots/kong_corpus__census.snap`). What `import` prints, with
+//! or without `--partial`, must load as legate policy: it never prints what
+//! `validate` refuses.
 //!
 //! The files' `$VAR` / `${VAR}` placeholders are what their docker-compose
 //! entrypoints substitute before Kong reads them; the census substitutes
@@ -70,6 +71,11 @@ fn every_real_kong_file_converts_or_says_why_not() {
         let text = std::fs::read_to_string(path).expect("fixture");
         let file = tmp.path().join(&name);
         std::fs::write(&file, substitute(&text)).expect("write");
+        // What `--partial` prints loads too: it leaves out whole what
+        // depends on what it cannot convert.
+        let partial = legate::policy::import_kong(&file, true).unwrap_or_else(|e| panic!("{name}: {e}"));
+        legate::policy::load_texts(&[("partial.yaml".to_owned(), partial)])
+            .unwrap_or_else(|e| panic!("{name} --partial prints a policy `validate` refuses:\n{e}"));
         match legate::policy::import_kong(&file, false) {
             Ok(yaml) => {
                 converted += 1;

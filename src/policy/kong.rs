@@ -25,6 +25,9 @@ pub(crate) struct Converted {
     pub(crate) origins: Vec<(YamlPath, YamlPath)>,
     /// Settings with no legate equivalent, at their Kong path.
     pub(crate) problems: Vec<(YamlPath, String)>,
+    /// Entities left out whole because of those problems (what `--partial`
+    /// omits), at their Kong path: the entity and why.
+    pub(crate) dropped: Vec<(YamlPath, String)>,
 }
 
 /// The port a converted Kong config is served on: Kong's proxy port.
@@ -92,6 +95,10 @@ struct Ctx<'a> {
     /// `_format_version` 1.1 or 2.1: a path with regex characters is a
     /// regex without the `~` Kong 3 asks for.
     legacy_paths: bool,
+    /// The names of the config's services, converted or not.
+    kong_services: Vec<String>,
+    /// The names of the config's upstreams (which legate cannot convert yet).
+    upstreams: Vec<String>,
 }
 
 impl Ctx<'_> {
@@ -168,6 +175,8 @@ pub(crate) fn convert(doc: &Value, own_listener: bool) -> Converted {
         key_sets: Distinct::default(),
         service_paths: BTreeMap::new(),
         legacy_paths: matches!(get_str(doc, "_format_version"), Some("1.1" | "2.1")),
+        kong_services: list(doc, "services").iter().filter_map(|v| get_str(v, "name").map(str::to_owned)).collect(),
+        upstreams: list(doc, "upstreams").iter().filter_map(|v| get_str(v, "name").map(str::to_owned)).collect(),
     };
     let root = YamlPath::default();
     match get(doc, "_format_version") {
@@ -248,8 +257,9 @@ pub(crate) fn convert(doc: &Value, own_listener: bool) -> Converted {
             .filter_map(|(j, p)| plugin(&mut cx, p, &at.key("plugins").index(j), &format!("service `{name}`")))
             .collect();
         service_plugins.entry(name.clone()).or_default().extend(plugins);
-        if let Some(v) = service(&mut cx, svc, &at, &name) {
-            cx.services.push((name.clone(), v, at.clone()));
+        match service(&mut cx, svc, &at, &name) {
+            Some(v) => cx.services.push((name.clone(), v, at.clone())),
+            None => cx.out.dropped.push((at.clone(), format!("service `{name}`, with its routes"))),
         }
         for (j, r) in list(svc, "routes").into_iter().enumerate() {
             route_list.push((r, at.key("routes").index(j), Some(name.clone())));
@@ -561,6 +571,16 @@ fn service(cx: &mut Ctx<'_>, v: &Value, at: &YamlPath, name: &str) -> Option<Val
         cx.problem(at, format!("{entity}: needs a `url` or a `host`"));
         return None;
     }
+    if cx.upstreams.contains(&host) {
+        // Kong balances over the upstream's targets; a DNS lookup of the
+        // upstream's name would reach nothing.
+        let key = if get(v, "url").is_some() { "url" } else { "host" };
+        cx.problem(
+            &at.key(key),
+            format!("{entity}: its host is the upstream `{host}`, and upstreams have no legate equivalent yet"),
+        );
+        return None;
+    }
     let port = port.unwrap_or(if scheme == "https" { 443 } else { 80 });
     let ms = |k: &str| get(v, k).and_then(Value::as_u64).unwrap_or(60_000);
     let duration = |ms: u64| if ms.is_multiple_of(1000) { format!("{}s", ms / 1000) } else { format!("{ms}ms") };
@@ -652,8 +672,19 @@ fn route<'a>(
     }
     let Some(service) = service else {
         cx.problem(at, format!("{entity}: a route without a service has no legate equivalent"));
+        cx.out.dropped.push((at.clone(), entity));
         return;
     };
+    if !cx.services.iter().any(|(n, _, _)| n == service) {
+        if cx.kong_services.iter().any(|n| n == service) {
+            // Left out for a problem of its own, already reported.
+            cx.out.dropped.push((at.clone(), format!("{entity}: its service `{service}` is left out")));
+        } else {
+            cx.problem(&at.key("service"), format!("{entity}: service `{service}` is not in the Kong config"));
+            cx.out.dropped.push((at.clone(), entity));
+        }
+        return;
+    }
     let mut route_plugins = scoped;
     route_plugins.extend(
         list(r, "plugins")
@@ -708,6 +739,7 @@ fn route<'a>(
     let before = cx.out.problems.len();
     let settings = route_settings(cx, &plugins);
     if cx.out.problems.len() > before {
+        cx.out.dropped.push((at.clone(), format!("{entity}: for its plugins' problems")));
         return;
     }
     for (i, p) in paths.iter().enumerate() {

@@ -296,11 +296,15 @@ pub fn import_kong(path: &Path, partial: bool) -> Result<String, Diagnostics> {
     let file = SourceFile::new(rel, text, path.parent().map(Path::to_path_buf).unwrap_or_default());
     let mut out = String::from("# Converted from a Kong declarative config by `legate import kong`.\n");
     let mut problems = Vec::new();
+    let mut dropped = Vec::new();
     for (doc, de) in serde_yaml::Deserializer::from_str(&file.text).enumerate() {
         let value = serde_yaml::Value::deserialize(de).map_err(|e| Diagnostics(vec![serde_error(&file, &e)]))?;
         let converted = kong::convert(&value, true);
         for (p, message) in &converted.problems {
             problems.push(file.diagnostic(file.index().key(doc, p), message.clone()));
+        }
+        for (p, what) in &converted.dropped {
+            dropped.push(file.diagnostic(file.index().key(doc, p), what.clone()));
         }
         if doc > 0 {
             out.push_str("---\n");
@@ -317,6 +321,13 @@ pub fn import_kong(path: &Path, partial: bool) -> Result<String, Diagnostics> {
     let mut notes = String::from("# Left out (no legate equivalent):\n");
     for p in &problems {
         notes.push_str(&format!("#   {p}\n"));
+    }
+    if !dropped.is_empty() {
+        dropped.sort_by_key(|d| (d.line, d.column));
+        notes.push_str("# Dropped whole, for what is left out:\n");
+        for d in &dropped {
+            notes.push_str(&format!("#   {d}\n"));
+        }
     }
     Ok(notes + &out)
 }
