@@ -335,9 +335,7 @@ impl Service {
         }
         Ok(resp)
     }
-}
 
-impl Service {
     /// Log `message`, at most once per 10 s: what happens on every request
     /// (a store outage, say) must not flood the log.
     fn warn_now_and_then(&self, message: &str) {

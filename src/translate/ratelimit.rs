@@ -111,16 +111,17 @@ pub(super) fn route_rate_limits(policy: &Policy, route: &Route) -> Vec<EnvoyRate
         .flat_map(|l| {
             let spec = LimitSpec::of(l).encode();
             let stage = if l.fail_closed { STAGE_CLOSED } else { STAGE_OPEN };
-            key_rate_limits(&l.key, &spec, Some(&route.name), Some(stage))
+            key_rate_limits(&l.key, &spec, &route.name, stage)
         })
         .collect()
 }
 
-/// Envoy `RateLimit` entries for one policy's key. A header key gives two
+/// Envoy `RateLimit` entries for one policy's key on `route`, for the filter
+/// at `stage`. A header key gives two
 /// alternatives: the header's value, or (when the request has no such
 /// header) the client address, so leaving the header out is no way around
 /// the limit.
-fn key_rate_limits(key: &RateKey, id: &str, route: Option<&str>, stage: Option<u32>) -> Vec<EnvoyRateLimit> {
+fn key_rate_limits(key: &RateKey, id: &str, route: &str, stage: u32) -> Vec<EnvoyRateLimit> {
     let generic = |k: &str, v: &str| Action {
         action_specifier: Some(ActionSpecifier::GenericKey(action::GenericKey {
             descriptor_key: k.to_owned(),
@@ -128,10 +129,7 @@ fn key_rate_limits(key: &RateKey, id: &str, route: Option<&str>, stage: Option<u
             ..Default::default()
         })),
     };
-    let mut head = vec![generic(POLICY_KEY, id)];
-    if let Some(r) = route {
-        head.push(generic("route", r));
-    }
+    let head = [generic(POLICY_KEY, id), generic("route", route)];
     let remote = Action { action_specifier: Some(ActionSpecifier::RemoteAddress(action::RemoteAddress {})) };
     let alternatives: Vec<Vec<Action>> = match key {
         RateKey::ClientIp => vec![vec![remote]],
@@ -184,7 +182,7 @@ fn key_rate_limits(key: &RateKey, id: &str, route: Option<&str>, stage: Option<u
     alternatives
         .into_iter()
         .map(|rest| EnvoyRateLimit {
-            stage: stage.map(|value| UInt32Value { value }),
+            stage: Some(UInt32Value { value: stage }),
             actions: head.iter().cloned().chain(rest).collect(),
             ..Default::default()
         })
