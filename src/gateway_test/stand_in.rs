@@ -180,10 +180,13 @@ impl StandIn {
         state.record_aggregations(crate::aggregator::Table::new(&policy));
         state.publish(crate::translate::translate(&policy));
         let loopback: SocketAddr = ([127, 0, 0, 1], 0).into();
-        let aggregator = crate::serve::listen(loopback)?;
-        let (xds, aggregator_addr) = (crate::serve::listen(loopback)?, aggregator.local_addr()?);
-        let sockets = Sockets { xds, admin: None, aggregator: crate::serve::AggregatorSocket::Bound(aggregator) };
-        let (xds, aggregator) = (sockets.xds.local_addr()?, aggregator_addr);
+        let (xds_socket, aggregator_socket) = (crate::serve::listen(loopback)?, crate::serve::listen(loopback)?);
+        let (xds, aggregator) = (xds_socket.local_addr()?, aggregator_socket.local_addr()?);
+        let sockets = Sockets {
+            xds: xds_socket,
+            admin: None,
+            aggregator: crate::serve::AggregatorSocket::Bound(aggregator_socket),
+        };
         tokio::spawn(serve_state(Arc::clone(&state), sockets, Counters::memory(), None, stopped()));
 
         let dir = std::env::temp_dir().join(format!("legate-test-{}-{}", std::process::id(), xds.port()));
