@@ -253,10 +253,10 @@ fn the_gateway_pattern_kong_config_serves_through_envoy() {
     assert_eq!(r.status, 404, "{}", r.body);
     // 100 a minute per consumer (Kong's default limit_by), counted per route,
     // in fixed windows as Kong counts: all in one clock minute.
-    while now() % 60 > 40 {
+    while common::since_epoch().as_secs() % 60 > 40 {
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
-    let minute = now() / 60;
+    let minute = common::since_epoch().as_secs() / 60;
     for i in 0..100 {
         let r = request("GET", &url("/api/users/7"), &[("authorization", &auth)]).expect("answer");
         assert_eq!(r.status, 200, "request {i}: {}", r.body);
@@ -272,7 +272,7 @@ fn the_gateway_pattern_kong_config_serves_through_envoy() {
         let r = request("GET", &url("/api/users/7"), &[("authorization", &auth)]).expect("answer");
         assert_eq!(r.status, 429, "request {} of the minute: {}", 102 + i, r.body);
     }
-    assert_eq!(now() / 60, minute, "the whole count fell in one minute");
+    assert_eq!(common::since_epoch().as_secs() / 60, minute, "the whole count fell in one minute");
     // Another route of the same consumer still has its own count.
     let r = request("GET", &url("/api/orders/1"), &[("authorization", &auth)]).expect("answer");
     assert_eq!(r.status, 200, "{}", r.body);
@@ -324,11 +324,6 @@ consumers:
         assert_eq!(r.status, 401, "{headers:?}: {}", r.body);
         assert_eq!(r.json()["error"], "unauthorized");
     }
-}
-
-/// Seconds since the epoch.
-fn now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs()
 }
 
 /// Kong's upstream path (path_handling v0, its default), as

@@ -259,7 +259,7 @@ fn two_envoys_share_one_global_limit() {
 
 /// Seconds since the epoch.
 fn now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs()
+    common::since_epoch().as_secs()
 }
 
 #[test]
@@ -379,7 +379,7 @@ rate_limits:
 
 /// Seconds since the epoch, with the fraction.
 fn now_f() -> f64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs_f64()
+    common::since_epoch().as_secs_f64()
 }
 
 /// Wait until at least `room` seconds of the current clock minute are left.

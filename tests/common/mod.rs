@@ -67,6 +67,12 @@ pub(crate) fn listening(port: u16) -> bool {
 
 // ------------------------------------------------------------------ Envoy
 
+/// Time since the epoch, by the wall clock: where rate-limit windows
+/// (aligned to the clock) begin and end.
+pub(crate) fn since_epoch() -> Duration {
+    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock")
+}
+
 /// The Envoy binary: `$ENVOY_BIN`, else `envoy` on `PATH`, found as
 /// `legate up` finds it.
 ///
