@@ -288,11 +288,12 @@ pub(super) fn check_route(
                     out.push((t.service.clone(), t.weight));
                 }
             }
+            let total: u64 = targets.iter().map(|t| u64::from(t.weight)).sum();
             if targets.is_empty() {
                 errs.at(&o.key("split"), "split is empty; list services with weights");
-            } else if targets.iter().map(|t| u64::from(t.weight)).sum::<u64>() == 0 {
+            } else if total == 0 {
                 errs.at(&o.key("split"), "split weights add up to 0; give at least one a weight");
-            } else if targets.iter().map(|t| u64::from(t.weight)).sum::<u64>() > u64::from(u32::MAX) {
+            } else if total > u64::from(u32::MAX) {
                 // Envoy adds them up in 32 bits.
                 errs.at(&o.key("split"), format!("split weights add up to more than {}; scale them down", u32::MAX));
             }
