@@ -53,6 +53,7 @@ pub fn route_rows(p: &Policy) -> Vec<RouteRow> {
             service: match &r.backend {
                 Backend::Service(s) => s.clone(),
                 Backend::Split(t) => t.iter().map(|(s, w)| format!("{s} {w}")).collect::<Vec<_>>().join(", "),
+                Backend::Respond { status, .. } => format!("respond {status}"),
                 Backend::Aggregation(a) => {
                     let calls = p.aggregations.get(a).map(|a| &a.calls[..]).unwrap_or_default();
                     let services: Vec<&str> = calls.iter().map(|c| c.service.as_str()).collect();

@@ -32,6 +32,7 @@ services:
     url: http://127.0.0.1:@url_port
     connect_timeout: @connect_timeout
     timeout: @service_timeout
+    idle_timeout: @service_idle_timeout
     retries:
       attempts: @attempts
       per_try_timeout: @per_try_timeout
@@ -61,6 +62,7 @@ routes:
     match: { prefix: /orders }
     service: orders
     timeout: @route_timeout
+    idle_timeout: @route_idle_timeout
     rate_limit: per-client
     auth: main
     cors:
@@ -131,6 +133,7 @@ const KEYS: &[Key] = &[
     duration("connect_timeout", "1s", "1ms", "0s"),
     // 0s: no timeout, as in Envoy.
     duration("service_timeout", "15s", "0s", "-1ms"),
+    duration("service_idle_timeout", "1m", "0s", "-1ms"),
     count("attempts", "2", "0", "-1"),
     duration("per_try_timeout", "1s", "1ms", "0s"),
     count("max_connections", "100", "1", "0"),
@@ -146,6 +149,7 @@ const KEYS: &[Key] = &[
     count("unhealthy_threshold", "3", "1", "0"),
     count("healthy_threshold", "2", "1", "0"),
     duration("route_timeout", "15s", "0s", "-1ms"),
+    duration("route_idle_timeout", "5m", "0s", "-1ms"),
     // Whole seconds: Envoy's max_age is a number of them.
     key("max_age", "10m", ("0s", MAX_DURATION), (Some("-1s"), Some(PAST_DURATION))),
     // With the other weight's 1, the sum Envoy adds up in 32 bits (that

@@ -106,7 +106,7 @@ fn an_unknown_key_close_to_a_known_one_gets_a_did_you_mean() {
         &[("routes.yaml", text)],
         &[
             // The route lacks `service` because of the typo; both are reported.
-            ("routes.yaml:8:11", &["route `r` needs `service` or `split`"]),
+            ("routes.yaml:8:11", &["route `r` needs `service`, `split` or `respond`"]),
             ("routes.yaml:10:5", &["unknown key `servce` in a route", "did you mean `service`?"]),
         ],
     );
@@ -351,7 +351,7 @@ fn exactly_one_of_rules_are_enforced() {
             ("one.yaml:9:12", &["a match needs exactly one of prefix, path or regex"]),
             ("one.yaml:13:7", &["a match needs exactly one of prefix, path or regex"]),
             ("one.yaml:18:12", &["a route has either `service` or `split`, not both"]),
-            ("one.yaml:19:11", &["route `no-backend` needs `service` or `split`"]),
+            ("one.yaml:19:11", &["route `no-backend` needs `service`, `split` or `respond`"]),
             ("one.yaml:24:14", &["a rewrite has either `prefix` or `regex`, not both"]),
             ("one.yaml:26:38", &["`q` needs exactly one of exact, present or regex"]),
         ],
@@ -1249,4 +1249,56 @@ fn a_route_host_that_is_not_a_domain_is_reported() {
             ("a.yaml:9:59", &["host `A.example.com` is listed twice"]),
         ],
     );
+}
+
+#[test]
+fn respond_weights_auto_host_header_sets_and_expiry_mistakes_are_located() {
+    let text = r#"listeners:
+  - name: public
+    port: 10000
+services:
+  - name: pool
+    endpoints: [{ address: "a:80", weight: 0 }, { address: "b", weight: 2 }]
+  - name: one
+    url: http://one:80
+routes:
+  - name: both
+    match: { prefix: /both }
+    service: one
+    respond: { status: 403 }
+  - name: teapot
+    match: { prefix: /teapot }
+    respond: { status: 100 }
+  - name: hosts
+    match: { prefix: /hosts }
+    service: one
+    rewrite: { host: one.internal, auto_host: true }
+    request_headers: { add: { x-a: "1" }, replace: { X-A: "2" } }
+    cors: { origins: ["*"], headers: [x-b, "*"] }
+auth:
+  jwt:
+    - name: main
+      issuer: https://auth.example.com
+      jwks: { inline: '{"keys":[]}' }
+      max_lifetime: 0s
+"#;
+    let diags = errors(&[("g.yaml", text)]);
+    let shown: Vec<String> = diags.iter().map(ToString::to_string).collect();
+    for (place, words) in [
+        ("g.yaml:6:44", &["weight must be a whole number from 1", "leave the endpoint out"][..]),
+        ("g.yaml:6:60", &["endpoint `b` is not host:port"]),
+        ("g.yaml:13:14", &["`respond` or `service`, not both"]),
+        ("g.yaml:16:24", &["status must be a whole number from 200 to 599"]),
+        ("g.yaml:20:47", &["either `host` or `auto_host`"]),
+        ("g.yaml:21:54", &["`X-A` is in `add` too"]),
+        ("g.yaml:22:44", &["`*`", "stands alone"]),
+        ("g.yaml:28:21", &["max_lifetime must be at least 1s"]),
+    ] {
+        assert!(
+            diags.iter().any(|d| format!("{}:{}:{}", d.file, d.line, d.column) == place
+                && words.iter().all(|w| d.message.contains(w))),
+            "no error at {place} with {words:?}:\n{}",
+            shown.join("\n")
+        );
+    }
 }

@@ -148,3 +148,90 @@ fn headers_versions_forged_internal_headers_and_cors() {
     assert_eq!(r.header("access-control-allow-origin"), Some("https://app.example.com"));
     assert!(r.header("access-control-expose-headers").is_some_and(|h| h.contains("X-Api")), "{:?}", r.headers);
 }
+
+const SHAPES: &str = r#"
+listeners:
+  - name: public
+    port: @LISTEN
+    address: 127.0.0.1
+services:
+  - name: pool
+    endpoints: [{ address: "127.0.0.1:@HEAVY", weight: 3 }, "localhost:@LIGHT"]
+routes:
+  - name: blocked
+    match: { prefix: /admin }
+    respond: { status: 403, message: Access is forbidden. }
+  - name: pool
+    match: { prefix: /pool }
+    service: pool
+    rewrite: { auto_host: true }
+    request_headers:
+      default: { x-tenant: none }
+      replace: { authorization: Bearer internal }
+      append: { x-trail: gateway }
+      add: { x-discount: 50% }
+    response_headers: { default: { cache-control: no-store } }
+"#;
+
+#[test]
+fn headers_by_presence_literal_values_respond_and_weighted_endpoints() {
+    let mut gw = Gateway::new();
+    let (heavy, light, listen) = (gw.echo("heavy"), gw.echo("light"), free_port());
+    gw.write(
+        "gateway.yaml",
+        &SHAPES
+            .replace("@LISTEN", &listen.to_string())
+            .replace("@HEAVY", &heavy.to_string())
+            .replace("@LIGHT", &light.to_string()),
+    );
+    gw.serve();
+    gw.envoy("edge", "edge");
+    let base = format!("http://127.0.0.1:{listen}");
+    gw.wait("Envoy to serve", PUSH, || request("GET", &format!("{base}/pool"), &[]).ok().filter(|r| r.status == 200));
+
+    // `respond`: Envoy answers, in legate's JSON, and no service is called.
+    let r = call("GET", &format!("{base}/admin/users"), &[]);
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(
+        (r.json()["error"].as_str(), r.json()["message"].as_str()),
+        (Some("forbidden"), Some("Access is forbidden."))
+    );
+
+    // default / replace / append, by what the request has; `%` is a `%`.
+    let r = call("GET", &format!("{base}/pool"), &[]);
+    let seen = &r.json()["headers"];
+    assert_eq!(seen["x-tenant"], "none", "{seen}");
+    assert!(seen.get("authorization").is_none(), "replace adds nothing: {seen}");
+    assert_eq!(seen["x-trail"], "gateway", "{seen}");
+    assert_eq!(seen["x-discount"], "50%", "{seen}");
+    assert_eq!(r.header("cache-control"), Some("no-store"), "{:?}", r.headers);
+    let r = call(
+        "GET",
+        &format!("{base}/pool"),
+        &[("x-tenant", "acme"), ("authorization", "Bearer client"), ("x-trail", "client")],
+    );
+    let seen = &r.json()["headers"];
+    assert_eq!(seen["x-tenant"], "acme", "default keeps the client's: {seen}");
+    assert_eq!(seen["authorization"], "Bearer internal", "{seen}");
+    assert_eq!(seen["x-trail"], "client, gateway", "{seen}");
+
+    // Weighted endpoints (3:1), each sent its own host:port as Host.
+    let mut heavy_hits = 0;
+    for _ in 0..200 {
+        let r = call("GET", &format!("{base}/pool"), &[("host", "gateway.example")]);
+        let j = r.json();
+        let (name, host) =
+            (j["service"].as_str().unwrap_or_default(), j["headers"]["host"].as_str().unwrap_or_default());
+        match name {
+            "heavy" => {
+                heavy_hits += 1;
+                assert_eq!(host, format!("127.0.0.1:{heavy}"));
+            }
+            "light" => assert_eq!(host, format!("localhost:{light}")),
+            other => panic!("answered by {other}"),
+        }
+    }
+    // Round robin with weights 3 and 1 gives the heavier three in four (150);
+    // a wide margin still tells it from an even split (100).
+    assert!((125..=175).contains(&heavy_hits), "heavy answered {heavy_hits} of 200");
+}

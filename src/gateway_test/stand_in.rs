@@ -113,7 +113,7 @@ pub fn policy_for_test(
     }
     for (name, s) in &mut p.services {
         if let Some(addr) = upstreams.get(name) {
-            s.endpoints = vec![Endpoint { host: addr.ip().to_string(), port: addr.port() }];
+            s.endpoints = vec![Endpoint { host: addr.ip().to_string(), port: addr.port(), weight: 1 }];
             s.discovery = Discovery::Eds;
             s.tls = None;
         }

@@ -13,6 +13,7 @@ const SERVICE: &[&str] = &[
     "endpoints",
     "connect_timeout",
     "timeout",
+    "idle_timeout",
     "load_balancing",
     "hash_key",
     "retries",
@@ -38,8 +39,10 @@ const ROUTE: &[&str] = &[
     "match",
     "service",
     "split",
+    "respond",
     "rewrite",
     "timeout",
+    "idle_timeout",
     "request_headers",
     "response_headers",
     "auth",
@@ -51,8 +54,10 @@ const CORS: &[&str] = &["origins", "methods", "headers", "expose_headers", "max_
 const MATCH: &[&str] = &["prefix", "path", "regex", "methods", "headers", "query", "hosts"];
 const VALUE_MATCH: &[&str] = &["exact", "present", "regex"];
 const SPLIT: &[&str] = &["service", "weight"];
-const REWRITE: &[&str] = &["prefix", "regex", "substitution", "host"];
-const HEADER_OPS: &[&str] = &["add", "remove"];
+const RESPOND: &[&str] = &["status", "message"];
+const REWRITE: &[&str] = &["prefix", "regex", "substitution", "host", "auto_host"];
+const ENDPOINT: &[&str] = &["address", "weight"];
+const HEADER_OPS: &[&str] = &["add", "default", "replace", "append", "remove"];
 const DEFAULTS: &[&str] =
     &["request_headers", "response_headers", "auth", "rate_limit", "ip_restriction", "access_log", "tracing"];
 const IP_RESTRICTION: &[&str] = &["allow", "deny"];
@@ -61,8 +66,18 @@ const RATE_KEY: &[&str] = &["header", "claim"];
 const AUTH: &[&str] = &["jwt", "api_keys"];
 const API_KEYS: &[&str] = &["name", "keys", "from", "client_header", "forward_key"];
 const KEY_FROM: &[&str] = &["header", "query"];
-const JWT: &[&str] =
-    &["name", "issuer", "audiences", "jwks", "from", "claims_to_headers", "clock_skew", "forward_token"];
+const JWT: &[&str] = &[
+    "name",
+    "issuer",
+    "audiences",
+    "jwks",
+    "from",
+    "claims_to_headers",
+    "clock_skew",
+    "require_expiration",
+    "max_lifetime",
+    "forward_token",
+];
 const JWKS: &[&str] = &["file", "inline", "uri", "cache"];
 const TOKEN_FROM: &[&str] = &["header", "prefix", "query"];
 
@@ -83,6 +98,7 @@ fn context(parent: &[Seg]) -> Option<(&'static str, &'static [&'static str])> {
             ("a certificate", TLS_CERT)
         }
         [s, I(_)] if k(s, "services") => ("a service", SERVICE),
+        [s, I(_), e, I(_)] if k(s, "services") && k(e, "endpoints") => ("an endpoint", ENDPOINT),
         [s, I(_), x] if k(s, "services") => match x {
             K(x) if x == "retries" => ("retries", RETRIES),
             K(x) if x == "circuit_breaker" => ("circuit_breaker", CIRCUIT_BREAKER),
@@ -100,6 +116,7 @@ fn context(parent: &[Seg]) -> Option<(&'static str, &'static [&'static str])> {
             ("a value match", VALUE_MATCH)
         }
         [r, I(_), s, I(_)] if k(r, "routes") && k(s, "split") => ("a split entry", SPLIT),
+        [r, I(_), s] if k(r, "routes") && k(s, "respond") => ("respond", RESPOND),
         [r, I(_), w] if k(r, "routes") && k(w, "rewrite") => ("a rewrite", REWRITE),
         [.., h] if k(h, "request_headers") || k(h, "response_headers") => ("a header change", HEADER_OPS),
         [.., h] if k(h, "ip_restriction") => ("ip_restriction", IP_RESTRICTION),

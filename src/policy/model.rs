@@ -70,6 +70,10 @@ pub struct JwtProvider {
     pub claims_to_headers: BTreeMap<String, String>,
     /// Tolerance for `exp` and `nbf`.
     pub clock_skew: Duration,
+    /// Refuse tokens without `exp`.
+    pub require_expiration: bool,
+    /// Refuse tokens with longer than this left to live (and without `exp`).
+    pub max_lifetime: Option<Duration>,
     /// Pass the token on to the upstream.
     pub forward_token: bool,
 }
@@ -225,6 +229,8 @@ pub struct Service {
     pub connect_timeout: Duration,
     /// Default request timeout of routes to this service.
     pub timeout: Option<Duration>,
+    /// Default idle timeout of routes to this service.
+    pub idle_timeout: Option<Duration>,
     /// Load-balancing policy.
     pub load_balancing: LoadBalancing,
     /// What `ring_hash` hashes.
@@ -283,6 +289,7 @@ impl Service {
             tls,
             connect_timeout,
             timeout: None,
+            idle_timeout: None,
             load_balancing: LoadBalancing::RoundRobin,
             hash_key: HashKey::ClientIp,
             retries: None,
@@ -332,6 +339,17 @@ pub struct Endpoint {
     pub host: String,
     /// TCP port.
     pub port: u16,
+    /// Its share of requests, relative to the service's other endpoints'.
+    pub weight: u32,
+}
+
+/// The Host header a route sends upstream instead of the client's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostRewrite {
+    /// This name.
+    Literal(String),
+    /// The chosen endpoint's host, with its port unless the scheme's default.
+    Endpoint,
 }
 
 /// How Envoy resolves a service's endpoints.
@@ -446,9 +464,11 @@ pub struct Route {
     /// Path rewrite before forwarding.
     pub rewrite: Option<PathRewrite>,
     /// Host header rewrite before forwarding.
-    pub host_rewrite: Option<String>,
+    pub host_rewrite: Option<HostRewrite>,
     /// Request timeout (route, else service).
     pub timeout: Option<Duration>,
+    /// Stream idle timeout (route, else service); `None`: the listener's.
+    pub idle_timeout: Option<Duration>,
     /// Request header changes (route merged over service and defaults).
     pub request_headers: HeaderOps,
     /// Response header changes.
@@ -743,6 +763,14 @@ pub enum Backend {
     Split(Vec<(String, u32)>),
     /// legate's aggregator, which answers this aggregation.
     Aggregation(String),
+    /// Envoy answers itself with this status and message (as its other
+    /// errors, in legate's JSON); no service is called.
+    Respond {
+        /// The status code.
+        status: u32,
+        /// The `message` of the JSON body.
+        message: String,
+    },
 }
 
 /// `aggregations[]`: one client request answered by legate's aggregator
@@ -834,24 +862,48 @@ pub enum PathRewrite {
 pub struct HeaderOps {
     /// Set these headers, replacing any value.
     pub add: std::collections::BTreeMap<String, String>,
+    /// Set these headers where absent.
+    pub default: std::collections::BTreeMap<String, String>,
+    /// Set these headers where present.
+    pub replace: std::collections::BTreeMap<String, String>,
+    /// Add one more value to these headers.
+    pub append: std::collections::BTreeMap<String, String>,
     /// Remove these headers.
     pub remove: Vec<String>,
 }
 
 impl HeaderOps {
-    /// `over` applied on top of `self`: its adds win, removes accumulate.
+    /// `over` applied on top of `self`: what it says of a header wins
+    /// whole (a general level's `add` of a header the specific one
+    /// `replace`s is dropped), removes accumulate.
     #[must_use]
     pub fn merged(&self, over: &HeaderOps) -> HeaderOps {
-        let mut add = self.add.clone();
-        add.extend(over.add.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let named = |name: &str| {
+            [&over.add, &over.default, &over.replace, &over.append]
+                .iter()
+                .any(|m| m.keys().any(|k| k.eq_ignore_ascii_case(name)))
+        };
+        let layer = |mine: &std::collections::BTreeMap<String, String>,
+                     theirs: &std::collections::BTreeMap<String, String>| {
+            let mut out: std::collections::BTreeMap<String, String> =
+                mine.iter().filter(|(k, _)| !named(k)).map(|(k, v)| (k.clone(), v.clone())).collect();
+            out.extend(theirs.iter().map(|(k, v)| (k.clone(), v.clone())));
+            out
+        };
         let mut remove = self.remove.clone();
         for r in &over.remove {
             if !remove.iter().any(|x| x.eq_ignore_ascii_case(r)) {
                 remove.push(r.clone());
             }
         }
-        // A header the more specific level adds is not removed by a general one.
-        remove.retain(|r| !over.add.keys().any(|k| k.eq_ignore_ascii_case(r)));
-        HeaderOps { add, remove }
+        // A header the more specific level sets is not removed by a general one.
+        remove.retain(|r| !named(r));
+        HeaderOps {
+            add: layer(&self.add, &over.add),
+            default: layer(&self.default, &over.default),
+            replace: layer(&self.replace, &over.replace),
+            append: layer(&self.append, &over.append),
+            remove,
+        }
     }
 }

@@ -171,12 +171,15 @@ pub(crate) struct Service {
     pub(crate) name: String,
     /// scheme://host[:port], no path; https talks TLS (SNI = host).
     pub(crate) url: Option<String>,
-    /// host:port of each endpoint, instead of `url`.
-    pub(crate) endpoints: Option<Vec<String>>,
+    /// Each endpoint, instead of `url`: host:port, or { address: host:port, weight }.
+    pub(crate) endpoints: Option<Vec<EndpointSpec>>,
     /// Default 5s.
     pub(crate) connect_timeout: Option<String>,
     /// Default request timeout of routes to it (Envoy's default: 15s).
     pub(crate) timeout: Option<String>,
+    /// Default idle timeout of routes to it: the longest gap with no bytes
+    /// either way (Envoy's default: 5m; 0s: none).
+    pub(crate) idle_timeout: Option<String>,
     /// round_robin | least_request | random | ring_hash.
     #[serde(default)]
     #[schemars(schema_with = "lb_policy")]
@@ -203,6 +206,44 @@ pub(crate) struct Service {
     pub(crate) ip_restriction: Option<IpRestriction>,
     /// TLS to it: { ca, server_name, verify }; https urls talk TLS without it.
     pub(crate) tls: Option<ServiceTls>,
+}
+
+/// `services[].endpoints[]`: `host:port`, or `{ address: host:port, weight: N }`.
+#[derive(Debug, Clone, PartialEq, JsonSchema)]
+#[schemars(untagged)]
+pub(crate) enum EndpointSpec {
+    Address(String),
+    Weighted(WeightedEndpoint),
+}
+
+/// The long form of an endpoint.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub(crate) struct WeightedEndpoint {
+    /// host:port.
+    pub(crate) address: String,
+    /// Its share of the requests, relative to the other endpoints' (default 1).
+    #[schemars(range(min = 1, max = 4_294_967_295_u32))]
+    pub(crate) weight: Option<i64>,
+}
+
+impl<'de> Deserialize<'de> for EndpointSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> de::Visitor<'de> for V {
+            type Value = EndpointSpec;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("host:port, or { address: host:port, weight: N }")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<EndpointSpec, E> {
+                Ok(EndpointSpec::Address(v.to_owned()))
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<EndpointSpec, A::Error> {
+                WeightedEndpoint::deserialize(MapAccessDeserializer::new(map)).map(EndpointSpec::Weighted)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// `ip_restriction`: `none`, or `{ allow: [CIDR...], deny: [CIDR...] }`.
@@ -315,10 +356,15 @@ pub(crate) struct Route {
     pub(crate) service: Option<String>,
     /// A weighted split over services: [{ service, weight }].
     pub(crate) split: Option<Vec<SplitTarget>>,
+    /// Envoy answers itself, no service called: { status, message }.
+    pub(crate) respond: Option<Respond>,
     /// { prefix } or { regex, substitution }, and { host }.
     pub(crate) rewrite: Option<Rewrite>,
     /// Default: the service's timeout (the longest, for a split).
     pub(crate) timeout: Option<String>,
+    /// Longest gap with no bytes either way; default: the service's (the
+    /// longest, for a split), else Envoy's 5m. 0s: none.
+    pub(crate) idle_timeout: Option<String>,
     /// Header changes on the way in: { add: {NAME: value}, remove: [NAME] }.
     pub(crate) request_headers: Option<HeaderOps>,
     /// Header changes on the way out.
@@ -402,6 +448,17 @@ pub(crate) struct ServiceTls {
     pub(crate) verify: Option<bool>,
 }
 
+/// `routes[].respond`.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub(crate) struct Respond {
+    /// The status code, 200 to 599.
+    #[schemars(range(min = 200, max = 599))]
+    pub(crate) status: i64,
+    /// The `message` of the JSON answer.
+    pub(crate) message: Option<String>,
+}
+
 /// `routes[].split[]`.
 #[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
@@ -424,6 +481,9 @@ pub(crate) struct Rewrite {
     pub(crate) substitution: Option<String>,
     /// Host header sent upstream.
     pub(crate) host: Option<String>,
+    /// true: the Host header sent upstream is the endpoint's own host (and
+    /// port, unless the scheme's default), whichever endpoint is chosen.
+    pub(crate) auto_host: Option<bool>,
 }
 
 /// `request_headers` / `response_headers`.
@@ -433,6 +493,15 @@ pub(crate) struct HeaderOps {
     /// Header name -> value, set (replacing any).
     #[serde(default)]
     pub(crate) add: BTreeMap<String, String>,
+    /// Header name -> value, set only where the header is absent.
+    #[serde(default)]
+    pub(crate) default: BTreeMap<String, String>,
+    /// Header name -> value, set only where the header is present.
+    #[serde(default)]
+    pub(crate) replace: BTreeMap<String, String>,
+    /// Header name -> value, added as one more value of the header.
+    #[serde(default)]
+    pub(crate) append: BTreeMap<String, String>,
     /// Header names removed.
     #[serde(default)]
     pub(crate) remove: Vec<String>,
@@ -657,6 +726,12 @@ pub(crate) struct JwtProvider {
     pub(crate) claims_to_headers: Option<BTreeMap<String, String>>,
     /// Default 60s; whole seconds, at least 1s.
     pub(crate) clock_skew: Option<String>,
+    /// true: a token without `exp` is refused (default false: `exp` is
+    /// checked when present).
+    pub(crate) require_expiration: Option<bool>,
+    /// The longest a token may still have to live (`exp` minus now); a
+    /// token without `exp` is refused. Whole seconds.
+    pub(crate) max_lifetime: Option<String>,
     /// Default false: the upstream does not get the token.
     pub(crate) forward_token: Option<bool>,
 }

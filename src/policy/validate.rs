@@ -610,7 +610,7 @@ fn header_name_ok(name: &str) -> bool {
 }
 
 fn header_ops(errs: &mut Errors<'_>, o: &Origin, ops: Option<&raw::HeaderOps>, request: bool) -> HeaderOps {
-    let Some(raw::HeaderOps { add, remove }) = ops else { return HeaderOps::default() };
+    let Some(raw::HeaderOps { add, default, replace, append, remove }) = ops else { return HeaderOps::default() };
     let check = |errs: &mut Errors<'_>, at: &Origin, name: &str| {
         let lower = name.to_ascii_lowercase();
         if !header_name_ok(name) {
@@ -619,11 +619,25 @@ fn header_ops(errs: &mut Errors<'_>, o: &Origin, ops: Option<&raw::HeaderOps>, r
             errs.at_key(at, format!("`{name}` cannot be changed here; use `rewrite: {{ host: ... }}`"));
         }
     };
-    for name in add.keys() {
-        check(errs, &o.key("add").key(name.clone()), name);
+    let mut seen: Vec<(&str, &str)> = Vec::new();
+    for (key, map) in [("add", add), ("default", default), ("replace", replace), ("append", append)] {
+        for name in map.keys() {
+            let at = o.key(key).key(name.clone());
+            check(errs, &at, name);
+            if let Some((other, _)) = seen.iter().find(|(_, n)| n.eq_ignore_ascii_case(name)) {
+                errs.at_key(&at, format!("`{name}` is in `{other}` too; say one thing of a header"));
+            }
+            seen.push((key, name));
+        }
     }
     for (i, name) in remove.iter().enumerate() {
         check(errs, &o.key("remove").index(i), name);
     }
-    HeaderOps { add: add.clone(), remove: remove.clone() }
+    HeaderOps {
+        add: add.clone(),
+        default: default.clone(),
+        replace: replace.clone(),
+        append: append.clone(),
+        remove: remove.clone(),
+    }
 }

@@ -124,7 +124,18 @@ fn requirement(providers: &[String]) -> JwtRequirement {
 }
 
 fn provider(p: &JwtProvider) -> EnvoyProvider {
-    let JwtProvider { name: _, issuer, audiences, jwks, from, claims_to_headers, clock_skew, forward_token } = p;
+    let JwtProvider {
+        name: _,
+        issuer,
+        audiences,
+        jwks,
+        from,
+        claims_to_headers,
+        clock_skew,
+        require_expiration,
+        max_lifetime,
+        forward_token,
+    } = p;
     let (from_headers, from_params) = match from {
         TokenSource::Header { name, prefix } => {
             (vec![JwtHeader { name: name.clone(), value_prefix: prefix.clone() }], Vec::new())
@@ -166,6 +177,8 @@ fn provider(p: &JwtProvider) -> EnvoyProvider {
         // Envoy counts whole seconds; part of a second rounds up.
         clock_skew_seconds: u32::try_from(clock_skew.as_secs() + u64::from(clock_skew.subsec_nanos() > 0))
             .unwrap_or(u32::MAX),
+        require_expiration: *require_expiration,
+        max_lifetime: max_lifetime.map(proto_duration),
         jwks_source_specifier: Some(source),
         payload_in_metadata: JWT_PAYLOAD.into(),
         // Verified tokens are remembered (per worker, until they expire), so

@@ -19,8 +19,10 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
 };
 use envoy_types::pb::envoy::r#type::matcher::v3::{string_matcher::MatchPattern, StringMatcher};
 
+use envoy_types::pb::google::protobuf::UInt32Value;
+
 use super::{ads, any, proto_duration, resilience};
-use crate::policy::{Discovery, LoadBalancing, Policy, Service, UpstreamTls, Verify};
+use crate::policy::{Backend, Discovery, HostRewrite, LoadBalancing, Policy, Service, UpstreamTls, Verify};
 
 /// The SDS secret holding the Mozilla roots, which https services'
 /// certificates chain to unless their `tls.ca` says otherwise.
@@ -28,15 +30,39 @@ pub(super) const ROOTS_SECRET: &str = "legate:mozilla-roots";
 
 /// One cluster per service, named after it, and one per remote JWKS host.
 pub(super) fn clusters(policy: &Policy, jwks: &[Service]) -> Vec<Cluster> {
-    policy.services.values().chain(jwks).map(cluster).collect()
+    let named = auto_host_services(policy);
+    policy.services.values().chain(jwks).map(|s| cluster(s, named.contains(s.name.as_str()))).collect()
+}
+
+/// Services some route sends to with `auto_host`: their endpoints carry
+/// the host name Envoy sends as Host.
+fn auto_host_services(policy: &Policy) -> std::collections::BTreeSet<&str> {
+    let mut out = std::collections::BTreeSet::new();
+    for r in policy.routes.iter().filter(|r| r.host_rewrite == Some(HostRewrite::Endpoint)) {
+        match &r.backend {
+            Backend::Service(s) => {
+                out.insert(s.as_str());
+            }
+            Backend::Split(targets) => out.extend(targets.iter().map(|(s, _)| s.as_str())),
+            Backend::Aggregation(_) | Backend::Respond { .. } => {}
+        }
+    }
+    out
 }
 
 /// Load assignments for the EDS clusters (those with IP endpoints).
 pub(super) fn load_assignments(policy: &Policy, jwks: &[Service]) -> Vec<ClusterLoadAssignment> {
-    policy.services.values().chain(jwks).filter(|s| s.discovery == Discovery::Eds).map(load_assignment).collect()
+    let named = auto_host_services(policy);
+    policy
+        .services
+        .values()
+        .chain(jwks)
+        .filter(|s| s.discovery == Discovery::Eds)
+        .map(|s| load_assignment(s, named.contains(s.name.as_str())))
+        .collect()
 }
 
-fn cluster(s: &Service) -> Cluster {
+fn cluster(s: &Service, host_names: bool) -> Cluster {
     let Service {
         name,
         endpoints: _,
@@ -44,6 +70,7 @@ fn cluster(s: &Service) -> Cluster {
         tls,
         connect_timeout,
         timeout: _,
+        idle_timeout: _,
         load_balancing,
         hash_key: _,
         retries: _,
@@ -60,8 +87,8 @@ fn cluster(s: &Service) -> Cluster {
         Discovery::Eds => {
             (DiscoveryType::Eds, Some(EdsClusterConfig { eds_config: Some(ads()), service_name: String::new() }), None)
         }
-        Discovery::StrictDns => (DiscoveryType::StrictDns, None, Some(load_assignment(s))),
-        Discovery::LogicalDns => (DiscoveryType::LogicalDns, None, Some(load_assignment(s))),
+        Discovery::StrictDns => (DiscoveryType::StrictDns, None, Some(load_assignment(s, host_names))),
+        Discovery::LogicalDns => (DiscoveryType::LogicalDns, None, Some(load_assignment(s, host_names))),
     };
     let lb = match load_balancing {
         LoadBalancing::RoundRobin => LbPolicy::RoundRobin,
@@ -174,7 +201,11 @@ fn roots_pem() -> &'static str {
     &PEM
 }
 
-fn load_assignment(s: &Service) -> ClusterLoadAssignment {
+/// A service's endpoints, with their weights; with `host_names`, each
+/// with the name a route's `auto_host` sends as Host: its host, and its
+/// port unless the scheme's default (as Kong and nginx send it).
+fn load_assignment(s: &Service, host_names: bool) -> ClusterLoadAssignment {
+    let default_port = if s.tls.is_some() { 443 } else { 80 };
     let lb_endpoints = s
         .endpoints
         .iter()
@@ -187,8 +218,15 @@ fn load_assignment(s: &Service) -> ClusterLoadAssignment {
                         ..Default::default()
                     })),
                 }),
+                hostname: match (host_names, e.host.contains(':')) {
+                    (false, _) => String::new(),
+                    (true, _) if e.port == default_port => e.host.clone(),
+                    (true, false) => format!("{}:{}", e.host, e.port),
+                    (true, true) => format!("[{}]:{}", e.host, e.port),
+                },
                 ..Default::default()
             })),
+            load_balancing_weight: (e.weight != 1).then_some(UInt32Value { value: e.weight }),
             ..Default::default()
         })
         .collect();

@@ -15,19 +15,22 @@ use envoy_types::pb::envoy::config::core::v3::{
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     LocalReplyConfig, ResponseMapper,
 };
-use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
+use envoy_types::pb::google::protobuf::{value::Kind, Struct, UInt32Value, Value};
 
 const LOCAL_BODY: &str = "%LOCAL_REPLY_BODY%";
 
-/// (Envoy response flag, error code, message)
-const BY_FLAG: &[(&str, &str, &str)] = &[
-    ("NR", "not_found", "no route matches %REQ(:METHOD)% %REQ(:PATH)%"),
-    ("UO", "service_unavailable", "the upstream service is overloaded (circuit breaker open)"),
-    ("UH", "service_unavailable", "no healthy upstream"),
-    ("UF", "service_unavailable", "cannot connect to the upstream service"),
-    ("NC", "service_unavailable", "the upstream service is not configured"),
-    ("UT", "gateway_timeout", "the upstream service did not answer in time"),
-    ("RL", "too_many_requests", "rate limit exceeded"),
+/// (Envoy response flag, error code, message, status instead of Envoy's)
+const BY_FLAG: &[(&str, &str, &str, Option<u32>)] = &[
+    ("NR", "not_found", "no route matches %REQ(:METHOD)% %REQ(:PATH)%", None),
+    ("UO", "service_unavailable", "the upstream service is overloaded (circuit breaker open)", None),
+    ("UH", "service_unavailable", "no healthy upstream", None),
+    ("UF", "service_unavailable", "cannot connect to the upstream service", None),
+    ("NC", "service_unavailable", "the upstream service is not configured", None),
+    ("UT", "gateway_timeout", "the upstream service did not answer in time", None),
+    // A route's idle timeout before the answer began: Envoy says 408, as if
+    // the client were slow; it is the service that went quiet.
+    ("SI", "gateway_timeout", "the upstream service sent nothing for longer than the idle timeout", Some(504)),
+    ("RL", "too_many_requests", "rate limit exceeded", None),
 ];
 
 /// (status, error code, message: Envoy's own text when `None`)
@@ -50,13 +53,14 @@ const BY_STATUS: &[(u32, &str, Option<&str>)] = &[
 
 /// The HCM's `local_reply_config`.
 pub(super) fn config() -> LocalReplyConfig {
-    let by_flag = BY_FLAG.iter().map(|(flag, code, msg)| ResponseMapper {
+    let by_flag = BY_FLAG.iter().map(|(flag, code, msg, status)| ResponseMapper {
         filter: Some(AccessLogFilter {
             filter_specifier: Some(FilterSpecifier::ResponseFlagFilter(ResponseFlagFilter {
                 flags: vec![(*flag).to_owned()],
             })),
         }),
         body_format_override: Some(json(code, msg)),
+        status_code: status.map(|value| UInt32Value { value }),
         ..Default::default()
     });
     let by_status = BY_STATUS.iter().map(|(status, code, message)| ResponseMapper {

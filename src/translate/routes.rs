@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::core::v3::{
-    header_value_option::HeaderAppendAction, HeaderValue, HeaderValueOption,
+    data_source, header_value_option::HeaderAppendAction, DataSource, HeaderValue, HeaderValueOption,
 };
 use envoy_types::pb::envoy::config::route::v3::{
     header_matcher::HeaderMatchSpecifier,
@@ -15,19 +15,20 @@ use envoy_types::pb::envoy::config::route::v3::{
     route_action::{self, HashPolicy},
     route_match::PathSpecifier,
     weighted_cluster::ClusterWeight,
-    HeaderMatcher, QueryParameterMatcher, RetryPolicy, Route as EnvoyRoute, RouteAction, RouteConfiguration,
-    RouteMatch, VirtualHost, WeightedCluster,
+    DirectResponseAction, HeaderMatcher, QueryParameterMatcher, RetryPolicy, Route as EnvoyRoute, RouteAction,
+    RouteConfiguration, RouteMatch, VirtualHost, WeightedCluster,
 };
 use envoy_types::pb::envoy::r#type::matcher::v3::{
     string_matcher::MatchPattern, RegexMatchAndSubstitute, RegexMatcher, StringMatcher,
 };
-use envoy_types::pb::google::protobuf::UInt32Value;
+use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
 
 use prost::Name as _;
 
 use super::proto_duration;
 use crate::policy::{
-    Backend, HeaderOps, Listener, LoadBalancing, PathMatch, PathRewrite, Policy, Route, ValueMatch, ValueRule,
+    Backend, HeaderOps, HostRewrite, Listener, LoadBalancing, PathMatch, PathRewrite, Policy, Route, ValueMatch,
+    ValueRule,
 };
 use crate::snapshot::{self, Resource};
 
@@ -177,6 +178,7 @@ fn route(policy: &Policy, r: &Route) -> EnvoyRoute {
         rewrite,
         host_rewrite,
         timeout,
+        idle_timeout,
         request_headers,
         response_headers,
         auth: _,
@@ -227,13 +229,14 @@ fn route(policy: &Policy, r: &Route) -> EnvoyRoute {
             ..Default::default()
         }),
         Backend::Aggregation(_) => route_action::ClusterSpecifier::Cluster(crate::aggregator::CLUSTER.to_owned()),
+        Backend::Respond { .. } => route_action::ClusterSpecifier::Cluster(String::new()),
     };
     // ring_hash balances on a hash of each service's key (client address or
     // a header); Envoy takes the first hash policy that yields a value.
     let targets: Vec<&str> = match backend {
         Backend::Service(s) => vec![s.as_str()],
         Backend::Split(t) => t.iter().map(|(s, _)| s.as_str()).collect(),
-        Backend::Aggregation(_) => Vec::new(),
+        Backend::Aggregation(_) | Backend::Respond { .. } => Vec::new(),
     };
     let mut hash_policy: Vec<HashPolicy> = Vec::new();
     for s in targets.iter().filter_map(|s| policy.services.get(*s)) {
@@ -286,20 +289,37 @@ fn route(policy: &Policy, r: &Route) -> EnvoyRoute {
             query_parameters: query.iter().map(query_matcher).collect(),
             ..Default::default()
         }),
-        action: Some(route::Action::Route(RouteAction {
-            cluster_specifier: Some(cluster_specifier),
-            prefix_rewrite,
-            regex_rewrite,
-            host_rewrite_specifier: host_rewrite.clone().map(route_action::HostRewriteSpecifier::HostRewriteLiteral),
-            timeout: timeout.map(proto_duration),
-            rate_limits: super::ratelimit::route_rate_limits(policy, r),
-            hash_policy,
-            retry_policy: match backend {
-                Backend::Aggregation(_) => Some(aggregator_retry()),
-                _ => retries.as_ref().map(super::resilience::retry_policy),
-            },
-            ..Default::default()
-        })),
+        action: Some(match backend {
+            // Envoy answers itself; its local-reply JSON wraps the message.
+            Backend::Respond { status, message } => route::Action::DirectResponse(DirectResponseAction {
+                status: *status,
+                body: (!message.is_empty()).then(|| DataSource {
+                    specifier: Some(data_source::Specifier::InlineString(message.clone())),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            _ => route::Action::Route(RouteAction {
+                cluster_specifier: Some(cluster_specifier),
+                prefix_rewrite,
+                regex_rewrite,
+                host_rewrite_specifier: host_rewrite.as_ref().map(|h| match h {
+                    HostRewrite::Literal(name) => route_action::HostRewriteSpecifier::HostRewriteLiteral(name.clone()),
+                    HostRewrite::Endpoint => {
+                        route_action::HostRewriteSpecifier::AutoHostRewrite(BoolValue { value: true })
+                    }
+                }),
+                timeout: timeout.map(proto_duration),
+                idle_timeout: idle_timeout.map(proto_duration),
+                rate_limits: super::ratelimit::route_rate_limits(policy, r),
+                hash_policy,
+                retry_policy: match backend {
+                    Backend::Aggregation(_) => Some(aggregator_retry()),
+                    _ => retries.as_ref().map(super::resilience::retry_policy),
+                },
+                ..Default::default()
+            }),
+        }),
         request_headers_to_add: request_adds,
         request_headers_to_remove: request_headers.remove.clone(),
         response_headers_to_add: header_adds(response_headers),
@@ -326,15 +346,32 @@ fn aggregator_retry() -> RetryPolicy {
     }
 }
 
+/// The headers a route sets, in the order Envoy applies them (after its
+/// removals): `replace`, `add`, `default`, `append`.
 fn header_adds(ops: &HeaderOps) -> Vec<HeaderValueOption> {
-    ops.add.iter().map(|(k, v)| header_add(k, v)).collect()
+    let HeaderOps { add, default, replace, append, remove: _ } = ops;
+    [
+        (replace, HeaderAppendAction::OverwriteIfExists),
+        (add, HeaderAppendAction::OverwriteIfExistsOrAdd),
+        (default, HeaderAppendAction::AddIfAbsent),
+        (append, HeaderAppendAction::AppendIfExistsOrAdd),
+    ]
+    .into_iter()
+    .flat_map(|(map, action)| map.iter().map(move |(k, v)| header_option(k, v, action)))
+    .collect()
 }
 
 /// Set a header, replacing any value it has.
 fn header_add(key: &str, value: &str) -> HeaderValueOption {
+    header_option(key, value, HeaderAppendAction::OverwriteIfExistsOrAdd)
+}
+
+/// A header value as written: Envoy reads `%...%` in it as a command, so a
+/// `%` is doubled.
+fn header_option(key: &str, value: &str, action: HeaderAppendAction) -> HeaderValueOption {
     HeaderValueOption {
-        header: Some(HeaderValue { key: key.to_owned(), value: value.to_owned(), ..Default::default() }),
-        append_action: HeaderAppendAction::OverwriteIfExistsOrAdd.into(),
+        header: Some(HeaderValue { key: key.to_owned(), value: value.replace('%', "%%"), ..Default::default() }),
+        append_action: action.into(),
         ..Default::default()
     }
 }

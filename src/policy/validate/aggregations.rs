@@ -131,6 +131,7 @@ pub(super) fn check_aggregation(
         rewrite: None,
         host_rewrite: None,
         timeout: Some(timeout),
+        idle_timeout: None,
         request_headers: defaults.request.clone(),
         response_headers: defaults.response.clone(),
         auth: auth?,
@@ -336,7 +337,7 @@ fn parse_template(errs: &mut Errors<'_>, o: &Origin, text: &str, params: &[&str]
 
 /// Every header a call is given from the client request: [`ALWAYS_FORWARDED`],
 /// every provider's identity headers and forwarded token headers, and the
-/// headers `defaults.request_headers` adds.
+/// headers `defaults.request_headers` sets.
 fn forward_headers(refs: &Refs<'_, '_>, defaults: &HeaderOps) -> Vec<String> {
     let mut out: BTreeSet<String> = ALWAYS_FORWARDED.iter().map(|h| (*h).to_owned()).collect();
     for p in refs.providers.valid.values() {
@@ -354,7 +355,9 @@ fn forward_headers(refs: &Refs<'_, '_>, defaults: &HeaderOps) -> Vec<String> {
             }));
         }
     }
-    out.extend(defaults.add.keys().map(|h| h.to_ascii_lowercase()));
+    for set in [&defaults.add, &defaults.default, &defaults.replace, &defaults.append] {
+        out.extend(set.keys().map(|h| h.to_ascii_lowercase()));
+    }
     out.into_iter().collect()
 }
 

@@ -161,7 +161,18 @@ fn check_provider(
     p: &raw::JwtProvider,
     read_files: &mut Vec<PathBuf>,
 ) -> Option<JwtProvider> {
-    let raw::JwtProvider { name, issuer, audiences, jwks, from, claims_to_headers, clock_skew, forward_token } = p;
+    let raw::JwtProvider {
+        name,
+        issuer,
+        audiences,
+        jwks,
+        from,
+        claims_to_headers,
+        clock_skew,
+        require_expiration,
+        max_lifetime,
+        forward_token,
+    } = p;
     let before = errs.list.len();
     check_name(errs, o, name, "JWT provider");
     match issuer.as_deref().map(str::trim) {
@@ -235,6 +246,10 @@ fn check_provider(
         // Envoy counts whole seconds and reads 0 as its default, 60s.
         errs.at(&o.key("clock_skew"), "clock_skew must be at least 1s (Envoy would read 0 as 60s)");
     }
+    let max_lifetime = super::whole_seconds(errs, &o.key("max_lifetime"), max_lifetime.as_ref(), "max_lifetime");
+    if max_lifetime.flatten().is_some_and(|d| d.is_zero()) {
+        errs.at(&o.key("max_lifetime"), "max_lifetime must be at least 1s (0 would refuse every token)");
+    }
     if errs.list.len() > before {
         return None;
     }
@@ -246,6 +261,8 @@ fn check_provider(
         from: from?,
         claims_to_headers: claims,
         clock_skew: skew?,
+        require_expiration: require_expiration.unwrap_or(false),
+        max_lifetime: max_lifetime?,
         forward_token: forward_token.unwrap_or(false),
     })
 }

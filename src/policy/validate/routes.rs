@@ -3,12 +3,13 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::{auth, check_substitution, ratelimits, Refs};
 use super::{check_name, did_you_mean, duration, header_name_ok, header_ops, regex, DefaultOps, Errors};
 use crate::policy::model::{
-    ApiKeySet, Auth, Backend, Cors, HeaderOps, JwtProvider, Listener, PathMatch, PathRewrite, Policy, RateKey,
-    RateLimit, Route, Service, ValueMatch, ValueRule,
+    ApiKeySet, Auth, Backend, Cors, HeaderOps, HostRewrite, JwtProvider, Listener, PathMatch, PathRewrite, Policy,
+    RateKey, RateLimit, Route, Service, ValueMatch, ValueRule,
 };
 use crate::policy::raw;
 use crate::policy::source::Origin;
@@ -222,8 +223,10 @@ pub(super) fn check_route(
         matcher,
         service,
         split,
+        respond,
         rewrite,
         timeout,
+        idle_timeout,
         request_headers,
         response_headers,
         auth: route_auth,
@@ -270,13 +273,23 @@ pub(super) fn check_route(
         let hint = did_you_mean(s, &names).map(|b| format!("; did you mean `{b}`?")).unwrap_or_default();
         errs.at(at, format!("route `{name}` sends to service `{s}`, which is not defined{hint}"));
     };
-    let backend = match (service, split) {
-        (Some(s), None) if known(s) => Some(Backend::Service(s.clone())),
-        (Some(s), None) => {
+    let backend = match (service, split, respond) {
+        (None, None, Some(raw::Respond { status, message })) => {
+            let status =
+                super::whole_number(errs, &o.key("respond").key("status"), Some(*status), "status", (200, 599), "");
+            status.flatten().map(|status| Backend::Respond { status, message: message.clone().unwrap_or_default() })
+        }
+        (Some(_), _, Some(_)) | (_, Some(_), Some(_)) => {
+            let key = if service.is_some() { "service" } else { "split" };
+            errs.at(&o.key("respond"), format!("a route has `respond` or `{key}`, not both"));
+            None
+        }
+        (Some(s), None, None) if known(s) => Some(Backend::Service(s.clone())),
+        (Some(s), None, None) => {
             dangling(errs, &o.key("service"), s);
             None
         }
-        (None, Some(targets)) => {
+        (None, Some(targets), None) => {
             let mut out = Vec::new();
             for (i, t) in targets.iter().enumerate() {
                 let at = o.key("split").index(i);
@@ -299,19 +312,19 @@ pub(super) fn check_route(
             }
             Some(Backend::Split(out))
         }
-        (Some(_), Some(_)) => {
+        (Some(_), Some(_), None) => {
             errs.at(&o.key("split"), "a route has either `service` or `split`, not both");
             None
         }
-        (None, None) => {
-            errs.at(&o.key("name"), format!("route `{name}` needs `service` or `split`"));
+        (None, None, None) => {
+            errs.at(&o.key("name"), format!("route `{name}` needs `service`, `split` or `respond`"));
             None
         }
     };
 
     let (rewrite, host_rewrite) = match rewrite {
         None => (None, None),
-        Some(raw::Rewrite { prefix, regex: re, substitution, host }) => {
+        Some(raw::Rewrite { prefix, regex: re, substitution, host, auto_host }) => {
             let w = o.key("rewrite");
             let path_rw = match (prefix, re, substitution) {
                 (None, None, None) => None,
@@ -342,19 +355,33 @@ pub(super) fn check_route(
                     None
                 }
             };
-            if host.as_deref() == Some("") {
-                errs.at(&w.key("host"), "rewrite.host is empty");
-            }
-            (path_rw, host.clone())
+            let host = match (host, auto_host) {
+                (Some(h), None | Some(false)) if h.is_empty() => {
+                    errs.at(&w.key("host"), "rewrite.host is empty");
+                    None
+                }
+                (Some(h), None | Some(false)) => Some(HostRewrite::Literal(h.clone())),
+                (None, Some(true)) => Some(HostRewrite::Endpoint),
+                (None, None | Some(false)) => None,
+                (Some(_), Some(true)) => {
+                    errs.at(&w.key("auto_host"), "a rewrite has either `host` or `auto_host`, not both");
+                    None
+                }
+            };
+            (path_rw, host)
         }
     };
 
     let route_timeout = duration(errs, &o.key("timeout"), timeout.as_ref()).flatten();
-    let service_timeout = match &backend {
-        Some(Backend::Service(s)) => policy.services.get(s).and_then(|s| s.timeout),
-        Some(Backend::Split(v)) => v.iter().filter_map(|(s, _)| policy.services.get(s).and_then(|s| s.timeout)).max(),
-        Some(Backend::Aggregation(_)) | None => None,
+    let route_idle = duration(errs, &o.key("idle_timeout"), idle_timeout.as_ref()).flatten();
+    // The service's, or the longest of a split's services'.
+    let of_services = |pick: fn(&Service) -> Option<Duration>| match &backend {
+        Some(Backend::Service(s)) => policy.services.get(s).and_then(pick),
+        Some(Backend::Split(v)) => v.iter().filter_map(|(s, _)| policy.services.get(s).and_then(pick)).max(),
+        Some(Backend::Aggregation(_) | Backend::Respond { .. }) | None => None,
     };
+    let service_timeout = of_services(|s| s.timeout);
+    let service_idle = of_services(|s| s.idle_timeout);
     let cors = cors.as_ref().and_then(|c| check_cors(errs, &o.key("cors"), c));
     let req = header_ops(errs, &o.key("request_headers"), request_headers.as_ref(), true);
     let resp = header_ops(errs, &o.key("response_headers"), response_headers.as_ref(), false);
@@ -427,6 +454,7 @@ pub(super) fn check_route(
         rewrite,
         host_rewrite,
         timeout: route_timeout.or(service_timeout),
+        idle_timeout: route_idle.or(service_idle),
         request_headers: defaults.request.merged(&service_request).merged(&req),
         response_headers: defaults.response.merged(&service_response).merged(&resp),
         auth: auth?,
@@ -482,6 +510,10 @@ fn check_cors(errs: &mut Errors<'_>, o: &Origin, c: &raw::Cors) -> Option<Cors> 
                 errs.at(&o.key(key).index(i), format!("`{h}` is not a valid header name"));
             }
         }
+    }
+    if let Some(list) = headers.as_ref().filter(|l| l.len() > 1 && l.iter().any(|h| h == "*")) {
+        let i = list.iter().position(|h| h == "*").unwrap_or_default();
+        errs.at(&o.key("headers").index(i), "`*` (the headers a preflight asks for, echoed) stands alone in `headers`");
     }
     let max_age = super::whole_seconds(errs, &o.key("max_age"), max_age.as_ref(), "max_age");
     if *credentials == Some(true) && out.contains(&ValueRule::Exact("*".into())) {
@@ -555,7 +587,7 @@ fn inherit<T: Clone + PartialEq>(
             }
             all.into_iter().next().flatten()
         }
-        Backend::Aggregation(_) => None,
+        Backend::Aggregation(_) | Backend::Respond { .. } => None,
     };
     Some(from_service.unwrap_or_else(|| default.clone()))
 }

@@ -25,6 +25,7 @@ pub(super) fn check_service(
         endpoints,
         connect_timeout,
         timeout,
+        idle_timeout,
         load_balancing,
         hash_key,
         retries,
@@ -83,11 +84,8 @@ pub(super) fn check_service(
             if list.is_empty() {
                 errs.at(&o.key("endpoints"), "endpoints is empty; list at least one host:port");
             }
-            let eps: Vec<_> = list
-                .iter()
-                .enumerate()
-                .filter_map(|(i, e)| parse_endpoint(errs, &o.key("endpoints").index(i), e))
-                .collect();
+            let eps: Vec<_> =
+                list.iter().enumerate().filter_map(|(i, e)| endpoint(errs, &o.key("endpoints").index(i), e)).collect();
             (eps, false)
         }
         (Some(_), Some(_)) => {
@@ -110,6 +108,7 @@ pub(super) fn check_service(
     };
     let connect = duration(errs, &o.key("connect_timeout"), connect_timeout.as_ref());
     let timeout = duration(errs, &o.key("timeout"), timeout.as_ref());
+    let idle_timeout = duration(errs, &o.key("idle_timeout"), idle_timeout.as_ref());
     let lb = match load_balancing.as_deref() {
         None | Some("round_robin") => Some(LoadBalancing::RoundRobin),
         Some("least_request") => Some(LoadBalancing::LeastRequest),
@@ -124,7 +123,9 @@ pub(super) fn check_service(
             None
         }
     };
-    let (Some(connect), Some(timeout), Some(lb)) = (connect, timeout, lb) else { return None };
+    let (Some(connect), Some(timeout), Some(idle_timeout), Some(lb)) = (connect, timeout, idle_timeout, lb) else {
+        return None;
+    };
     let (Some(retries), Some(circuit_breaker), Some(outlier_detection), Some(health_check), Some(hash_key)) =
         (retries, circuit_breaker, outlier_detection, health_check, hash)
     else {
@@ -149,6 +150,7 @@ pub(super) fn check_service(
         tls,
         connect_timeout: connect.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
         timeout,
+        idle_timeout,
         load_balancing: lb,
         hash_key,
         retries,
@@ -260,7 +262,26 @@ pub(super) fn parse_url(errs: &mut Errors<'_>, o: &Origin, text: &str, allow_pat
         errs.at(o, format!("url `{text}` has port 0; a port is from 1 to 65535"));
         return None;
     }
-    Some((Endpoint { host: host.trim_matches(['[', ']']).to_owned(), port }, tls))
+    Some((Endpoint { host: host.trim_matches(['[', ']']).to_owned(), port, weight: 1 }, tls))
+}
+
+/// One of `endpoints`: `host:port`, or `{ address, weight }`.
+fn endpoint(errs: &mut Errors<'_>, o: &Origin, e: &raw::EndpointSpec) -> Option<Endpoint> {
+    match e {
+        raw::EndpointSpec::Address(text) => parse_endpoint(errs, o, text),
+        raw::EndpointSpec::Weighted(raw::WeightedEndpoint { address, weight }) => {
+            let weight = super::whole_number(
+                errs,
+                &o.key("weight"),
+                *weight,
+                "weight",
+                (1, u32::MAX),
+                "0 would send it nothing; leave the endpoint out",
+            );
+            let endpoint = parse_endpoint(errs, &o.key("address"), address)?;
+            Some(Endpoint { weight: weight?.unwrap_or(1), ..endpoint })
+        }
+    }
 }
 
 pub(super) fn parse_endpoint(errs: &mut Errors<'_>, o: &Origin, text: &str) -> Option<Endpoint> {
@@ -268,8 +289,9 @@ pub(super) fn parse_endpoint(errs: &mut Errors<'_>, o: &Origin, text: &str) -> O
         let host = h.trim_matches(['[', ']']);
         let port: u16 = p.parse().ok().filter(|p| *p > 0)?;
         let valid_host = host.parse::<IpAddr>().is_ok()
-            || (!host.is_empty() && host.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'));
-        valid_host.then(|| Endpoint { host: host.to_owned(), port })
+            // `_` too: Docker names containers and services with it, and resolves them.
+            || (!host.is_empty() && host.chars().all(|c| c.is_ascii_alphanumeric() || "-._".contains(c)));
+        valid_host.then(|| Endpoint { host: host.to_owned(), port, weight: 1 })
     });
     if parsed.is_none() {
         errs.at(o, format!("endpoint `{text}` is not host:port (like 10.0.0.5:3000 or orders:3000)"));
