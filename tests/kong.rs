@@ -70,6 +70,11 @@ fn top_level_credentials_and_comments_convert() {
 }
 
 #[test]
+fn upstreams_and_targets_convert() {
+    golden("upstreams.yaml");
+}
+
+#[test]
 fn names_and_keys_used_twice_are_import_errors_naming_both() {
     let (ok, out, err) = import(&[&case("duplicates.yaml").display().to_string()]);
     assert!(!ok && out.is_empty(), "{out}{err}");
@@ -188,7 +193,7 @@ fn settings_without_an_equivalent_are_errors_naming_the_entity_and_field() {
     at(26, &["plugin `acl` (route `lonely-route`)", "needs the jwt or key-auth plugin"]);
     at(29, &["Kong plugin `bot-detection` has no legate equivalent"]);
     at(31, &["`add.querystring`"]);
-    at(31, &["`replace.headers`"]);
+    at(31, &["`rename.headers`"]);
     at(34, &["consumer `x`", "`basicauth_credentials`"]);
     at(36, &["consumer `x`", "algorithm `PS256`"]);
     // One line each, in file order, none twice.
@@ -418,4 +423,262 @@ fn kong_s_upstream_path_rules_hold_for_the_whole_grid_through_envoy() {
         }
     }
     assert!(wrong.is_empty(), "{} of {checked} differ from Kong:\n{}", wrong.len(), wrong.join("\n"));
+}
+
+/// An upstream for timeouts: `/drip` answers in six chunks 400 ms apart
+/// (2 s in all), `/stall` sends nothing for 2.5 s and then answers, anything
+/// else answers at once.
+fn slow_upstream() -> u16 {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+                let mut first = String::new();
+                let _ = reader.read_line(&mut first);
+                let mut line = String::new();
+                while reader.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
+                    line.clear();
+                }
+                let mut out = stream;
+                let path = first.split_whitespace().nth(1).unwrap_or_default().to_owned();
+                let head = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n";
+                let (chunks, gap) = match path.as_str() {
+                    "/drip" => (6, 400),
+                    "/stall" => {
+                        std::thread::sleep(std::time::Duration::from_millis(2500));
+                        (1, 0)
+                    }
+                    _ => (1, 0),
+                };
+                let _ = out.write_all(head.as_bytes());
+                for i in 0..chunks {
+                    if i > 0 {
+                        std::thread::sleep(std::time::Duration::from_millis(gap));
+                    }
+                    let chunk = format!("chunk{i}");
+                    if out.write_all(format!("{:x}\r\n{chunk}\r\n", chunk.len()).as_bytes()).is_err() {
+                        return;
+                    }
+                    let _ = out.flush();
+                }
+                let _ = out.write_all(b"0\r\n\r\n");
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn kong_read_timeout_bounds_the_gap_between_reads_not_the_whole_answer() {
+    // Kong's read_timeout is nginx's proxy_read_timeout: the longest wait
+    // for the next bytes from the service. A slow stream of chunks is served
+    // whole however long it lasts; a service that sends nothing for longer
+    // is cut off with 504.
+    let up = slow_upstream();
+    let (_gw, listen) = serve_kong(
+        |_| {
+            format!(
+                "_format_version: \"3.0\"\nservices:\n  - name: slow\n    url: http://127.0.0.1:{up}\n    \
+                 read_timeout: 1000\n    write_timeout: 1000\n    routes:\n      \
+                 - {{ name: slow, paths: [/], strip_path: false }}\n"
+            )
+        },
+        "/fast",
+    );
+    let r = request("GET", &format!("http://127.0.0.1:{listen}/drip"), &[]).expect("the whole stream");
+    assert_eq!((r.status, r.body.as_str()), (200, "chunk0chunk1chunk2chunk3chunk4chunk5"), "{:?}", r.headers);
+    let r = request("GET", &format!("http://127.0.0.1:{listen}/stall"), &[]).expect("an answer");
+    assert_eq!(r.status, 504, "{}", r.body);
+    assert_eq!(r.json()["error"], "gateway_timeout", "{}", r.body);
+}
+
+#[test]
+fn a_bare_cors_plugin_allows_what_kong_s_defaults_allow() {
+    // Kong's cors plugin without methods allows every method, and without
+    // headers echoes the ones a preflight asks for; an origin with regex
+    // characters is a regex, over the host alone when it has no `:`.
+    let (_gw, listen) = serve_kong(
+        |up| {
+            format!(
+                r"_format_version: '3.0'
+services:
+  - name: api
+    url: http://127.0.0.1:{up}
+    routes:
+      - name: api
+        paths: [/api]
+        plugins:
+          - name: cors
+      - name: hosts
+        paths: [/hosts]
+        plugins:
+          - name: cors
+            config:
+              origins: ['(app|admin)\.example\.org', 'https://.*\.example\.com', http://localhost:3000]
+"
+            )
+        },
+        "/api/x",
+    );
+    let preflight = |path: &str, origin: &str| {
+        let headers = [
+            ("origin", origin),
+            ("access-control-request-method", "PUT"),
+            ("access-control-request-headers", "authorization,x-custom"),
+        ];
+        request("OPTIONS", &format!("http://127.0.0.1:{listen}{path}"), &headers).expect("preflight")
+    };
+    let r = preflight("/api/x", "https://app.example.com");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.header("access-control-allow-origin"), Some("https://app.example.com"), "{:?}", r.headers);
+    let methods = r.header("access-control-allow-methods").unwrap_or_default().to_owned();
+    for m in ["GET", "HEAD", "PUT", "PATCH", "POST", "DELETE", "OPTIONS"] {
+        assert!(methods.split(',').any(|x| x.trim() == m), "{m} in {methods}");
+    }
+    assert_eq!(r.header("access-control-allow-headers"), Some("authorization,x-custom"), "{:?}", r.headers);
+    for (origin, allowed) in [
+        ("https://app.example.org", true),
+        ("http://admin.example.org:8080", true),
+        ("https://evil.example.org", false),
+        ("https://x.example.com", true),
+        ("http://x.example.com", false),
+        ("http://localhost:3000", true),
+        ("http://localhost:3001", false),
+    ] {
+        let r = preflight("/hosts/y", origin);
+        let got = r.header("access-control-allow-origin");
+        assert_eq!(got == Some(origin), allowed, "{origin}: {:?}", r.headers);
+    }
+}
+
+#[test]
+fn kong_jwt_checks_exp_as_claims_to_verify_and_maximum_expiration_say() {
+    // Kong's jwt plugin: `claims_to_verify: [exp]` refuses a token without
+    // `exp`, `maximum_expiration` one with longer than that left to live;
+    // no clock skew. Without claims_to_verify, a token without `exp` passes.
+    let (_gw, listen) = serve_kong(
+        |up| {
+            format!(
+                r"_format_version: '3.0'
+consumers:
+  - username: app
+    jwt_secrets:
+      - {{ key: app-issuer, algorithm: HS256, secret: kong-test-secret }}
+services:
+  - name: api
+    url: http://127.0.0.1:{up}
+    routes:
+      - name: open
+        paths: [/open]
+      - name: strict
+        paths: [/strict]
+        plugins:
+          - name: jwt
+            config: {{ claims_to_verify: [exp], maximum_expiration: 3600 }}
+      - name: exp
+        paths: [/exp]
+        plugins:
+          - name: jwt
+            config: {{ claims_to_verify: [exp, nbf] }}
+      - name: lenient
+        paths: [/lenient]
+        plugins:
+          - name: jwt
+"
+            )
+        },
+        "/open",
+    );
+    let key = jsonwebtoken::EncodingKey::from_secret(b"kong-test-secret");
+    let token = |claims: serde_json::Value| {
+        jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).expect("sign")
+    };
+    let now = common::jwt::now();
+    let status = |path: &str, claims: serde_json::Value| {
+        let auth = format!("Bearer {}", token(claims));
+        let r = request("GET", &format!("http://127.0.0.1:{listen}{path}"), &[("authorization", &auth)]);
+        r.expect("answer").status
+    };
+    let iss = "app-issuer";
+    let no_exp = serde_json::json!({ "iss": iss });
+    let soon = serde_json::json!({ "iss": iss, "exp": now + 1800 });
+    let later = serde_json::json!({ "iss": iss, "exp": now + 7200 });
+    let expired = serde_json::json!({ "iss": iss, "exp": now - 5 });
+    for (path, claims, want) in [
+        ("/strict", &no_exp, 401),
+        ("/strict", &later, 401),
+        ("/strict", &soon, 200),
+        ("/strict", &expired, 401),
+        ("/exp", &no_exp, 401),
+        ("/exp", &later, 200),
+        ("/exp", &expired, 401),
+        ("/lenient", &no_exp, 200),
+        ("/lenient", &soon, 200),
+    ] {
+        assert_eq!(status(path, claims.clone()), want, "{path} with {claims}");
+    }
+}
+
+#[test]
+fn kong_upstreams_balance_over_their_targets_with_each_target_s_host() {
+    // A service whose host names an upstream goes to the upstream's targets
+    // (weight 0: none), with Host the chosen target's host:port, as Kong
+    // sends it; a plain service on a port that is not 80 gets host:port too.
+    let mut gw = Gateway::new();
+    let blue = gw.echo("blue");
+    let green = gw.echo("green");
+    let red = gw.echo("red");
+    let plain = gw.echo("plain");
+    let listen = free_port();
+    gw.write(
+        "kong.yaml",
+        &format!(
+            r"_format_version: '3.0'
+upstreams:
+  - name: app-upstream
+    algorithm: round-robin
+    targets:
+      - {{ target: '127.0.0.1:{blue}', weight: 100 }}
+      - {{ target: 'localhost:{green}', weight: 100 }}
+      - {{ target: '127.0.0.1:{red}', weight: 0 }}
+services:
+  - name: app
+    host: app-upstream
+    port: 80
+    routes:
+      - {{ name: app, paths: [/app], strip_path: false }}
+  - name: plain
+    url: http://127.0.0.1:{plain}
+    routes:
+      - {{ name: plain, paths: [/plain], strip_path: false }}
+"
+        ),
+    );
+    gw.write("listeners.yaml", &format!("listeners:\n  - name: public\n    port: {listen}\n    address: 127.0.0.1\n"));
+    gw.serve();
+    gw.envoy("edge-1", "default");
+    let url = |p: &str| format!("http://127.0.0.1:{listen}{p}");
+    gw.wait("Envoy to serve", std::time::Duration::from_secs(15), || {
+        request("GET", &url("/plain"), &[]).ok().filter(|r| r.status == 200)
+    });
+    let r = request("GET", &url("/plain"), &[("host", "gateway.example")]).expect("plain");
+    assert_eq!(r.json()["headers"]["host"], format!("127.0.0.1:{plain}"), "{}", r.body);
+    let mut seen = std::collections::BTreeMap::new();
+    for _ in 0..40 {
+        let r = request("GET", &url("/app/x"), &[("host", "gateway.example")]).expect("app");
+        assert_eq!(r.status, 200, "{}", r.body);
+        let j = r.json();
+        let service = j["service"].as_str().unwrap_or_default().to_owned();
+        let want = match service.as_str() {
+            "blue" => format!("127.0.0.1:{blue}"),
+            "green" => format!("localhost:{green}"),
+            other => panic!("answered by {other}: a weight-0 target gets nothing"),
+        };
+        assert_eq!(j["headers"]["host"], want, "{j}");
+        *seen.entry(service).or_insert(0) += 1;
+    }
+    assert_eq!(seen.len(), 2, "both targets answer: {seen:?}");
 }

@@ -8,7 +8,8 @@
 //! The files' `$VAR` / `${VAR}` placeholders are what their docker-compose
 //! entrypoints substitute before Kong reads them; the census substitutes
 //! them the same way first (a `_HOST` becomes a host name, a `_PORT` a port,
-//! anything else a word).
+//! Supabase's `LUA_*_EXPR` the request-transformer templates its
+//! kong-entrypoint.sh exports, anything else a word).
 
 use std::path::{Path, PathBuf};
 
@@ -27,6 +28,16 @@ fn fixtures() -> Vec<PathBuf> {
 fn substitute(text: &str) -> String {
     let value = |name: &str| {
         let lower = name.to_ascii_lowercase();
+        // Supabase's docker/volumes/api/kong-entrypoint.sh (without its
+        // opaque-key branch): Lua templates Kong evaluates per request.
+        if name == "LUA_AUTH_EXPR" {
+            return "$((headers.authorization ~= nil and headers.authorization:sub(1, 10) ~= 'Bearer sb_' and \
+                    headers.authorization) or headers.apikey)"
+                .to_owned();
+        }
+        if name == "LUA_RT_WS_EXPR" {
+            return "$(query_params.apikey)".to_owned();
+        }
         if let Some(host) = lower.strip_suffix("_host") {
             host.replace('_', "-")
         } else if lower.ends_with("_port") {

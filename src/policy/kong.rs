@@ -74,6 +74,16 @@ struct Plugin<'a> {
     scope: String,
 }
 
+/// The Host header Kong sends a service when the route does not preserve
+/// the client's.
+#[derive(Debug, Clone)]
+enum HostHeader {
+    /// This one.
+    Literal(String),
+    /// Each upstream target's own (`rewrite.auto_host`).
+    PerTarget,
+}
+
 struct Ctx<'a> {
     out: Converted,
     global: Vec<Plugin<'a>>,
@@ -97,8 +107,11 @@ struct Ctx<'a> {
     legacy_paths: bool,
     /// The names of the config's services, converted or not.
     kong_services: Vec<String>,
-    /// The names of the config's upstreams (which legate cannot convert yet).
-    upstreams: Vec<String>,
+    /// The config's upstreams by name, with where each is.
+    upstreams: BTreeMap<String, (&'a Value, YamlPath)>,
+    /// The Host header each converted service is sent (Kong's
+    /// `preserve_host: false`).
+    service_hosts: BTreeMap<String, HostHeader>,
 }
 
 impl Ctx<'_> {
@@ -176,7 +189,14 @@ pub(crate) fn convert(doc: &Value, own_listener: bool) -> Converted {
         service_paths: BTreeMap::new(),
         legacy_paths: matches!(get_str(doc, "_format_version"), Some("1.1" | "2.1")),
         kong_services: list(doc, "services").iter().filter_map(|v| get_str(v, "name").map(str::to_owned)).collect(),
-        upstreams: list(doc, "upstreams").iter().filter_map(|v| get_str(v, "name").map(str::to_owned)).collect(),
+        upstreams: list(doc, "upstreams")
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, v)| {
+                get_str(v, "name").map(|n| (n.to_owned(), (v, YamlPath::default().key("upstreams").index(i))))
+            })
+            .collect(),
+        service_hosts: BTreeMap::new(),
     };
     let root = YamlPath::default();
     match get(doc, "_format_version") {
@@ -214,6 +234,7 @@ pub(crate) fn convert(doc: &Value, own_listener: bool) -> Converted {
             "keyauth_credentials",
             "acls",
             "jwt_secrets",
+            "upstreams",
         ],
         &[],
     );
@@ -571,30 +592,81 @@ fn service(cx: &mut Ctx<'_>, v: &Value, at: &YamlPath, name: &str) -> Option<Val
         cx.problem(at, format!("{entity}: needs a `url` or a `host`"));
         return None;
     }
-    if cx.upstreams.contains(&host) {
-        // Kong balances over the upstream's targets; a DNS lookup of the
-        // upstream's name would reach nothing.
-        let key = if get(v, "url").is_some() { "url" } else { "host" };
-        cx.problem(
-            &at.key(key),
-            format!("{entity}: its host is the upstream `{host}`, and upstreams have no legate equivalent yet"),
-        );
-        return None;
-    }
+    let upstream = cx.upstreams.get(&host).cloned();
     let port = port.unwrap_or(if scheme == "https" { 443 } else { 80 });
+    // Kong's Host for the service: its host, and its port unless the
+    // scheme's default (kong/runloop/balancer, set_host_header).
+    let host_header = |host: &str, port: u16| match (scheme.as_str(), port) {
+        ("http", 80) | ("https", 443) => host.to_owned(),
+        _ => format!("{host}:{port}"),
+    };
+    let mut out = vec![("name", s(name))];
+    let is_upstream = upstream.is_some();
+    match upstream {
+        // Kong balances over the upstream's targets, on the targets' ports.
+        Some((u, u_at)) => {
+            let (balancing, targets) = kong_upstream(cx, u, &u_at, &host, name)?;
+            let hosts: std::collections::BTreeSet<String> =
+                targets.iter().map(|(h, p, _)| host_header(h, *p)).collect();
+            let chosen = match get_str(u, "host_header") {
+                Some(h) => HostHeader::Literal(h.to_owned()),
+                None if hosts.len() == 1 => HostHeader::Literal(hosts.into_iter().next().unwrap_or_default()),
+                None => HostHeader::PerTarget,
+            };
+            cx.service_hosts.insert(name.to_owned(), chosen);
+            let same = targets.iter().all(|(_, _, w)| *w == targets[0].2);
+            let endpoints = targets
+                .iter()
+                .map(|(h, p, w)| {
+                    let address = if h.contains(':') { format!("[{h}]:{p}") } else { format!("{h}:{p}") };
+                    if same {
+                        s(&address)
+                    } else {
+                        map(vec![("address", s(&address)), ("weight", (*w).into())])
+                    }
+                })
+                .collect();
+            out.push(("endpoints", Value::Sequence(endpoints)));
+            if scheme == "https" {
+                // TLS to the targets, their certificates checked for one name.
+                let verify = get(v, "tls_verify").and_then(Value::as_bool) != Some(false);
+                if verify && targets.iter().any(|(h, _, _)| *h != targets[0].0) {
+                    cx.problem(
+                        &at.key("protocol"),
+                        format!(
+                            "{entity}: https to upstream `{host}`, whose targets have different names; \
+                             legate checks one name per service"
+                        ),
+                    );
+                    return None;
+                }
+                let mut tls = vec![("server_name", s(&targets[0].0))];
+                if !verify {
+                    tls.push(("verify", false.into()));
+                }
+                out.push(("tls", map(tls)));
+            }
+            out.extend(balancing);
+        }
+        None => {
+            cx.service_hosts.insert(name.to_owned(), HostHeader::Literal(host_header(&host, port)));
+            out.push(("url", s(&format!("{scheme}://{host}:{port}"))));
+        }
+    }
     let ms = |k: &str| get(v, k).and_then(Value::as_u64).unwrap_or(60_000);
     let duration = |ms: u64| if ms.is_multiple_of(1000) { format!("{}s", ms / 1000) } else { format!("{ms}ms") };
-    let mut out = vec![
-        ("name", s(name)),
-        ("url", s(&format!("{scheme}://{host}:{port}"))),
+    out.extend([
         ("connect_timeout", s(&duration(ms("connect_timeout")))),
-        // Kong's read and write timeouts bound the exchange; legate has one timeout for it.
-        ("timeout", s(&duration(ms("read_timeout").max(ms("write_timeout"))))),
-    ];
+        // Kong's read and write timeouts bound the gap between two reads or
+        // writes (nginx's proxy_read_timeout / proxy_send_timeout), never the
+        // whole response: Envoy's stream idle timeout, and no request timeout.
+        ("timeout", s("0s")),
+        ("idle_timeout", s(&duration(ms("read_timeout").max(ms("write_timeout"))))),
+    ]);
     // legate checks an https service's certificate unless told not to;
     // Kong's `tls_verify: false` is that. (Left unset, Kong follows nginx's
     // `proxy_ssl_verify`, off by default: legate checks.)
-    if scheme == "https" && get(v, "tls_verify").and_then(Value::as_bool) == Some(false) {
+    if scheme == "https" && !is_upstream && get(v, "tls_verify").and_then(Value::as_bool) == Some(false) {
         out.push(("tls", map(vec![("verify", false.into())])));
     }
     // Kong retries a request whose connection failed, up to `retries` (5) times.
@@ -613,6 +685,176 @@ fn service(cx: &mut Ctx<'_>, v: &Value, at: &YamlPath, name: &str) -> Option<Val
         ));
     }
     Some(map(out))
+}
+
+/// An upstream target: host, port, weight.
+type Target = (String, u16, u64);
+
+/// Keys of a legate entity the conversion writes, in order.
+type Settings = Vec<(&'static str, Value)>;
+
+/// A Kong upstream as the endpoints and balancing of the services that
+/// name it: its targets (host, port, weight; Kong's default port 8000,
+/// weight-0 targets left out, as Kong sends them nothing), its algorithm,
+/// and its health checks.
+fn kong_upstream(
+    cx: &mut Ctx<'_>,
+    u: &Value,
+    at: &YamlPath,
+    name: &str,
+    service: &str,
+) -> Option<(Settings, Vec<Target>)> {
+    let entity = format!("upstream `{name}`");
+    let mut known: Vec<&str> = META.to_vec();
+    known.extend(["name", "targets", "algorithm", "hash_on", "hash_on_header", "healthchecks", "host_header"]);
+    cx.only(
+        &entity,
+        u,
+        at,
+        &known,
+        &[
+            ("hash_fallback", s("none")),
+            ("hash_on_cookie_path", s("/")),
+            ("slots", 10_000.into()),
+            ("use_srv_name", false.into()),
+        ],
+    );
+    let before = cx.out.problems.len();
+    let mut targets = Vec::new();
+    for (i, t) in list(u, "targets").into_iter().enumerate() {
+        let t_at = at.key("targets").index(i);
+        let mut known: Vec<&str> = META.to_vec();
+        known.extend(["target", "weight", "upstream"]);
+        cx.only(&format!("{entity}, target {}", i + 1), t, &t_at, &known, &[]);
+        let Some(text) = get_str(t, "target") else {
+            cx.problem(&t_at, format!("{entity}: a target needs `target` (host:port)"));
+            continue;
+        };
+        // `host`, `host:port`, `[v6]` or `[v6]:port`; Kong's default port is 8000.
+        let (host, port) = match text.rsplit_once(':') {
+            Some((h, p)) if !h.contains(':') || h.ends_with(']') => (h, p.parse::<u16>().ok()),
+            _ => (text, Some(8000)),
+        };
+        let host_ok = host.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok()
+            || (!host.is_empty() && host.chars().all(|c| c.is_ascii_alphanumeric() || "-._".contains(c)));
+        let Some(port) = port.filter(|p| *p > 0 && host_ok) else {
+            cx.problem(&t_at.key("target"), format!("{entity}: target `{text}` is not host:port"));
+            continue;
+        };
+        let weight = get(t, "weight").and_then(Value::as_u64).unwrap_or(100);
+        if weight > 0 {
+            targets.push((host.trim_matches(['[', ']']).to_owned(), port, weight));
+        }
+    }
+    if targets.is_empty() && cx.out.problems.len() == before {
+        cx.problem(
+            at,
+            format!("{entity}: no target with a weight above 0, so Kong would answer 503 for service `{service}`"),
+        );
+    }
+    let mut out = Vec::new();
+    let hash_on = get_str(u, "hash_on").unwrap_or("none");
+    match (get_str(u, "algorithm").unwrap_or("round-robin"), hash_on) {
+        ("round-robin" | "consistent-hashing", "none") => {}
+        ("least-connections", "none") => out.push(("load_balancing", s("least_request"))),
+        (_, "ip") => out.push(("load_balancing", s("ring_hash"))),
+        (_, "header") => match get_str(u, "hash_on_header") {
+            Some(h) => {
+                out.push(("load_balancing", s("ring_hash")));
+                out.push(("hash_key", map(vec![("header", s(h))])));
+            }
+            None => cx.problem(&at.key("hash_on_header"), format!("{entity}: hash_on header needs `hash_on_header`")),
+        },
+        (_, "none") => cx.problem(
+            &at.key("algorithm"),
+            format!("{entity}: algorithm `{}` has no legate equivalent", get_str(u, "algorithm").unwrap_or_default()),
+        ),
+        (_, other) => cx.problem(
+            &at.key("hash_on"),
+            format!("{entity}: hash_on `{other}` has no legate equivalent (none, ip, header)"),
+        ),
+    }
+    if let Some(h) = get(u, "healthchecks") {
+        out.extend(kong_health_checks(cx, h, &at.key("healthchecks"), &entity));
+    }
+    (cx.out.problems.len() == before).then_some((out, targets))
+}
+
+/// An upstream's `healthchecks`: active checks as a legate `health_check`,
+/// passive ones as `outlier_detection`; all-zero counters (Kong's default)
+/// are none.
+fn kong_health_checks(cx: &mut Ctx<'_>, h: &Value, at: &YamlPath, entity: &str) -> Vec<(&'static str, Value)> {
+    let what = format!("{entity}: healthchecks");
+    cx.only(&what, h, at, &["active", "passive"], &[("threshold", 0.into())]);
+    let num = |v: &Value, path: &[&str]| path.iter().try_fold(v, |v, k| get(v, k)).and_then(Value::as_u64).unwrap_or(0);
+    let mut out = Vec::new();
+    if let Some(a) = get(h, "active") {
+        let a_at = at.key("active");
+        cx.only(
+            &what,
+            a,
+            &a_at,
+            &[
+                "type",
+                "http_path",
+                "timeout",
+                "healthy",
+                "unhealthy",
+                "concurrency",
+                "https_verify_certificate",
+                "headers",
+            ],
+            &[],
+        );
+        let (healthy, unhealthy) = (num(a, &["healthy", "interval"]), num(a, &["unhealthy", "interval"]));
+        if healthy > 0 || unhealthy > 0 {
+            // Envoy checks every endpoint at one interval, healthy or not.
+            if healthy != unhealthy {
+                cx.problem(
+                    &a_at,
+                    format!(
+                        "{what}: active checks every {healthy}s of healthy targets and every {unhealthy}s of \
+                         unhealthy ones; legate checks all at one interval (make them equal)"
+                    ),
+                );
+            } else if !matches!(get_str(a, "type").unwrap_or("http"), "http" | "https") {
+                cx.problem(
+                    &a_at.key("type"),
+                    format!("{what}: active checks of type tcp or grpc have no legate equivalent"),
+                );
+            } else {
+                // Kong marks a target down after `http_failures` failed
+                // checks (or `timeouts`, or `tcp_failures`, each counted
+                // apart); Envoy counts them together.
+                let fails = ["http_failures", "timeouts", "tcp_failures"]
+                    .iter()
+                    .map(|k| num(a, &["unhealthy", k]))
+                    .filter(|n| *n > 0)
+                    .min()
+                    .unwrap_or(1);
+                let mut check = vec![
+                    ("path", s(get_str(a, "http_path").unwrap_or("/"))),
+                    ("interval", s(&format!("{healthy}s"))),
+                    ("timeout", s(&format!("{}s", num(a, &["timeout"]).max(1)))),
+                    ("unhealthy_threshold", fails.into()),
+                    ("healthy_threshold", num(a, &["healthy", "successes"]).max(1).into()),
+                ];
+                if num(a, &["timeout"]) == 0 {
+                    check[2] = ("timeout", s("1s"));
+                }
+                out.push(("health_check", map(check)));
+            }
+        }
+    }
+    if let Some(p) = get(h, "passive") {
+        let p_at = at.key("passive");
+        cx.only(&what, p, &p_at, &["type", "healthy", "unhealthy"], &[]);
+        let failures = num(p, &["unhealthy", "http_failures"]);
+        if failures > 0 {
+            out.push(("outlier_detection", map(vec![("consecutive_5xx", failures.into())])));
+        }
+    }
+    out
 }
 
 /// The plugins that apply to a route: for each plugin name, the route's,
@@ -652,6 +894,12 @@ fn route<'a>(
         "service",
         "protocols",
     ]);
+    // Kong redirects (or answers 426) only on a route for https alone; a
+    // route that takes http never uses its https_redirect_status_code.
+    let protocols = strings(r, "protocols");
+    if protocols.is_empty() || protocols.iter().any(|p| p == "http") {
+        known.push("https_redirect_status_code");
+    }
     cx.only(
         &entity,
         r,
@@ -670,12 +918,10 @@ fn route<'a>(
             cx.problem(&at.key("protocols"), format!("{entity}: protocol `{p}` has no legate equivalent"));
         }
     }
-    let Some(service) = service else {
-        cx.problem(at, format!("{entity}: a route without a service has no legate equivalent"));
-        cx.out.dropped.push((at.clone(), entity));
-        return;
-    };
-    if !cx.services.iter().any(|(n, _, _)| n == service) {
+    // A route without a service: Kong runs its plugins, then answers 503
+    // (kong/runloop/handler.lua).
+    let service = service.unwrap_or_default();
+    if !service.is_empty() && !cx.services.iter().any(|(n, _, _)| n == service) {
         if cx.kong_services.iter().any(|n| n == service) {
             // Left out for a problem of its own, already reported.
             cx.out.dropped.push((at.clone(), format!("{entity}: its service `{service}` is left out")));
@@ -696,12 +942,7 @@ fn route<'a>(
     let global = cx.global.clone();
     let plugins = effective(&route_plugins, service_plugins.get(service).unwrap_or(&none), &global);
 
-    let service_host = cx.services.iter().find(|(n, _, _)| n == service).and_then(|(_, v, _)| {
-        v.get("url")
-            .and_then(Value::as_str)
-            .and_then(|u| url::Url::parse(u).ok())
-            .and_then(|u| u.host_str().map(str::to_owned))
-    });
+    let service_host = cx.service_hosts.get(service).cloned();
     let strip = get(r, "strip_path").and_then(Value::as_bool).unwrap_or(true);
     let preserve_host = get(r, "preserve_host").and_then(Value::as_bool).unwrap_or(false);
     let methods = strings(r, "methods");
@@ -737,7 +978,13 @@ fn route<'a>(
     }
     let paths = if paths.is_empty() { vec!["/".to_owned()] } else { paths };
     let before = cx.out.problems.len();
-    let settings = route_settings(cx, &plugins);
+    let mut settings = route_settings(cx, &plugins);
+    if service.is_empty() && !settings.iter().any(|(k, _)| *k == "respond") {
+        let respond = map(vec![("status", 503.into()), ("message", s("no Service found with those values"))]);
+        settings.push(("respond", respond));
+    }
+    // request-transformer's `replace.uri` is the whole upstream path.
+    let replace_uri = settings.iter().position(|(k, _)| *k == REPLACE_URI).map(|i| settings.remove(i).1);
     if cx.out.problems.len() > before {
         cx.out.dropped.push((at.clone(), format!("{entity}: for its plugins' problems")));
         return;
@@ -762,19 +1009,26 @@ fn route<'a>(
             map(m)
         };
         let route_name = if paths.len() == 1 { name.clone() } else { format!("{name}-{}", i + 1) };
-        let mut out = vec![
-            ("name", s(&route_name)),
-            ("listener", s(LISTENER)),
-            ("match", conditions(path_match)),
-            ("service", s(service)),
-        ];
+        let mut out = vec![("name", s(&route_name)), ("listener", s(LISTENER)), ("match", conditions(path_match))];
+        // request-termination (or no service): Envoy answers, no service is called.
+        let responds = settings.iter().any(|(k, _)| *k == "respond");
+        if !responds {
+            out.push(("service", s(service)));
+        }
         // Kong's upstream path: the service's path, then the request path
         // with the matched prefix cut off when strip_path (the default).
         let written_base = cx.service_paths.get(service).cloned();
         let base = written_base.as_deref().map(|b| b.trim_end_matches('/').to_owned());
-        let exact = (!p.starts_with('~')).then(|| exact_path_upstream(p, strip, written_base.as_deref())).flatten();
+        let exact = (!p.starts_with('~') && replace_uri.is_none() && !responds)
+            .then(|| exact_path_upstream(p, strip, written_base.as_deref()))
+            .flatten();
         let mut rewrite = vec![];
-        if p.starts_with('~') {
+        if responds {
+            // Envoy answers: nothing goes upstream.
+        } else if let Some(uri) = &replace_uri {
+            rewrite.push(("regex", s("^.*$")));
+            rewrite.push(("substitution", s(&uri.as_str().unwrap_or_default().replace('\\', "\\\\"))));
+        } else if p.starts_with('~') {
             if strip || base.is_some() {
                 cx.problem(
                     &at.key("paths").index(i),
@@ -787,12 +1041,15 @@ fn route<'a>(
         } else if let Some(b) = &base {
             rewrite.push(("prefix", s(&format!("{b}{p}"))));
         }
-        if !preserve_host {
-            if let Some(h) = &service_host {
-                rewrite.push(("host", s(h)));
+        if !preserve_host && !responds {
+            match &service_host {
+                Some(HostHeader::Literal(h)) => rewrite.push(("host", s(h))),
+                Some(HostHeader::PerTarget) => rewrite.push(("auto_host", true.into())),
+                None => {}
             }
         }
-        let host_rewrite: Vec<(&'static str, Value)> = rewrite.iter().filter(|(k, _)| *k == "host").cloned().collect();
+        let host_rewrite: Vec<(&'static str, Value)> =
+            rewrite.iter().filter(|(k, _)| matches!(*k, "host" | "auto_host")).cloned().collect();
         if !rewrite.is_empty() {
             out.push(("rewrite", map(rewrite)));
         }
@@ -854,6 +1111,10 @@ fn exact_path_upstream(path: &str, strip: bool, base: Option<&str>) -> Option<St
     }
 }
 
+/// Not a legate key: the upstream path request-transformer's `replace.uri`
+/// sets, which `route` makes the route's rewrite.
+const REPLACE_URI: &str = "replace_uri";
+
 /// auth, rate_limit, header changes and CORS of a route from its plugins.
 fn route_settings(cx: &mut Ctx<'_>, plugins: &BTreeMap<String, Plugin<'_>>) -> Vec<(&'static str, Value)> {
     let mut out = vec![("auth", s("none")), ("rate_limit", s("none"))];
@@ -902,11 +1163,17 @@ fn route_settings(cx: &mut Ctx<'_>, plugins: &BTreeMap<String, Plugin<'_>>) -> V
                     &what,
                     c,
                     &at,
-                    &["claims_to_verify", "key_claim_name", "header_names", "uri_param_names", "run_on_preflight"],
+                    &[
+                        "claims_to_verify",
+                        "maximum_expiration",
+                        "key_claim_name",
+                        "header_names",
+                        "uri_param_names",
+                        "run_on_preflight",
+                    ],
                     &[
                         // The HS keys are converted as written; base64 ones would need decoding first.
                         ("secret_is_base64", false.into()),
-                        ("maximum_expiration", 0.into()),
                         ("cookie_names", Value::Sequence(vec![])),
                         ("anonymous", Value::Null),
                     ],
@@ -921,7 +1188,25 @@ fn route_settings(cx: &mut Ctx<'_>, plugins: &BTreeMap<String, Plugin<'_>>) -> V
                         format!("{what}: legate reads tokens from the Authorization header"),
                     );
                 }
-                let names = jwt_providers(cx, &at, &what, &admitted, narrowed);
+                let claims = strings(c, "claims_to_verify");
+                for (i, claim) in claims.iter().enumerate() {
+                    if !matches!(claim.as_str(), "exp" | "nbf") {
+                        cx.problem(
+                            &at.key("claims_to_verify").index(i),
+                            format!("{what}: Kong verifies `exp` and `nbf`, not `{claim}`"),
+                        );
+                    }
+                }
+                let max_lifetime = get(c, "maximum_expiration").and_then(Value::as_u64).filter(|n| *n > 0);
+                if max_lifetime.is_some() && !claims.iter().any(|c| c == "exp") {
+                    // Kong's schema refuses this too.
+                    cx.problem(
+                        &at.key("maximum_expiration"),
+                        format!("{what}: maximum_expiration needs `exp` in claims_to_verify"),
+                    );
+                }
+                let checks = ExpiryChecks { require_exp: claims.iter().any(|c| c == "exp"), max_lifetime };
+                let names = jwt_providers(cx, &at, &what, &admitted, narrowed, checks);
                 out[0] = ("auth", Value::Sequence(names.iter().map(|n| s(n)).collect()));
             }
             "rate-limiting" => {
@@ -930,9 +1215,14 @@ fn route_settings(cx: &mut Ctx<'_>, plugins: &BTreeMap<String, Plugin<'_>>) -> V
                 }
             }
             "request-transformer" | "response-transformer" => {
-                let key = if p.name == "request-transformer" { "request_headers" } else { "response_headers" };
-                if let Some(ops) = transformer(cx, c, &at, &what) {
+                let request = p.name == "request-transformer";
+                let key = if request { "request_headers" } else { "response_headers" };
+                let (ops, uri) = transformer(cx, c, &at, &what, request);
+                if let Some(ops) = ops {
                     out.push((key, ops));
+                }
+                if let Some(uri) = uri {
+                    out.push((REPLACE_URI, s(&uri)));
                 }
             }
             "cors" => {
@@ -951,6 +1241,31 @@ fn route_settings(cx: &mut Ctx<'_>, plugins: &BTreeMap<String, Plugin<'_>>) -> V
                 }
             }
             "acl" => {}
+            "request-termination" => {
+                cx.only(&what, c, &at, &["status_code", "message"], &[("echo", false.into())]);
+                let status = get(c, "status_code").and_then(Value::as_u64).unwrap_or(503);
+                if !(200..=599).contains(&status) {
+                    cx.problem(&at.key("status_code"), format!("{what}: legate answers with 200 to 599, not {status}"));
+                }
+                // Kong's words when the plugin gives none (kong/tools/http.lua).
+                let message = get_str(c, "message").map(str::to_owned).or_else(|| {
+                    let default = match status {
+                        401 => "Unauthorized",
+                        404 => "Not found",
+                        405 => "Method not allowed",
+                        500 => "An unexpected error occurred",
+                        502 => "Bad Gateway",
+                        503 => "Service unavailable",
+                        _ => return None,
+                    };
+                    Some(default.to_owned())
+                });
+                let mut respond = vec![("status", status.into())];
+                if let Some(m) = message {
+                    respond.push(("message", s(&m)));
+                }
+                out.push(("respond", map(respond)));
+            }
             // Kong's metrics for its status API. Nothing to convert: each
             // Envoy exports its request metrics (per route and cluster) on
             // its admin's /stats/prometheus, and legate its own on /metrics.
@@ -974,13 +1289,24 @@ fn route_settings(cx: &mut Ctx<'_>, plugins: &BTreeMap<String, Plugin<'_>>) -> V
     out
 }
 
-/// One legate JWT provider per consumer credential (issuer = the credential's `key`).
+/// What a jwt plugin checks of `exp`: whether a token must carry one
+/// (`claims_to_verify: [exp]`), and the longest it may still have to live
+/// (`maximum_expiration`, seconds).
+#[derive(Debug, Clone, Copy)]
+struct ExpiryChecks {
+    require_exp: bool,
+    max_lifetime: Option<u64>,
+}
+
+/// One legate JWT provider per consumer credential (issuer = the
+/// credential's `key`) and distinct expiry checks.
 fn jwt_providers(
     cx: &mut Ctx<'_>,
     at: &YamlPath,
     what: &str,
     admitted: &dyn Fn(&str) -> bool,
     narrowed: bool,
+    checks: ExpiryChecks,
 ) -> Vec<String> {
     if !cx.jwt_secrets.iter().any(|(_, _, consumer)| admitted(consumer)) {
         let which = if narrowed { " that the route's acl admits" } else { "" };
@@ -992,15 +1318,28 @@ fn jwt_providers(
         if !admitted(&consumer) {
             continue;
         }
-        let name = format!("kong-jwt-{}", i + 1);
+        let suffix = match checks {
+            ExpiryChecks { max_lifetime: Some(n), .. } => format!("-max-{n}s"),
+            ExpiryChecks { require_exp: true, .. } => "-exp".to_owned(),
+            ExpiryChecks { .. } => String::new(),
+        };
+        let name = format!("kong-jwt-{}{suffix}", i + 1);
         if !cx.providers.iter().any(|p| p.get("name").and_then(Value::as_str) == Some(name.as_str())) {
-            cx.providers.push(map(vec![
+            let mut provider = vec![
                 ("name", s(&name)),
                 ("issuer", s(&iss)),
                 ("jwks", map(vec![("inline", s(&jwks))])),
                 ("claims_to_headers", map(vec![("iss", s("X-Credential-Identifier"))])),
-                ("forward_token", true.into()),
-            ]));
+                // Kong allows no clock skew; 1s is the least Envoy can (it reads 0 as 60s).
+                ("clock_skew", s("1s")),
+            ];
+            match checks.max_lifetime {
+                Some(n) => provider.push(("max_lifetime", s(&format!("{n}s")))),
+                None if checks.require_exp => provider.push(("require_expiration", true.into())),
+                None => {}
+            }
+            provider.push(("forward_token", true.into()));
+            cx.providers.push(map(provider));
         }
         names.push(name);
     }
@@ -1144,61 +1483,116 @@ fn rate_limit(cx: &mut Ctx<'_>, p: &Plugin<'_>, has_jwt: bool, has_key_auth: boo
     Some(cx.rate_limits.name_for(&base, out))
 }
 
-/// `add.headers` / `remove.headers` of a request- or response-transformer.
-fn transformer(cx: &mut Ctx<'_>, c: &Value, at: &YamlPath, what: &str) -> Option<Value> {
-    cx.only(what, c, at, &["add", "remove", "append", "replace", "rename"], &[]);
-    let mut add = Mapping::new();
+/// A request- or response-transformer's header changes, as Kong makes
+/// them (kong/plugins/request-transformer/access.lua): `remove`, then
+/// `replace` (only a header the request has), `add` (only one it lacks),
+/// `append` (one more value). A header both added and replaced is set
+/// either way (legate's `add`). `replace.uri` (request-transformer) is
+/// returned apart: it becomes the route's path rewrite.
+fn transformer(
+    cx: &mut Ctx<'_>,
+    c: &Value,
+    at: &YamlPath,
+    what: &str,
+    request: bool,
+) -> (Option<Value>, Option<String>) {
+    let mut sections = vec!["add", "remove", "append", "replace", "rename"];
+    if request {
+        sections.push("http_method");
+    }
+    cx.only(what, c, at, &sections, &[]);
+    if let Some(m) = get_str(c, "http_method") {
+        cx.problem(&at.key("http_method"), format!("{what}: `http_method` ({m}) has no legate equivalent"));
+    }
+    let mut ops: BTreeMap<&'static str, Mapping> = BTreeMap::new();
     let mut remove = Vec::new();
-    for (section, fields) in [("add", c.get("add")), ("remove", c.get("remove"))] {
-        let Some(fields) = fields.and_then(Value::as_mapping) else { continue };
+    let mut uri = None;
+    for section in ["remove", "rename", "replace", "add", "append"] {
+        let Some(fields) = c.get(section).and_then(Value::as_mapping) else { continue };
         for (k, v) in fields {
             let Some(k) = k.as_str() else { continue };
-            let empty = v.as_sequence().is_none_or(Vec::is_empty);
-            if k != "headers" {
-                if !empty {
-                    cx.problem(
-                        &at.key(section.to_owned()).key(k.to_owned()),
-                        format!("{what}: `{section}.{k}` has no legate equivalent"),
-                    );
+            let f_at = at.key(section.to_owned()).key(k.to_owned());
+            let empty = v.as_sequence().is_none_or(Vec::is_empty) && (v.is_null() || v.is_sequence());
+            match (section, k) {
+                (_, "headers") => {}
+                ("replace", "uri") if request && v.is_string() => {
+                    let u = v.as_str().unwrap_or_default();
+                    if u.contains("$(") {
+                        cx.problem(&f_at, format!("{what}: `replace.uri` is a Lua template; no legate equivalent yet"));
+                    } else {
+                        uri = Some(u.to_owned());
+                    }
+                    continue;
                 }
-                continue;
+                _ if empty => continue,
+                _ => {
+                    cx.problem(&f_at, format!("{what}: `{section}.{k}` has no legate equivalent"));
+                    continue;
+                }
             }
             for (i, h) in v.as_sequence().into_iter().flatten().enumerate() {
+                let h_at = f_at.index(i);
                 let h = h.as_str().unwrap_or_default();
                 if section == "remove" {
                     remove.push(s(h));
-                } else if let Some((name, value)) = h.split_once(':') {
-                    add.insert(s(name.trim()), s(value.trim_start()));
-                } else {
-                    cx.problem(
-                        &at.key(section.to_owned()).key(k.to_owned()).index(i),
-                        format!("{what}: `{h}` is not NAME:VALUE"),
-                    );
+                    continue;
                 }
+                // Kong splits NAME:VALUE at the first colon.
+                let Some((name, value)) = h.split_once(':') else {
+                    cx.problem(&h_at, format!("{what}: `{h}` is not NAME:VALUE"));
+                    continue;
+                };
+                let (name, value) = (name.trim(), value.trim_start());
+                if value.contains("$(") {
+                    cx.problem(&h_at, format!("{what}: `{name}` is set from a Lua template; no legate equivalent yet"));
+                    continue;
+                }
+                if section == "rename" {
+                    cx.problem(&h_at, format!("{what}: `rename.headers` has no legate equivalent"));
+                    continue;
+                }
+                if name.eq_ignore_ascii_case("host") {
+                    cx.problem(
+                        &h_at,
+                        format!("{what}: the Host header is the route's `preserve_host`/service host in legate"),
+                    );
+                    continue;
+                }
+                let key = match section {
+                    "replace" => "replace",
+                    "add" => "default",
+                    _ => "append",
+                };
+                ops.entry(key).or_default().insert(s(name), s(value));
             }
         }
     }
-    for section in ["append", "replace", "rename"] {
-        if let Some(fields) = c.get(section).and_then(Value::as_mapping) {
-            for (k, v) in fields {
-                if v.as_sequence().is_some_and(|s| !s.is_empty()) || (!v.is_null() && !v.is_sequence()) {
-                    let k = k.as_str().unwrap_or_default();
-                    cx.problem(
-                        &at.key(section.to_owned()).key(k.to_owned()),
-                        format!("{what}: `{section}.{k}` has no legate equivalent"),
-                    );
-                }
+    // Replaced where present and added where absent: set.
+    let replaced: Vec<Value> = ops.get("replace").map(|m| m.keys().cloned().collect()).unwrap_or_default();
+    for name in replaced {
+        let added = ops.get_mut("default").and_then(|m| m.remove(&name));
+        if let Some(value) = added {
+            let replaced = ops.get_mut("replace").and_then(|m| m.remove(&name));
+            if replaced.as_ref() != Some(&value) {
+                let name = name.as_str().unwrap_or_default();
+                cx.problem(
+                    at,
+                    format!("{what}: `{name}` is added and replaced with different values; legate sets one value"),
+                );
             }
+            ops.entry("add").or_default().insert(name, value);
         }
     }
     let mut out = vec![];
-    if !add.is_empty() {
-        out.push(("add", Value::Mapping(add)));
+    for key in ["add", "default", "replace", "append"] {
+        if let Some(m) = ops.remove(key).filter(|m| !m.is_empty()) {
+            out.push((key, Value::Mapping(m)));
+        }
     }
     if !remove.is_empty() {
         out.push(("remove", Value::Sequence(remove)));
     }
-    (!out.is_empty()).then(|| map(out))
+    ((!out.is_empty()).then(|| map(out)), uri)
 }
 
 /// `allow` / `deny` (`whitelist` / `blacklist` in Kong 1.x).
@@ -1220,6 +1614,30 @@ fn ip_restriction(cx: &mut Ctx<'_>, c: &Value, at: &YamlPath, what: &str) -> Opt
     Some(map(out))
 }
 
+/// The methods Kong's cors plugin allows when it lists none.
+const KONG_CORS_METHODS: &[&str] = &["GET", "HEAD", "PUT", "PATCH", "POST", "DELETE", "OPTIONS", "TRACE", "CONNECT"];
+
+/// One of Kong's cors `origins` as a legate origin. Kong reads an entry
+/// holding anything but `[A-Za-z0-9.:/-]` as a regex, anchored at both ends
+/// (a `^` or `$` written is kept as one), over the request origin's host
+/// when the entry has no `:`, else over the whole `scheme://host[:port]`
+/// (kong/plugins/cors/handler.lua, `configure_origin`); legate's regexes
+/// match the whole Origin header.
+fn kong_origin(entry: &str) -> Value {
+    let plain = entry.chars().all(|c| c.is_ascii_alphanumeric() || ".:/-".contains(c));
+    if plain {
+        return s(entry);
+    }
+    let body = entry.strip_prefix('^').unwrap_or(entry);
+    let body = body.strip_suffix('$').unwrap_or(body);
+    let regex = if entry.contains(':') {
+        format!("(?:{body})")
+    } else {
+        format!("[A-Za-z][A-Za-z0-9+.-]*://(?:{body})(?::[0-9]+)?")
+    };
+    map(vec![("regex", s(&regex))])
+}
+
 fn cors(cx: &mut Ctx<'_>, c: &Value, at: &YamlPath, what: &str) -> Option<Value> {
     cx.only(
         what,
@@ -1228,21 +1646,28 @@ fn cors(cx: &mut Ctx<'_>, c: &Value, at: &YamlPath, what: &str) -> Option<Value>
         &["origins", "methods", "headers", "exposed_headers", "credentials", "max_age"],
         &[("preflight_continue", false.into()), ("private_network", false.into())],
     );
-    let origins = strings(c, "origins");
-    let origins: Vec<Value> = if origins.is_empty() { vec![s("*")] } else { origins.iter().map(|o| s(o)).collect() };
     // With credentials, Kong answers `*` with the request's own Origin
     // (browsers refuse `*` then); a regex taking every origin does that.
     let credentials = get(c, "credentials").and_then(Value::as_bool) == Some(true);
-    let origins: Vec<Value> = origins
-        .into_iter()
-        .map(|o| if credentials && o.as_str() == Some("*") { map(vec![("regex", s(".*"))]) } else { o })
-        .collect();
+    let origins = strings(c, "origins");
+    let origins: Vec<Value> = if origins.is_empty() || origins.iter().any(|o| o == "*") {
+        vec![if credentials { map(vec![("regex", s(".*"))]) } else { s("*") }]
+    } else {
+        origins.iter().map(|o| kong_origin(o)).collect()
+    };
     let mut out = vec![("origins", Value::Sequence(origins))];
-    for (k, legate) in [("methods", "methods"), ("headers", "headers"), ("exposed_headers", "expose_headers")] {
-        let v = strings(c, k);
-        if !v.is_empty() {
-            out.push((legate, Value::Sequence(v.iter().map(|x| s(x)).collect())));
-        }
+    // Kong's defaults: every method, and a preflight's requested headers
+    // echoed (legate's `*`).
+    let methods = strings(c, "methods");
+    let methods =
+        if methods.is_empty() { KONG_CORS_METHODS.iter().map(|m| (*m).to_owned()).collect() } else { methods };
+    out.push(("methods", Value::Sequence(methods.iter().map(|x| s(x)).collect())));
+    let headers = strings(c, "headers");
+    let headers = if headers.is_empty() { vec!["*".to_owned()] } else { headers };
+    out.push(("headers", Value::Sequence(headers.iter().map(|x| s(x)).collect())));
+    let exposed = strings(c, "exposed_headers");
+    if !exposed.is_empty() {
+        out.push(("expose_headers", Value::Sequence(exposed.iter().map(|x| s(x)).collect())));
     }
     if let Some(n) = get(c, "max_age").and_then(Value::as_u64) {
         out.push(("max_age", s(&format!("{n}s"))));
