@@ -682,3 +682,37 @@ services:
     }
     assert_eq!(seen.len(), 2, "both targets answer: {seen:?}");
 }
+
+#[test]
+fn kong_request_size_limiting_answers_413_past_the_size() {
+    let (_gw, listen) = serve_kong(
+        |up| {
+            format!(
+                r"_format_version: '3.0'
+services:
+  - name: api
+    url: http://127.0.0.1:{up}
+    routes:
+      - {{ name: api, paths: [/api] }}
+plugins:
+  - name: request-size-limiting
+    config: {{ allowed_payload_size: 1, size_unit: kilobytes }}
+"
+            )
+        },
+        "/api",
+    );
+    let post = |bytes: usize| {
+        let url = format!("http://127.0.0.1:{listen}/api/upload");
+        match ureq::post(&url).send_bytes(&vec![b'x'; bytes]) {
+            Ok(r) | Err(ureq::Error::Status(_, r)) => (r.status(), r.into_string().unwrap_or_default()),
+            Err(e) => panic!("{e}"),
+        }
+    };
+    let (status, body) = post(1024);
+    assert_eq!(status, 200, "exactly the size passes: {body}");
+    assert!(body.contains(&"x".repeat(1024)), "the body reaches the service whole");
+    let (status, body) = post(1025);
+    assert_eq!(status, 413, "{body}");
+    assert!(body.contains("payload_too_large"), "{body}");
+}

@@ -63,6 +63,7 @@ routes:
     service: orders
     timeout: @route_timeout
     idle_timeout: @route_idle_timeout
+    max_request_body: @max_request_body
     rate_limit: per-client
     auth: main
     cors:
@@ -150,6 +151,8 @@ const KEYS: &[Key] = &[
     count("healthy_threshold", "2", "1", "0"),
     duration("route_timeout", "15s", "0s", "-1ms"),
     duration("route_idle_timeout", "5m", "0s", "-1ms"),
+    // Envoy's buffer filter counts a body in 32 bits, and 0 refuses every one.
+    key("max_request_body", "10MiB", ("1B", "4294967295B"), (Some("0B"), Some("4294967296B"))),
     // Whole seconds: Envoy's max_age is a number of them.
     key("max_age", "10m", ("0s", MAX_DURATION), (Some("-1s"), Some(PAST_DURATION))),
     // With the other weight's 1, the sum Envoy adds up in 32 bits (that

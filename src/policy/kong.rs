@@ -900,6 +900,15 @@ fn route<'a>(
     if protocols.is_empty() || protocols.iter().any(|p| p == "http") {
         known.push("https_redirect_status_code");
     }
+    // Kong orders by regex_priority only routes with regex paths
+    // (kong/router/transform.lua); on others it means nothing.
+    let legacy = cx.legacy_paths;
+    let is_regex = |p: &String| {
+        p.starts_with('~') || (legacy && !p.chars().all(|c| c.is_ascii_alphanumeric() || "._~/%-".contains(c)))
+    };
+    if !strings(r, "paths").iter().any(is_regex) {
+        known.push("regex_priority");
+    }
     cx.only(
         &entity,
         r,
@@ -1241,6 +1250,30 @@ fn route_settings(cx: &mut Ctx<'_>, plugins: &BTreeMap<String, Plugin<'_>>) -> V
                 }
             }
             "acl" => {}
+            "request-size-limiting" => {
+                cx.only(
+                    &what,
+                    c,
+                    &at,
+                    &["allowed_payload_size", "size_unit"],
+                    &[("require_content_length", false.into())],
+                );
+                let size = get(c, "allowed_payload_size").and_then(Value::as_u64).unwrap_or(128);
+                let unit = match get_str(c, "size_unit").unwrap_or("megabytes") {
+                    "megabytes" => "MiB",
+                    "kilobytes" => "KiB",
+                    "bytes" => "B",
+                    other => {
+                        cx.problem(&at.key("size_unit"), format!("{what}: size_unit `{other}` is not one Kong has"));
+                        continue;
+                    }
+                };
+                let text = format!("{size}{unit}");
+                match super::validate::parse_size(&text) {
+                    Ok(_) => out.push(("max_request_body", s(&text))),
+                    Err(e) => cx.problem(&at.key("allowed_payload_size"), format!("{what}: {e}")),
+                }
+            }
             "request-termination" => {
                 cx.only(&what, c, &at, &["status_code", "message"], &[("echo", false.into())]);
                 let status = get(c, "status_code").and_then(Value::as_u64).unwrap_or(503);

@@ -231,6 +231,8 @@ pub struct Service {
     pub timeout: Option<Duration>,
     /// Default idle timeout of routes to this service.
     pub idle_timeout: Option<Duration>,
+    /// Default largest request body of routes to this service, in bytes.
+    pub max_request_body: Option<u32>,
     /// Load-balancing policy.
     pub load_balancing: LoadBalancing,
     /// What `ring_hash` hashes.
@@ -290,6 +292,7 @@ impl Service {
             connect_timeout,
             timeout: None,
             idle_timeout: None,
+            max_request_body: None,
             load_balancing: LoadBalancing::RoundRobin,
             hash_key: HashKey::ClientIp,
             retries: None,
@@ -469,6 +472,8 @@ pub struct Route {
     pub timeout: Option<Duration>,
     /// Stream idle timeout (route, else service); `None`: the listener's.
     pub idle_timeout: Option<Duration>,
+    /// Largest request body in bytes (route, else service); larger gets 413.
+    pub max_request_body: Option<u32>,
     /// Request header changes (route merged over service and defaults).
     pub request_headers: HeaderOps,
     /// Response header changes.

@@ -180,6 +180,9 @@ pub(crate) struct Service {
     /// Default idle timeout of routes to it: the longest gap with no bytes
     /// either way (Envoy's default: 5m; 0s: none).
     pub(crate) idle_timeout: Option<String>,
+    /// Default largest request body of routes to it (512KiB, 10MiB, 1GB);
+    /// a larger one gets 413.
+    pub(crate) max_request_body: Option<String>,
     /// round_robin | least_request | random | ring_hash.
     #[serde(default)]
     #[schemars(schema_with = "lb_policy")]
@@ -365,6 +368,9 @@ pub(crate) struct Route {
     /// Longest gap with no bytes either way; default: the service's (the
     /// longest, for a split), else Envoy's 5m. 0s: none.
     pub(crate) idle_timeout: Option<String>,
+    /// Largest request body (512KiB, 10MiB, 1GB); a larger one gets 413.
+    /// Default: the service's (the smallest, for a split), else any.
+    pub(crate) max_request_body: Option<String>,
     /// Header changes on the way in: { add: {NAME: value}, remove: [NAME] }.
     pub(crate) request_headers: Option<HeaderOps>,
     /// Header changes on the way out.

@@ -302,6 +302,43 @@ fn whole_seconds(errs: &mut Errors<'_>, o: &Origin, text: Option<&String>, what:
     Some(d)
 }
 
+/// A size in bytes: `512B`, `64KiB`, `10MiB`, `1GiB` (powers of 1024) or
+/// `64KB`, `10MB`, `1GB` (powers of 1000), from 1 byte to 4294967295
+/// (Envoy counts a body limit in 32 bits).
+fn byte_size(errs: &mut Errors<'_>, o: &Origin, text: Option<&String>) -> Option<Option<u32>> {
+    let Some(text) = text else { return Some(None) };
+    match parse_size(text) {
+        Ok(n) => Some(Some(n)),
+        Err(msg) => {
+            errs.at(o, msg);
+            None
+        }
+    }
+}
+
+/// See [`byte_size`].
+pub(crate) fn parse_size(text: &str) -> Result<u32, String> {
+    let t = text.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let unit: u64 = match &t[digits..] {
+        "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return Err(format!("`{text}` is not a size; write it like 512KiB, 10MiB or 1GB")),
+    };
+    let n: u64 =
+        t[..digits].parse().map_err(|_| format!("`{text}` is not a size; write it like 512KiB, 10MiB or 1GB"))?;
+    match n.checked_mul(unit).and_then(|b| u32::try_from(b).ok()) {
+        Some(0) => Err(format!("`{text}` would refuse every body; the smallest size is 1B")),
+        Some(b) => Ok(b),
+        None => Err(format!("`{text}` is more than 4294967295 bytes, the most Envoy counts")),
+    }
+}
+
 /// A whole number from `min` to `max` (`why`: what a value below `min`
 /// would do, when that is the reason for it).
 fn whole_number(

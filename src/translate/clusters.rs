@@ -71,6 +71,7 @@ fn cluster(s: &Service, host_names: bool) -> Cluster {
         connect_timeout,
         timeout: _,
         idle_timeout: _,
+        max_request_body: _,
         load_balancing,
         hash_key: _,
         retries: _,

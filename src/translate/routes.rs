@@ -179,6 +179,7 @@ fn route(policy: &Policy, r: &Route) -> EnvoyRoute {
         host_rewrite,
         timeout,
         idle_timeout,
+        max_request_body: _,
         request_headers,
         response_headers,
         auth: _,
@@ -329,6 +330,7 @@ fn route(policy: &Policy, r: &Route) -> EnvoyRoute {
             .chain(super::cors::per_route(r))
             .chain(super::ip_restriction::per_route(r))
             .chain(super::api_keys::per_route(policy, r))
+            .chain(super::body_limit::per_route(r))
             .collect(),
         ..Default::default()
     }

@@ -132,6 +132,7 @@ pub(super) fn check_aggregation(
         host_rewrite: None,
         timeout: Some(timeout),
         idle_timeout: None,
+        max_request_body: None,
         request_headers: defaults.request.clone(),
         response_headers: defaults.response.clone(),
         auth: auth?,

@@ -3,7 +3,6 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
 
 use super::{auth, check_substitution, ratelimits, Refs};
 use super::{check_name, did_you_mean, duration, header_name_ok, header_ops, regex, DefaultOps, Errors};
@@ -227,6 +226,7 @@ pub(super) fn check_route(
         rewrite,
         timeout,
         idle_timeout,
+        max_request_body,
         request_headers,
         response_headers,
         auth: route_auth,
@@ -374,14 +374,12 @@ pub(super) fn check_route(
 
     let route_timeout = duration(errs, &o.key("timeout"), timeout.as_ref()).flatten();
     let route_idle = duration(errs, &o.key("idle_timeout"), idle_timeout.as_ref()).flatten();
-    // The service's, or the longest of a split's services'.
-    let of_services = |pick: fn(&Service) -> Option<Duration>| match &backend {
-        Some(Backend::Service(s)) => policy.services.get(s).and_then(pick),
-        Some(Backend::Split(v)) => v.iter().filter_map(|(s, _)| policy.services.get(s).and_then(pick)).max(),
-        Some(Backend::Aggregation(_) | Backend::Respond { .. }) | None => None,
-    };
-    let service_timeout = of_services(|s| s.timeout);
-    let service_idle = of_services(|s| s.idle_timeout);
+    let route_body = super::byte_size(errs, &o.key("max_request_body"), max_request_body.as_ref()).flatten();
+    // The service's, or the longest of a split's services' (for a body
+    // limit, the smallest: each of them accepts it).
+    let service_timeout = of_services(backend.as_ref(), policy, |s| s.timeout).into_iter().max();
+    let service_idle = of_services(backend.as_ref(), policy, |s| s.idle_timeout).into_iter().max();
+    let service_body = of_services(backend.as_ref(), policy, |s| s.max_request_body).into_iter().min();
     let cors = cors.as_ref().and_then(|c| check_cors(errs, &o.key("cors"), c));
     let req = header_ops(errs, &o.key("request_headers"), request_headers.as_ref(), true);
     let resp = header_ops(errs, &o.key("response_headers"), response_headers.as_ref(), false);
@@ -455,6 +453,7 @@ pub(super) fn check_route(
         host_rewrite,
         timeout: route_timeout.or(service_timeout),
         idle_timeout: route_idle.or(service_idle),
+        max_request_body: route_body.or(service_body),
         request_headers: defaults.request.merged(&service_request).merged(&req),
         response_headers: defaults.response.merged(&service_response).merged(&resp),
         auth: auth?,
@@ -463,6 +462,17 @@ pub(super) fn check_route(
         cors,
         ip_restriction: ip_restriction?,
     })
+}
+
+/// What `pick` gives of each service the route sends to (none for an
+/// aggregation or `respond`).
+fn of_services<T>(backend: Option<&Backend>, policy: &Policy, pick: impl Fn(&Service) -> Option<T>) -> Vec<T> {
+    let names: Vec<&str> = match backend {
+        Some(Backend::Service(s)) => vec![s.as_str()],
+        Some(Backend::Split(v)) => v.iter().map(|(s, _)| s.as_str()).collect(),
+        Some(Backend::Aggregation(_) | Backend::Respond { .. }) | None => Vec::new(),
+    };
+    names.into_iter().filter_map(|s| policy.services.get(s).and_then(&pick)).collect()
 }
 
 /// `cors`: origins exact (a whole `scheme://host[:port]`, or `*`) or by

@@ -26,6 +26,7 @@ pub(super) fn check_service(
         connect_timeout,
         timeout,
         idle_timeout,
+        max_request_body,
         load_balancing,
         hash_key,
         retries,
@@ -109,6 +110,7 @@ pub(super) fn check_service(
     let connect = duration(errs, &o.key("connect_timeout"), connect_timeout.as_ref());
     let timeout = duration(errs, &o.key("timeout"), timeout.as_ref());
     let idle_timeout = duration(errs, &o.key("idle_timeout"), idle_timeout.as_ref());
+    let max_request_body = super::byte_size(errs, &o.key("max_request_body"), max_request_body.as_ref());
     let lb = match load_balancing.as_deref() {
         None | Some("round_robin") => Some(LoadBalancing::RoundRobin),
         Some("least_request") => Some(LoadBalancing::LeastRequest),
@@ -123,7 +125,9 @@ pub(super) fn check_service(
             None
         }
     };
-    let (Some(connect), Some(timeout), Some(idle_timeout), Some(lb)) = (connect, timeout, idle_timeout, lb) else {
+    let (Some(connect), Some(timeout), Some(idle_timeout), Some(max_request_body), Some(lb)) =
+        (connect, timeout, idle_timeout, max_request_body, lb)
+    else {
         return None;
     };
     let (Some(retries), Some(circuit_breaker), Some(outlier_detection), Some(health_check), Some(hash_key)) =
@@ -151,6 +155,7 @@ pub(super) fn check_service(
         connect_timeout: connect.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
         timeout,
         idle_timeout,
+        max_request_body,
         load_balancing: lb,
         hash_key,
         retries,
