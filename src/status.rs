@@ -62,7 +62,7 @@ pub fn route_rows(p: &Policy) -> Vec<RouteRow> {
             },
             auth: match &r.auth {
                 Auth::Public => "none".into(),
-                Auth::AnyOf(p) | Auth::ApiKeys(p) => p.join(" | "),
+                Auth::AnyOf(p) | Auth::ApiKeys(p) | Auth::Basic(p) => p.join(" | "),
             },
             rate_limits: if r.rate_limits.is_empty() { "none".into() } else { r.rate_limits.join(", ") },
         })

@@ -7,6 +7,7 @@
 mod access_log;
 mod api_keys;
 mod auth;
+mod basic_auth;
 mod body_limit;
 mod clusters;
 mod cors;

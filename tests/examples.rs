@@ -1,6 +1,7 @@
 //! The shipped policy folders stay valid: `config/` (what `legate up` runs)
 //! and every folder under `examples/`, each validated and translated, and
-//! what they translate to accepted by `envoy --mode validate`.
+//! what they (and the golden case tests/golden/edge_policies) translate to
+//! accepted by `envoy --mode validate`.
 //!
 //! Needs Envoy (`scripts/ensure-envoy.sh` installs it, or `ENVOY_BIN`); fails without it.
 
@@ -50,6 +51,17 @@ fn envoy_accepts_what_every_example_translates_to() {
     let mut bad = common::static_config::static_bootstrap(&policy);
     bad["static_resources"]["clusters"][0]["connect_timeout"] = json!("-1s");
     assert!(common::static_config::envoy_validate(&bad).is_err(), "envoy accepted a negative connect_timeout");
+}
+
+#[test]
+fn envoy_accepts_the_edge_policies_golden_case() {
+    // Keys no example uses yet: basic auth, body limits, respond, weights
+    // with auto_host, idle timeouts, header sets by presence.
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/edge_policies");
+    let policy = legate::policy::load_dir(&dir).unwrap_or_else(|d| panic!("{}: {d}", dir.display()));
+    if let Err(said) = common::static_config::envoy_validate(&common::static_config::static_bootstrap(&policy)) {
+        panic!("envoy rejects {}: {said}", dir.display());
+    }
 }
 
 #[test]

@@ -111,6 +111,7 @@ golden_cases!(
     aggregation,
     ip_restriction,
     api_keys,
+    edge_policies,
 );
 
 #[test]

@@ -190,11 +190,11 @@ fn settings_without_an_equivalent_are_errors_naming_the_entity_and_field() {
     at(18, &["plugin `rate-limiting` (route `users-route`)", "limit_by `service`"]);
     at(19, &["plugins `jwt` and `key-auth` on one route"]);
     at(19, &["plugin `key-auth` (route `users-route`)", "no consumer has keyauth_credentials"]);
-    at(26, &["plugin `acl` (route `lonely-route`)", "needs the jwt or key-auth plugin"]);
+    at(26, &["plugin `acl` (route `lonely-route`)", "needs the jwt, key-auth or basic-auth plugin"]);
     at(29, &["Kong plugin `bot-detection` has no legate equivalent"]);
     at(31, &["`add.querystring`"]);
     at(31, &["`rename.headers`"]);
-    at(34, &["consumer `x`", "`basicauth_credentials`"]);
+    at(34, &["consumer `x`", "`hmacauth_credentials`"]);
     at(36, &["consumer `x`", "algorithm `PS256`"]);
     // One line each, in file order, none twice.
     let lines: Vec<&str> = out.lines().collect();
@@ -715,4 +715,68 @@ plugins:
     let (status, body) = post(1025);
     assert_eq!(status, 413, "{body}");
     assert!(body.contains("payload_too_large"), "{body}");
+}
+
+#[test]
+fn kong_basic_auth_checks_the_consumers_passwords_through_envoy() {
+    use base64::Engine as _;
+    let (_gw, listen) = serve_kong(
+        |up| {
+            format!(
+                r"_format_version: '2.1'
+consumers:
+  - username: DASHBOARD
+  - username: viewer
+basicauth_credentials:
+  - {{ consumer: DASHBOARD, username: admin, password: 's3cret:with colon' }}
+  - {{ consumer: viewer, username: guest, password: guest-pass }}
+acls:
+  - {{ consumer: DASHBOARD, group: admin }}
+services:
+  - name: dashboard
+    url: http://127.0.0.1:{up}/
+    routes:
+      - {{ name: dashboard, paths: [/dashboard] }}
+    plugins:
+      - name: basic-auth
+        config: {{ hide_credentials: true }}
+      - name: acl
+        config: {{ allow: [admin] }}
+  - name: files
+    url: http://127.0.0.1:{up}/
+    routes:
+      - {{ name: files, paths: [/files] }}
+    plugins:
+      - name: basic-auth
+  - name: open
+    url: http://127.0.0.1:{up}/
+    routes:
+      - {{ name: open, paths: [/open] }}
+"
+            )
+        },
+        "/open",
+    );
+    let basic = |user: &str, password: &str| {
+        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
+    };
+    let call = |path: &str, auth: Option<String>| {
+        let mut headers = vec![("x-credential-identifier", "forged".to_owned())];
+        headers.extend(auth.map(|a| ("authorization", a)));
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        request("GET", &format!("http://127.0.0.1:{listen}{path}"), &headers).expect("answer")
+    };
+    assert_eq!(call("/dashboard", None).status, 401);
+    assert_eq!(call("/dashboard", Some(basic("admin", "wrong"))).status, 401);
+    assert_eq!(call("/dashboard", Some(basic("guest", "guest-pass"))).status, 401, "the acl admits admins only");
+    let r = call("/dashboard", Some(basic("admin", "s3cret:with colon")));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let seen = &r.json()["headers"];
+    assert_eq!(seen["x-credential-identifier"], "admin", "{seen}");
+    assert!(seen.get("authorization").is_none(), "hide_credentials: {seen}");
+    let r = call("/files", Some(basic("guest", "guest-pass")));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.json()["headers"]["authorization"].as_str().is_some_and(|a| a.starts_with("Basic ")), "{}", r.body);
+    let r = call("/open", None);
+    assert!(r.json()["headers"].get("x-credential-identifier").is_none(), "a forged identity is stripped: {}", r.body);
 }

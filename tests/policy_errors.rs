@@ -1226,7 +1226,7 @@ auth:
     check(
         &[("a.yaml", &text)],
         &[
-            ("a.yaml:11:11", &["an `auth` list takes JWT providers or API key sets, not both"]),
+            ("a.yaml:11:11", &["an `auth` list takes one kind"]),
             ("a.yaml:21:27", &["clients `a` and `b` have the same key"]),
             ("a.yaml:21:36", &["the key of client `c` is empty"]),
             ("a.yaml:22:13", &["a key source is { header: NAME } or { query: NAME }"]),
@@ -1301,4 +1301,45 @@ auth:
             shown.join("\n")
         );
     }
+}
+
+#[test]
+fn basic_user_set_mistakes_are_located() {
+    let hash = "{SHA}qvTGHdzF6KLavt4PO0gs2a6pQ00=";
+    let sets = format!(
+        r#"auth:
+  api_keys:
+    - {{ name: keys, keys: {{ a: key-a }} }}
+  basic:
+    - name: staff
+      users: {{ admin: "secret", "a:b": "{hash}" }}
+    - name: keys
+      users: {{ b: "{hash}" }}
+"#
+    );
+    check(
+        &[("a.yaml", &sets)],
+        &[
+            ("a.yaml:6:23", &["password of `admin` is not `{SHA}`", "htpasswd -nbs"]),
+            ("a.yaml:6:33", &["`a:b` cannot be a user name"]),
+            ("a.yaml:7:13", &["`keys` names both an API key set", "and a basic user set"]),
+        ],
+    );
+    let mixed = format!(
+        r#"listeners: [{{ name: public, port: 10000 }}]
+services: [{{ name: s, url: "http://s:80" }}]
+routes:
+  - {{ name: r, match: {{ prefix: / }}, service: s, auth: [staff, keys] }}
+auth:
+  api_keys:
+    - {{ name: keys, keys: {{ a: key-a }} }}
+  basic:
+    - {{ name: staff, users: {{ admin: "{hash}" }}, client_header: X-User }}
+    - {{ name: other, users: {{ c: "{hash}" }}, client_header: X-Other }}
+"#
+    );
+    check(
+        &[("b.yaml", &mixed)],
+        &[("b.yaml:4:56", &["an `auth` list takes one kind"]), ("b.yaml:9:92", &["must agree on `client_header`"])],
+    );
 }

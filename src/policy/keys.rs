@@ -65,7 +65,8 @@ const DEFAULTS: &[&str] =
 const IP_RESTRICTION: &[&str] = &["allow", "deny"];
 const RATE_LIMIT: &[&str] = &["name", "limits", "key", "scope", "headers", "shadow", "fail_closed"];
 const RATE_KEY: &[&str] = &["header", "claim"];
-const AUTH: &[&str] = &["jwt", "api_keys"];
+const AUTH: &[&str] = &["jwt", "api_keys", "basic"];
+const BASIC: &[&str] = &["name", "users", "client_header", "forward_credentials"];
 const API_KEYS: &[&str] = &["name", "keys", "from", "client_header", "forward_key"];
 const KEY_FROM: &[&str] = &["header", "query"];
 const JWT: &[&str] = &[
@@ -132,6 +133,7 @@ fn context(parent: &[Seg]) -> Option<(&'static str, &'static [&'static str])> {
         [r, I(_), kk] if k(r, "rate_limits") && k(kk, "key") => ("a rate-limit key", RATE_KEY),
         [a, j, I(_)] if k(a, "auth") && k(j, "jwt") => ("a JWT provider", JWT),
         [a, j, I(_)] if k(a, "auth") && k(j, "api_keys") => ("an API key set", API_KEYS),
+        [a, j, I(_)] if k(a, "auth") && k(j, "basic") => ("a basic user set", BASIC),
         [a, j, I(_), f, ..] if k(a, "auth") && k(j, "api_keys") && k(f, "from") => ("from", KEY_FROM),
         [a, j, I(_), w] if k(a, "auth") && k(j, "jwt") && k(w, "jwks") => ("jwks", JWKS),
         [a, j, I(_), f] if k(a, "auth") && k(j, "jwt") && k(f, "from") => ("from", TOKEN_FROM),

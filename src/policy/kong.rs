@@ -96,6 +96,12 @@ struct Ctx<'a> {
     jwt_secrets: Vec<(String, String, String)>,
     /// Each consumer's key-auth keys, with the consumer.
     api_keys: Vec<(String, String)>,
+    /// Each consumer's basic-auth credentials: consumer, user name, password.
+    basic_credentials: Vec<(String, String, String)>,
+    /// `_transform: false`: credentials' secrets are stored already hashed.
+    hashed_secrets: bool,
+    /// Basic user sets made so far.
+    basic_sets: Distinct,
     /// Each consumer's ACL groups.
     groups: BTreeMap<String, Vec<String>>,
     /// API key sets made so far.
@@ -184,6 +190,9 @@ pub(crate) fn convert(doc: &Value, own_listener: bool) -> Converted {
         providers: Vec::new(),
         jwt_secrets: Vec::new(),
         api_keys: Vec::new(),
+        basic_credentials: Vec::new(),
+        hashed_secrets: get(doc, "_transform").and_then(Value::as_bool) == Some(false),
+        basic_sets: Distinct::default(),
         groups: BTreeMap::new(),
         key_sets: Distinct::default(),
         service_paths: BTreeMap::new(),
@@ -232,6 +241,7 @@ pub(crate) fn convert(doc: &Value, own_listener: bool) -> Converted {
             "consumers",
             "plugins",
             "keyauth_credentials",
+            "basicauth_credentials",
             "acls",
             "jwt_secrets",
             "upstreams",
@@ -353,6 +363,9 @@ pub(crate) fn convert(doc: &Value, own_listener: bool) -> Converted {
     if !cx.key_sets.0.is_empty() {
         auth.push(("api_keys", Value::Sequence(cx.key_sets.values())));
     }
+    if !cx.basic_sets.0.is_empty() {
+        auth.push(("basic", Value::Sequence(cx.basic_sets.values())));
+    }
     if !auth.is_empty() {
         policy.insert(s("auth"), map(auth));
     }
@@ -389,7 +402,7 @@ fn consumer(cx: &mut Ctx<'_>, c: &Value, at: &YamlPath) {
     let name = consumer_name(c).unwrap_or("(unnamed)").to_owned();
     let entity = format!("consumer `{name}`");
     let mut known: Vec<&str> = META.to_vec();
-    known.extend(["username", "custom_id", "jwt_secrets", "keyauth_credentials", "acls"]);
+    known.extend(["username", "custom_id", "jwt_secrets", "keyauth_credentials", "basicauth_credentials", "acls"]);
     cx.only(&entity, c, at, &known, &[]);
     for (kind, add) in CREDENTIALS {
         for (i, cred) in list(c, kind).into_iter().enumerate() {
@@ -409,8 +422,12 @@ fn consumer_name(c: &Value) -> Option<&str> {
 type Credential = fn(&mut Ctx<'_>, &str, &str, &Value, &YamlPath, &[&str]);
 
 /// What a consumer may hold, nested in it or as a top-level list naming it.
-const CREDENTIALS: &[(&str, Credential)] =
-    &[("keyauth_credentials", keyauth_credential), ("acls", acl_group), ("jwt_secrets", jwt_secret)];
+const CREDENTIALS: &[(&str, Credential)] = &[
+    ("keyauth_credentials", keyauth_credential),
+    ("basicauth_credentials", basicauth_credential),
+    ("acls", acl_group),
+    ("jwt_secrets", jwt_secret),
+];
 
 /// Top-level `keyauth_credentials`, `acls` and `jwt_secrets`: each names its
 /// consumer (by username, custom_id or id) in `consumer`.
@@ -457,6 +474,32 @@ fn keyauth_credential(cx: &mut Ctx<'_>, name: &str, entity: &str, cred: &Value, 
         },
         None => cx.problem(at, format!("{entity}: a keyauth credential needs its `key`")),
     }
+}
+
+fn basicauth_credential(cx: &mut Ctx<'_>, name: &str, entity: &str, cred: &Value, at: &YamlPath, extra: &[&str]) {
+    let mut known: Vec<&str> = META.to_vec();
+    known.extend(["username", "password"]);
+    known.extend(extra);
+    cx.only(entity, cred, at, &known, &[]);
+    let (Some(user), Some(password)) = (get_str(cred, "username"), get_str(cred, "password")) else {
+        cx.problem(at, format!("{entity}: a basicauth credential needs its `username` and `password`"));
+        return;
+    };
+    if cx.hashed_secrets {
+        // Kong's export (`_transform: false`) holds sha1(password .. consumer
+        // id), which no other server can check a password against.
+        cx.problem(
+            &at.key("password"),
+            format!("{entity}: the password is stored hashed with the consumer's id (`_transform: false`); give it in the clear"),
+        );
+        return;
+    }
+    if let Some((owner, _, _)) = cx.basic_credentials.iter().find(|(_, u, _)| u == user) {
+        let owner = if owner == name { "this consumer" } else { owner.as_str() };
+        cx.problem(&at.key("username"), format!("{entity}: user `{user}` is already a credential of `{owner}`"));
+        return;
+    }
+    cx.basic_credentials.push((name.to_owned(), user.to_owned(), password.to_owned()));
 }
 
 fn acl_group(cx: &mut Ctx<'_>, name: &str, entity: &str, acl: &Value, at: &YamlPath, extra: &[&str]) {
@@ -1139,20 +1182,23 @@ fn route_settings(cx: &mut Ctx<'_>, plugins: &BTreeMap<String, Plugin<'_>>) -> V
                 strings(p.config, "allow").into_iter().chain(strings(p.config, "whitelist")).collect();
             let deny: Vec<String> =
                 strings(p.config, "deny").into_iter().chain(strings(p.config, "blacklist")).collect();
-            if !has_jwt && !plugins.contains_key("key-auth") {
+            if !has_jwt && !plugins.contains_key("key-auth") && !plugins.contains_key("basic-auth") {
                 cx.problem(
                     &p.at,
-                    format!("{what}: needs the jwt or key-auth plugin on the same route to know the consumer"),
+                    format!(
+                        "{what}: needs the jwt, key-auth or basic-auth plugin on the same route to know the consumer"
+                    ),
                 );
             }
             Some((allow, deny))
         }
     };
-    if has_jwt && plugins.contains_key("key-auth") {
-        let at = plugins.get("key-auth").map(|p| p.at.clone()).unwrap_or_default();
+    let kinds: Vec<&str> = ["jwt", "key-auth", "basic-auth"].into_iter().filter(|k| plugins.contains_key(*k)).collect();
+    if let [first, .., last] = kinds.as_slice() {
+        let at = plugins.get(*last).map(|p| p.at.clone()).unwrap_or_default();
         cx.problem(
             &at,
-            "plugins `jwt` and `key-auth` on one route: legate takes one kind of credential per route".to_owned(),
+            format!("plugins `{first}` and `{last}` on one route: legate takes one kind of credential per route"),
         );
     }
     let groups = cx.groups.clone();
@@ -1219,7 +1265,14 @@ fn route_settings(cx: &mut Ctx<'_>, plugins: &BTreeMap<String, Plugin<'_>>) -> V
                 out[0] = ("auth", Value::Sequence(names.iter().map(|n| s(n)).collect()));
             }
             "rate-limiting" => {
-                if let Some(name) = rate_limit(cx, p, has_jwt, plugins.contains_key("key-auth")) {
+                let consumer_header = if plugins.contains_key("key-auth") {
+                    Some("X-Consumer-Username")
+                } else if plugins.contains_key("basic-auth") {
+                    Some("X-Credential-Identifier")
+                } else {
+                    None
+                };
+                if let Some(name) = rate_limit(cx, p, has_jwt, consumer_header) {
                     out[1] = ("rate_limit", s(&name));
                 }
             }
@@ -1246,6 +1299,11 @@ fn route_settings(cx: &mut Ctx<'_>, plugins: &BTreeMap<String, Plugin<'_>>) -> V
             }
             "key-auth" => {
                 if let Some(name) = key_set(cx, c, &at, &what, &admitted, narrowed) {
+                    out[0] = ("auth", s(&name));
+                }
+            }
+            "basic-auth" => {
+                if let Some(name) = basic_set(cx, c, &at, &what, &admitted, narrowed) {
                     out[0] = ("auth", s(&name));
                 }
             }
@@ -1432,7 +1490,42 @@ fn key_set(
     Some(cx.key_sets.name_for("kong-keys", body))
 }
 
-fn rate_limit(cx: &mut Ctx<'_>, p: &Plugin<'_>, has_jwt: bool, has_key_auth: bool) -> Option<String> {
+/// `consumer_header`: the header naming the consumer (key-auth) or its
+/// credential (basic-auth) for the upstream, when one of those applies.
+/// The basic-auth plugin: a basic user set of the admitted consumers'
+/// credentials (Kong's user name, its password as htpasswd's `{SHA}`),
+/// one per distinct setting. The credential's user name goes upstream in
+/// `X-Credential-Identifier`, as Kong sends it.
+fn basic_set(
+    cx: &mut Ctx<'_>,
+    c: &Value,
+    at: &YamlPath,
+    what: &str,
+    admitted: &dyn Fn(&str) -> bool,
+    narrowed: bool,
+) -> Option<String> {
+    use base64::Engine as _;
+    cx.only(what, c, at, &["hide_credentials"], &[("anonymous", Value::Null), ("realm", s("service"))]);
+    let mut users = Mapping::new();
+    for (_, user, password) in cx.basic_credentials.iter().filter(|(consumer, _, _)| admitted(consumer)) {
+        let digest = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, password.as_bytes());
+        let hash = format!("{{SHA}}{}", base64::engine::general_purpose::STANDARD.encode(digest.as_ref()));
+        users.insert(s(user), s(&hash));
+    }
+    if users.is_empty() {
+        let which = if narrowed { " that the route's acl admits" } else { "" };
+        cx.problem(at, format!("{what}: no consumer{which} has basicauth_credentials, so no user could pass"));
+        return None;
+    }
+    let body = vec![
+        ("users", Value::Mapping(users)),
+        ("client_header", s("X-Credential-Identifier")),
+        ("forward_credentials", (get(c, "hide_credentials").and_then(Value::as_bool) != Some(true)).into()),
+    ];
+    Some(cx.basic_sets.name_for("kong-basic", body))
+}
+
+fn rate_limit(cx: &mut Ctx<'_>, p: &Plugin<'_>, has_jwt: bool, consumer_header: Option<&str>) -> Option<String> {
     let what = format!("plugin `rate-limiting` ({})", p.scope);
     let c = p.config;
     let at = p.at.key("config");
@@ -1488,7 +1581,9 @@ fn rate_limit(cx: &mut Ctx<'_>, p: &Plugin<'_>, has_jwt: bool, has_key_auth: boo
         // The consumer is the credential a token was checked against: its issuer.
         "consumer" | "credential" if has_jwt => map(vec![("claim", s("iss"))]),
         // key-auth names the consumer in X-Consumer-Username, set by Envoy.
-        "consumer" | "credential" if has_key_auth => map(vec![("header", s("X-Consumer-Username"))]),
+        "consumer" | "credential" if consumer_header.is_some() => {
+            map(vec![("header", s(consumer_header.unwrap_or_default()))])
+        }
         // Kong counts by client address when no consumer was identified.
         "consumer" | "credential" => s("client_ip"),
         other => {

@@ -17,6 +17,8 @@ pub struct Policy {
     pub jwt_providers: BTreeMap<String, JwtProvider>,
     /// API key sets by name (`auth.api_keys`).
     pub api_keys: BTreeMap<String, ApiKeySet>,
+    /// Basic user sets by name (`auth.basic`).
+    pub basic_users: BTreeMap<String, BasicUserSet>,
     /// Rate-limit policies by name (`rate_limits`).
     pub rate_limits: BTreeMap<String, RateLimit>,
     /// Access logging (`defaults.access_log`).
@@ -46,6 +48,7 @@ impl Policy {
             .values()
             .flat_map(|p| p.claims_to_headers.values().map(|h| h.to_ascii_lowercase()))
             .chain(self.api_keys.values().filter_map(|s| s.client_header.as_ref().map(|h| h.to_ascii_lowercase())))
+            .chain(self.basic_users.values().filter_map(|s| s.client_header.as_ref().map(|h| h.to_ascii_lowercase())))
             .collect();
         out.sort();
         out.dedup();
@@ -124,6 +127,21 @@ pub enum Auth {
     AnyOf(Vec<String>),
     /// A key of any one of these API key sets.
     ApiKeys(Vec<String>),
+    /// HTTP Basic credentials of a user of any one of these user sets.
+    Basic(Vec<String>),
+}
+
+/// `auth.basic[]`: users who may call with HTTP Basic credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BasicUserSet {
+    /// Unique name (among JWT providers and key sets), referred to by `auth:`.
+    pub name: String,
+    /// User name → `{SHA}` hash of the password.
+    pub users: BTreeMap<String, String>,
+    /// The request header that tells the upstream which user called.
+    pub client_header: Option<String>,
+    /// Pass the Authorization header on to the upstream.
+    pub forward_credentials: bool,
 }
 
 /// `auth.api_keys[]`: the clients that may call with a key, and where the

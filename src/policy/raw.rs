@@ -659,6 +659,23 @@ pub(crate) struct AuthSection {
     /// API key sets: clients and their keys.
     #[serde(default)]
     pub(crate) api_keys: Vec<ApiKeySet>,
+    /// HTTP Basic user sets: user names and their password hashes.
+    #[serde(default)]
+    pub(crate) basic: Vec<BasicUserSet>,
+}
+
+/// `auth.basic[]`: users and their password hashes (htpasswd `{SHA}`).
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub(crate) struct BasicUserSet {
+    /// Unique among JWT providers, key sets and user sets; what `auth:` refers to.
+    pub(crate) name: String,
+    /// User name → `{SHA}` and the base64 SHA-1 of the password (`htpasswd -nbs`).
+    pub(crate) users: Option<BTreeMap<String, String>>,
+    /// The upstream learns which user called from this header.
+    pub(crate) client_header: Option<String>,
+    /// Default false: the Authorization header stays at Envoy.
+    pub(crate) forward_credentials: Option<bool>,
 }
 
 /// `auth.api_keys[]`: clients and their keys.

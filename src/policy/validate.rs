@@ -75,6 +75,7 @@ pub(crate) fn validate(
     let mut defaults: Vec<(Origin, raw::Defaults)> = Vec::new();
     let mut jwt = Vec::new();
     let mut api_keys = Vec::new();
+    let mut basic = Vec::new();
     let mut rate_limits = Vec::new();
     let mut aggregations = Vec::new();
     let kong_origins = parsed.origins;
@@ -100,6 +101,7 @@ pub(crate) fn validate(
         if let Some(a) = a {
             jwt.extend(a.jwt.iter().cloned().enumerate().map(|(i, x)| (at(&["auth", "jwt"], i), x)));
             api_keys.extend(a.api_keys.iter().cloned().enumerate().map(|(i, x)| (at(&["auth", "api_keys"], i), x)));
+            basic.extend(a.basic.iter().cloned().enumerate().map(|(i, x)| (at(&["auth", "basic"], i), x)));
         }
         listeners.extend(l.iter().cloned().enumerate().map(|(i, x)| (at(&["listeners"], i), x)));
         services.extend(s.iter().cloned().enumerate().map(|(i, x)| (at(&["services"], i), x)));
@@ -110,7 +112,7 @@ pub(crate) fn validate(
     }
 
     let mut policy = Policy::default();
-    let providers = auth::check_providers(&mut errs, &jwt, &api_keys);
+    let providers = auth::check_providers(&mut errs, &jwt, &api_keys, &basic);
     let limits = ratelimits::check_rate_limits(&mut errs, &rate_limits);
     let refs = Refs { providers: &providers, limits: &limits };
     let defaults = check_defaults(&mut errs, defaults, &refs);
@@ -193,6 +195,7 @@ pub(crate) fn validate(
     policy.warnings = std::mem::take(&mut errs.warnings);
     policy.jwt_providers = providers.valid;
     policy.api_keys = providers.api_keys;
+    policy.basic_users = providers.basic;
     policy.rate_limits = limits.valid;
     policy.access_log = defaults.access_log.clone();
     policy.tracing = defaults.tracing.clone();

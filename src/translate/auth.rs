@@ -56,7 +56,7 @@ pub(super) fn http_filters(policy: &Policy, listener: &str) -> Vec<HttpFilter> {
         .filter(|r| r.listener == listener)
         .filter_map(|r| match &r.auth {
             Auth::AnyOf(p) => Some(p.as_slice()),
-            Auth::Public | Auth::ApiKeys(_) => None,
+            Auth::Public | Auth::ApiKeys(_) | Auth::Basic(_) => None,
         })
         .collect();
     if requirements.is_empty() {

@@ -126,6 +126,7 @@ fn without_routes(policy: &Policy) -> Policy {
         routes: _,
         jwt_providers,
         api_keys,
+        basic_users,
         rate_limits,
         access_log,
         tracing,
@@ -139,6 +140,7 @@ fn without_routes(policy: &Policy) -> Policy {
         routes: Vec::new(),
         jwt_providers: jwt_providers.clone(),
         api_keys: api_keys.clone(),
+        basic_users: basic_users.clone(),
         rate_limits: rate_limits.clone(),
         access_log: access_log.clone(),
         tracing: tracing.clone(),
@@ -322,7 +324,13 @@ fn route(policy: &Policy, r: &Route) -> EnvoyRoute {
             }),
         }),
         request_headers_to_add: request_adds,
-        request_headers_to_remove: request_headers.remove.clone(),
+        request_headers_to_remove: {
+            let mut remove = request_headers.remove.clone();
+            if super::basic_auth::hides_credentials(policy, r) {
+                remove.push("authorization".to_owned());
+            }
+            remove
+        },
         response_headers_to_add: header_adds(response_headers),
         response_headers_to_remove: response_headers.remove.clone(),
         typed_per_filter_config: super::auth::per_route(r)
@@ -330,6 +338,7 @@ fn route(policy: &Policy, r: &Route) -> EnvoyRoute {
             .chain(super::cors::per_route(r))
             .chain(super::ip_restriction::per_route(r))
             .chain(super::api_keys::per_route(policy, r))
+            .chain(super::basic_auth::per_route(policy, r))
             .chain(super::body_limit::per_route(r))
             .collect(),
         ..Default::default()

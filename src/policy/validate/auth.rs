@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::services::parse_url;
 use super::{check_name, duration, header_name_ok, insert_unique, resolve_names, Errors, Named, RefWords};
 use crate::policy::jwks;
-use crate::policy::model::{ApiKeySet, Auth, Jwks, JwtProvider, KeySource, RemoteJwks, TokenSource};
+use crate::policy::model::{ApiKeySet, Auth, BasicUserSet, Jwks, JwtProvider, KeySource, RemoteJwks, TokenSource};
 use crate::policy::raw;
 use crate::policy::source::Origin;
 
@@ -20,6 +20,7 @@ const DEFAULT_JWKS_CACHE: Duration = Duration::from_secs(300);
 pub(super) struct Providers<'a> {
     pub(super) valid: BTreeMap<String, JwtProvider>,
     pub(super) api_keys: BTreeMap<String, ApiKeySet>,
+    pub(super) basic: BTreeMap<String, BasicUserSet>,
     pub(super) defined: BTreeSet<&'a str>,
     pub(super) read_files: Vec<PathBuf>,
 }
@@ -84,6 +85,48 @@ fn check_api_key_set(errs: &mut Errors<'_>, o: &Origin, s: &raw::ApiKeySet) -> O
     })
 }
 
+impl Named for raw::BasicUserSet {
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// `auth.basic[]`.
+fn check_basic_set(errs: &mut Errors<'_>, o: &Origin, s: &raw::BasicUserSet) -> Option<BasicUserSet> {
+    let raw::BasicUserSet { name, users, client_header, forward_credentials } = s;
+    let before = errs.list.len();
+    check_name(errs, o, name, "basic user set");
+    let users = users.clone().unwrap_or_default();
+    if users.is_empty() {
+        errs.at(&o.key("name"), format!("basic user set `{name}` has no `users` (user name: {{SHA}}hash)"));
+    }
+    for (user, hash) in &users {
+        let at = o.key("users").key(user.clone());
+        // Envoy takes htpasswd's SHA-1 form only: `{SHA}` and 28 base64 characters.
+        let sha = hash.strip_prefix("{SHA}").and_then(|b| {
+            use base64::Engine as _;
+            base64::engine::general_purpose::STANDARD.decode(b).ok().filter(|d| d.len() == 20)
+        });
+        if user.is_empty() || user.contains(':') {
+            errs.at_key(&at, format!("`{user}` cannot be a user name (empty, or with a `:`)"));
+        } else if sha.is_none() {
+            errs.at(
+                &at,
+                format!("the password of `{user}` is not `{{SHA}}` and a base64 SHA-1 (what `htpasswd -nbs` prints)"),
+            );
+        }
+    }
+    if let Some(h) = client_header.as_ref().filter(|h| !header_name_ok(h) || h.eq_ignore_ascii_case("authorization")) {
+        errs.at(&o.key("client_header"), format!("`{h}` cannot carry the user name"));
+    }
+    (errs.list.len() == before).then(|| BasicUserSet {
+        name: name.clone(),
+        users,
+        client_header: client_header.clone(),
+        forward_credentials: forward_credentials.unwrap_or(false),
+    })
+}
+
 impl Named for raw::JwtProvider {
     fn name(&self) -> &str {
         &self.name
@@ -94,17 +137,44 @@ pub(super) fn check_providers<'a>(
     errs: &mut Errors<'_>,
     all: &'a [(Origin, raw::JwtProvider)],
     key_sets: &'a [(Origin, raw::ApiKeySet)],
+    basic: &'a [(Origin, raw::BasicUserSet)],
 ) -> Providers<'a> {
     let mut out = Providers {
         valid: BTreeMap::new(),
         api_keys: BTreeMap::new(),
+        basic: BTreeMap::new(),
         defined: all
             .iter()
             .map(|(_, p)| p.name.as_str())
             .chain(key_sets.iter().map(|(_, s)| s.name.as_str()))
+            .chain(basic.iter().map(|(_, s)| s.name.as_str()))
             .collect(),
         read_files: Vec::new(),
     };
+    for (o, s) in basic {
+        let other = all.iter().map(|(po, p)| (po, p.name.as_str(), "a JWT provider"));
+        let other = other.chain(key_sets.iter().map(|(ko, k)| (ko, k.name.as_str(), "an API key set")));
+        if let Some((po, _, what)) = other.clone().find(|(_, n, _)| *n == s.name) {
+            let msg =
+                format!("`{}` names both {what} (at {}) and a basic user set", s.name, errs.place(&po.key("name")));
+            errs.at(&o.key("name"), msg);
+            continue;
+        }
+        if let Some(set) = check_basic_set(errs, o, s) {
+            insert_unique(errs, &mut out.basic, o, set.name.clone(), set, "basic user set", basic);
+        }
+    }
+    // Envoy's basic auth filter sends the user name in one header per listener.
+    let headers: BTreeSet<String> =
+        out.basic.values().filter_map(|s| s.client_header.as_ref().map(|h| h.to_ascii_lowercase())).collect();
+    if headers.len() > 1 {
+        if let Some((o, _)) = basic.iter().find(|(_, s)| s.client_header.is_some()) {
+            errs.at(
+                &o.key("client_header"),
+                "basic user sets must agree on `client_header` (Envoy sends the user name in one header)",
+            );
+        }
+    }
     for (o, s) in key_sets {
         if let Some((po, _)) = all.iter().find(|(_, p)| p.name == s.name) {
             let msg = format!(
@@ -319,17 +389,30 @@ fn check_jwks(errs: &mut Errors<'_>, o: &Origin, j: &raw::Jwks, read_files: &mut
 /// suffices. `None` when it names something undefined (reported) or a
 /// provider with errors of its own.
 pub(super) fn resolve(errs: &mut Errors<'_>, o: &Origin, r: &raw::NameRef, providers: &Providers<'_>) -> Option<Auth> {
-    let valid: Vec<&str> = providers.valid.keys().chain(providers.api_keys.keys()).map(String::as_str).collect();
-    let words =
-        RefWords { noun: "auth provider", plural: "providers", key: "auth", home: "`auth: jwt:` or `auth: api_keys:`" };
+    let valid: Vec<&str> = providers
+        .valid
+        .keys()
+        .chain(providers.api_keys.keys())
+        .chain(providers.basic.keys())
+        .map(String::as_str)
+        .collect();
+    let words = RefWords {
+        noun: "auth provider",
+        plural: "providers",
+        key: "auth",
+        home: "`auth: jwt:`, `auth: api_keys:` or `auth: basic:`",
+    };
     let Some(names) = resolve_names(errs, o, r, &valid, &providers.defined, &words)? else { return Some(Auth::Public) };
     let keys = names.iter().filter(|n| providers.api_keys.contains_key(*n)).count();
-    if keys == 0 {
+    let basic = names.iter().filter(|n| providers.basic.contains_key(*n)).count();
+    if keys == 0 && basic == 0 {
         Some(Auth::AnyOf(names))
     } else if keys == names.len() {
         Some(Auth::ApiKeys(names))
+    } else if basic == names.len() {
+        Some(Auth::Basic(names))
     } else {
-        errs.at(o, "an `auth` list takes JWT providers or API key sets, not both");
+        errs.at(o, "an `auth` list takes one kind: JWT providers, API key sets or basic user sets");
         None
     }
 }

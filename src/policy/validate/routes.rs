@@ -7,8 +7,8 @@ use std::sync::Arc;
 use super::{auth, check_substitution, ratelimits, Refs};
 use super::{check_name, did_you_mean, duration, header_name_ok, header_ops, regex, DefaultOps, Errors};
 use crate::policy::model::{
-    ApiKeySet, Auth, Backend, Cors, HeaderOps, HostRewrite, JwtProvider, Listener, PathMatch, PathRewrite, Policy,
-    RateKey, RateLimit, Route, Service, ValueMatch, ValueRule,
+    ApiKeySet, Auth, Backend, BasicUserSet, Cors, HeaderOps, HostRewrite, JwtProvider, Listener, PathMatch,
+    PathRewrite, Policy, RateKey, RateLimit, Route, Service, ValueMatch, ValueRule,
 };
 use crate::policy::raw;
 use crate::policy::source::Origin;
@@ -101,8 +101,17 @@ struct Context {
     services: BTreeMap<String, Service>,
     defined: (BTreeSet<String>, BTreeSet<String>),
     defaults: DefaultOps,
-    providers: (BTreeMap<String, JwtProvider>, BTreeMap<String, ApiKeySet>, BTreeSet<String>),
+    providers: ProviderContext,
     limits: (BTreeMap<String, RateLimit>, BTreeSet<String>),
+}
+
+/// The auth providers of every kind, and the names written.
+#[derive(Debug, PartialEq)]
+struct ProviderContext {
+    jwt: BTreeMap<String, JwtProvider>,
+    api_keys: BTreeMap<String, ApiKeySet>,
+    basic: BTreeMap<String, BasicUserSet>,
+    defined: BTreeSet<String>,
 }
 
 impl RouteCache {
@@ -120,7 +129,12 @@ impl RouteCache {
             services: policy.services.clone(),
             defined: (owned(&defined.listeners), owned(&defined.services)),
             defaults: defaults.clone(),
-            providers: (refs.providers.valid.clone(), refs.providers.api_keys.clone(), owned(&refs.providers.defined)),
+            providers: ProviderContext {
+                jwt: refs.providers.valid.clone(),
+                api_keys: refs.providers.api_keys.clone(),
+                basic: refs.providers.basic.clone(),
+                defined: owned(&refs.providers.defined),
+            },
             limits: (refs.limits.valid.clone(), owned(&refs.limits.defined)),
         };
         if self.context.as_ref() != Some(&context) {
@@ -555,7 +569,7 @@ pub(super) fn check_route_limits(
     let at = o.key("rate_limit");
     let limits: Vec<&RateLimit> = names.iter().filter_map(|n| refs.limits.valid.get(n)).collect();
     for l in &limits {
-        if let (RateKey::Claim(c), Auth::Public | Auth::ApiKeys(_)) = (&l.key, auth) {
+        if let (RateKey::Claim(c), Auth::Public | Auth::ApiKeys(_) | Auth::Basic(_)) = (&l.key, auth) {
             errs.at(
                 &at,
                 format!(
