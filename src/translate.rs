@@ -14,6 +14,7 @@ mod cors;
 mod ip_restriction;
 mod listeners;
 mod local_reply;
+mod query;
 mod ratelimit;
 mod resilience;
 mod routes;

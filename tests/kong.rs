@@ -192,7 +192,7 @@ fn settings_without_an_equivalent_are_errors_naming_the_entity_and_field() {
     at(19, &["plugin `key-auth` (route `users-route`)", "no consumer has keyauth_credentials"]);
     at(26, &["plugin `acl` (route `lonely-route`)", "needs the jwt, key-auth or basic-auth plugin"]);
     at(29, &["Kong plugin `bot-detection` has no legate equivalent"]);
-    at(31, &["`add.querystring`"]);
+    at(31, &["`add.body`"]);
     at(31, &["`rename.headers`"]);
     at(34, &["consumer `x`", "`hmacauth_credentials`"]);
     at(36, &["consumer `x`", "algorithm `PS256`"]);
@@ -779,4 +779,60 @@ services:
     assert!(r.json()["headers"]["authorization"].as_str().is_some_and(|a| a.starts_with("Basic ")), "{}", r.body);
     let r = call("/open", None);
     assert!(r.json()["headers"].get("x-credential-identifier").is_none(), "a forged identity is stripped: {}", r.body);
+}
+
+#[test]
+fn kong_request_transformer_changes_headers_query_and_path_as_kong_does() {
+    // Kong: remove, then replace (only what the request has), add (only
+    // what it lacks), append; querystring the same; replace.uri the path.
+    let (_gw, listen) = serve_kong(
+        |up| {
+            format!(
+                r"_format_version: '3.0'
+services:
+  - name: api
+    url: http://127.0.0.1:{up}
+    routes:
+      - {{ name: api, paths: [/api] }}
+      - {{ name: moved, paths: [/moved], strip_path: false }}
+    plugins:
+      - name: request-transformer
+        route: moved
+plugins:
+  - name: request-transformer
+    route: api
+    config:
+      remove: {{ headers: [x-debug], querystring: [debug] }}
+      replace: {{ headers: ['x-tier:gold', 'authorization:Bearer internal'], querystring: ['token:hidden'] }}
+  - name: request-transformer
+    route: moved
+    config:
+      replace: {{ uri: /v2/items }}
+      add: {{ headers: ['x-tier:silver', 'authorization:Bearer internal'], querystring: ['page:1'] }}
+      append: {{ headers: ['x-trail:kong'] }}
+"
+            )
+        },
+        "/api",
+    );
+    let get = |path: &str, headers: &[(&str, &str)]| {
+        request("GET", &format!("http://127.0.0.1:{listen}{path}"), headers).expect("answer").json()
+    };
+    let j = get("/api/x?debug=1&token=abc&keep=1", &[("x-debug", "1"), ("x-tier", "bronze")]);
+    assert_eq!(j["headers"]["x-tier"], "gold", "{j}");
+    assert!(j["headers"].get("authorization").is_none(), "replace adds nothing: {j}");
+    assert!(j["headers"].get("x-debug").is_none(), "{j}");
+    let sorted = |j: &serde_json::Value| {
+        let mut q: Vec<String> = j["query"].as_str().unwrap_or_default().split('&').map(str::to_owned).collect();
+        q.sort_unstable();
+        q
+    };
+    // Kong re-encodes the query too (ngx.encode_args): the order is not kept.
+    assert_eq!(sorted(&j), ["keep=1", "token=hidden"], "{j}");
+    let j = get("/moved/old?x=1", &[("x-tier", "bronze"), ("x-trail", "client")]);
+    assert_eq!(j["path"].as_str().unwrap_or_default().split('?').next(), Some("/v2/items"), "{j}");
+    assert_eq!(j["headers"]["x-tier"], "bronze", "add keeps the client's: {j}");
+    assert_eq!(j["headers"]["authorization"], "Bearer internal", "{j}");
+    assert_eq!(j["headers"]["x-trail"], "client, kong", "{j}");
+    assert_eq!(sorted(&j), ["page=1", "x=1"], "{j}");
 }

@@ -171,6 +171,7 @@ routes:
       append: { x-trail: gateway }
       add: { x-discount: 50% }
     response_headers: { default: { cache-control: no-store } }
+    request_query: { default: { page: "1" }, replace: { token: hidden }, append: { tag: gw }, remove: [debug] }
 "#;
 
 #[test]
@@ -214,6 +215,17 @@ fn headers_by_presence_literal_values_respond_and_weighted_endpoints() {
     assert_eq!(seen["x-tenant"], "acme", "default keeps the client's: {seen}");
     assert_eq!(seen["authorization"], "Bearer internal", "{seen}");
     assert_eq!(seen["x-trail"], "client, gateway", "{seen}");
+
+    // The same four changes on the query.
+    let query = |path: &str| {
+        let j = call("GET", &format!("{base}{path}"), &[]).json();
+        let mut pairs: Vec<String> =
+            j["query"].as_str().unwrap_or_default().split('&').filter(|p| !p.is_empty()).map(str::to_owned).collect();
+        pairs.sort();
+        pairs
+    };
+    assert_eq!(query("/pool"), ["page=1", "tag=gw"]);
+    assert_eq!(query("/pool?debug=1&token=abc&page=3&tag=x"), ["page=3", "tag=gw", "tag=x", "token=hidden"]);
 
     // Weighted endpoints (3:1), each sent its own host:port as Host.
     let mut heavy_hits = 0;

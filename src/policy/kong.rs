@@ -1279,9 +1279,12 @@ fn route_settings(cx: &mut Ctx<'_>, plugins: &BTreeMap<String, Plugin<'_>>) -> V
             "request-transformer" | "response-transformer" => {
                 let request = p.name == "request-transformer";
                 let key = if request { "request_headers" } else { "response_headers" };
-                let (ops, uri) = transformer(cx, c, &at, &what, request);
-                if let Some(ops) = ops {
+                let Transformed { headers, query, uri } = transformer(cx, c, &at, &what, request);
+                if let Some(ops) = headers {
                     out.push((key, ops));
+                }
+                if let Some(ops) = query {
+                    out.push(("request_query", ops));
                 }
                 if let Some(uri) = uri {
                     out.push((REPLACE_URI, s(&uri)));
@@ -1617,13 +1620,7 @@ fn rate_limit(cx: &mut Ctx<'_>, p: &Plugin<'_>, has_jwt: bool, consumer_header: 
 /// `append` (one more value). A header both added and replaced is set
 /// either way (legate's `add`). `replace.uri` (request-transformer) is
 /// returned apart: it becomes the route's path rewrite.
-fn transformer(
-    cx: &mut Ctx<'_>,
-    c: &Value,
-    at: &YamlPath,
-    what: &str,
-    request: bool,
-) -> (Option<Value>, Option<String>) {
+fn transformer(cx: &mut Ctx<'_>, c: &Value, at: &YamlPath, what: &str, request: bool) -> Transformed {
     let mut sections = vec!["add", "remove", "append", "replace", "rename"];
     if request {
         sections.push("http_method");
@@ -1632,8 +1629,9 @@ fn transformer(
     if let Some(m) = get_str(c, "http_method") {
         cx.problem(&at.key("http_method"), format!("{what}: `http_method` ({m}) has no legate equivalent"));
     }
-    let mut ops: BTreeMap<&'static str, Mapping> = BTreeMap::new();
-    let mut remove = Vec::new();
+    // Kong's order: remove, rename, replace, add, append.
+    let mut headers = Changes::default();
+    let mut query = Changes::default();
     let mut uri = None;
     for section in ["remove", "rename", "replace", "add", "append"] {
         let Some(fields) = c.get(section).and_then(Value::as_mapping) else { continue };
@@ -1641,8 +1639,9 @@ fn transformer(
             let Some(k) = k.as_str() else { continue };
             let f_at = at.key(section.to_owned()).key(k.to_owned());
             let empty = v.as_sequence().is_none_or(Vec::is_empty) && (v.is_null() || v.is_sequence());
-            match (section, k) {
-                (_, "headers") => {}
+            let changes = match (section, k) {
+                (_, "headers") => &mut headers,
+                (_, "querystring") if request => &mut query,
                 ("replace", "uri") if request && v.is_string() => {
                     let u = v.as_str().unwrap_or_default();
                     if u.contains("$(") {
@@ -1657,31 +1656,31 @@ fn transformer(
                     cx.problem(&f_at, format!("{what}: `{section}.{k}` has no legate equivalent"));
                     continue;
                 }
-            }
-            for (i, h) in v.as_sequence().into_iter().flatten().enumerate() {
-                let h_at = f_at.index(i);
-                let h = h.as_str().unwrap_or_default();
+            };
+            for (i, entry) in v.as_sequence().into_iter().flatten().enumerate() {
+                let e_at = f_at.index(i);
+                let entry = entry.as_str().unwrap_or_default();
                 if section == "remove" {
-                    remove.push(s(h));
+                    changes.remove.push(s(entry));
                     continue;
                 }
                 // Kong splits NAME:VALUE at the first colon.
-                let Some((name, value)) = h.split_once(':') else {
-                    cx.problem(&h_at, format!("{what}: `{h}` is not NAME:VALUE"));
+                let Some((name, value)) = entry.split_once(':') else {
+                    cx.problem(&e_at, format!("{what}: `{entry}` is not NAME:VALUE"));
                     continue;
                 };
                 let (name, value) = (name.trim(), value.trim_start());
                 if value.contains("$(") {
-                    cx.problem(&h_at, format!("{what}: `{name}` is set from a Lua template; no legate equivalent yet"));
+                    cx.problem(&e_at, format!("{what}: `{name}` is set from a Lua template; no legate equivalent yet"));
                     continue;
                 }
                 if section == "rename" {
-                    cx.problem(&h_at, format!("{what}: `rename.headers` has no legate equivalent"));
+                    cx.problem(&e_at, format!("{what}: `rename.{k}` has no legate equivalent"));
                     continue;
                 }
-                if name.eq_ignore_ascii_case("host") {
+                if k == "headers" && name.eq_ignore_ascii_case("host") {
                     cx.problem(
-                        &h_at,
+                        &e_at,
                         format!("{what}: the Host header is the route's `preserve_host`/service host in legate"),
                     );
                     continue;
@@ -1691,16 +1690,38 @@ fn transformer(
                     "add" => "default",
                     _ => "append",
                 };
-                ops.entry(key).or_default().insert(s(name), s(value));
+                changes.sets.entry(key).or_default().insert(s(name), s(value));
             }
         }
     }
-    // Replaced where present and added where absent: set.
-    let replaced: Vec<Value> = ops.get("replace").map(|m| m.keys().cloned().collect()).unwrap_or_default();
-    for name in replaced {
-        let added = ops.get_mut("default").and_then(|m| m.remove(&name));
-        if let Some(value) = added {
-            let replaced = ops.get_mut("replace").and_then(|m| m.remove(&name));
+    Transformed { headers: headers.into_policy(cx, at, what), query: query.into_policy(cx, at, what), uri }
+}
+
+/// What a transformer does to a request or response.
+struct Transformed {
+    /// legate's `request_headers` / `response_headers`.
+    headers: Option<Value>,
+    /// legate's `request_query`.
+    query: Option<Value>,
+    /// request-transformer's `replace.uri`.
+    uri: Option<String>,
+}
+
+/// A transformer's changes to headers or to the query, by legate key.
+#[derive(Default)]
+struct Changes {
+    sets: BTreeMap<&'static str, Mapping>,
+    remove: Vec<Value>,
+}
+
+impl Changes {
+    /// As legate writes them: a name both replaced (where present) and
+    /// added (where absent) is set either way.
+    fn into_policy(mut self, cx: &mut Ctx<'_>, at: &YamlPath, what: &str) -> Option<Value> {
+        let replaced: Vec<Value> = self.sets.get("replace").map(|m| m.keys().cloned().collect()).unwrap_or_default();
+        for name in replaced {
+            let Some(value) = self.sets.get_mut("default").and_then(|m| m.remove(&name)) else { continue };
+            let replaced = self.sets.get_mut("replace").and_then(|m| m.remove(&name));
             if replaced.as_ref() != Some(&value) {
                 let name = name.as_str().unwrap_or_default();
                 cx.problem(
@@ -1708,19 +1729,19 @@ fn transformer(
                     format!("{what}: `{name}` is added and replaced with different values; legate sets one value"),
                 );
             }
-            ops.entry("add").or_default().insert(name, value);
+            self.sets.entry("add").or_default().insert(name, value);
         }
-    }
-    let mut out = vec![];
-    for key in ["add", "default", "replace", "append"] {
-        if let Some(m) = ops.remove(key).filter(|m| !m.is_empty()) {
-            out.push((key, Value::Mapping(m)));
+        let mut out = vec![];
+        for key in ["add", "default", "replace", "append"] {
+            if let Some(m) = self.sets.remove(key).filter(|m| !m.is_empty()) {
+                out.push((key, Value::Mapping(m)));
+            }
         }
+        if !self.remove.is_empty() {
+            out.push(("remove", Value::Sequence(self.remove)));
+        }
+        (!out.is_empty()).then(|| map(out))
     }
-    if !remove.is_empty() {
-        out.push(("remove", Value::Sequence(remove)));
-    }
-    ((!out.is_empty()).then(|| map(out)), uri)
 }
 
 /// `allow` / `deny` (`whitelist` / `blacklist` in Kong 1.x).

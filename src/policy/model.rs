@@ -494,6 +494,8 @@ pub struct Route {
     pub max_request_body: Option<u32>,
     /// Request header changes (route merged over service and defaults).
     pub request_headers: HeaderOps,
+    /// Query parameter changes (the route's own).
+    pub request_query: HeaderOps,
     /// Response header changes.
     pub response_headers: HeaderOps,
     /// Who may use it (route, else service, else defaults).

@@ -373,6 +373,8 @@ pub(crate) struct Route {
     pub(crate) max_request_body: Option<String>,
     /// Header changes on the way in: { add: {NAME: value}, remove: [NAME] }.
     pub(crate) request_headers: Option<HeaderOps>,
+    /// Query parameter changes on the way in, as for headers.
+    pub(crate) request_query: Option<HeaderOps>,
     /// Header changes on the way out.
     pub(crate) response_headers: Option<HeaderOps>,
     /// A provider, a list (any of them), or `none`; default: the service's, then defaults.auth.

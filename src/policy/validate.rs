@@ -649,6 +649,38 @@ fn header_name_ok(name: &str) -> bool {
     !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
+/// `request_query`: the same operations as on headers, on query parameters
+/// (a name is any text without `&`, `=`, `#` or spaces).
+fn query_ops(errs: &mut Errors<'_>, o: &Origin, ops: Option<&raw::HeaderOps>) -> HeaderOps {
+    let Some(raw::HeaderOps { add, default, replace, append, remove }) = ops else { return HeaderOps::default() };
+    let ok =
+        |name: &str| !name.is_empty() && !name.contains(['&', '=', '#', '?']) && !name.contains(char::is_whitespace);
+    let mut seen: Vec<(&str, &str)> = Vec::new();
+    for (key, map) in [("add", add), ("default", default), ("replace", replace), ("append", append)] {
+        for name in map.keys() {
+            let at = o.key(key).key(name.clone());
+            if !ok(name) {
+                errs.at_key(&at, format!("`{name}` is not a query parameter name"));
+            } else if let Some((other, _)) = seen.iter().find(|(_, n)| *n == name) {
+                errs.at_key(&at, format!("`{name}` is in `{other}` too; say one thing of a parameter"));
+            }
+            seen.push((key, name));
+        }
+    }
+    for (i, name) in remove.iter().enumerate() {
+        if !ok(name) {
+            errs.at(&o.key("remove").index(i), format!("`{name}` is not a query parameter name"));
+        }
+    }
+    HeaderOps {
+        add: add.clone(),
+        default: default.clone(),
+        replace: replace.clone(),
+        append: append.clone(),
+        remove: remove.clone(),
+    }
+}
+
 fn header_ops(errs: &mut Errors<'_>, o: &Origin, ops: Option<&raw::HeaderOps>, request: bool) -> HeaderOps {
     let Some(raw::HeaderOps { add, default, replace, append, remove }) = ops else { return HeaderOps::default() };
     let check = |errs: &mut Errors<'_>, at: &Origin, name: &str| {

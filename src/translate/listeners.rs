@@ -11,8 +11,8 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 use envoy_types::pb::google::protobuf::BoolValue;
 
 use super::{
-    access_log, ads, any, api_keys, auth, basic_auth, body_limit, cors, ip_restriction, local_reply, ratelimit, tls,
-    tracing,
+    access_log, ads, any, api_keys, auth, basic_auth, body_limit, cors, ip_restriction, local_reply, query, ratelimit,
+    tls, tracing,
 };
 use crate::policy::{Listener, Policy};
 
@@ -104,6 +104,7 @@ fn hcm(policy: &Policy, listener: &str) -> HttpConnectionManager {
     http_filters.extend(api_keys::http_filters(policy, listener));
     http_filters.extend(basic_auth::http_filters(policy, listener));
     http_filters.extend(ratelimit::http_filters(policy, listener));
+    http_filters.extend(query::http_filters(policy, listener));
     http_filters.extend(body_limit::http_filters(policy, listener));
     http_filters.push(router());
     HttpConnectionManager {

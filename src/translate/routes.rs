@@ -183,6 +183,7 @@ fn route(policy: &Policy, r: &Route) -> EnvoyRoute {
         idle_timeout,
         max_request_body: _,
         request_headers,
+        request_query: _,
         response_headers,
         auth: _,
         rate_limits: _,
@@ -340,6 +341,7 @@ fn route(policy: &Policy, r: &Route) -> EnvoyRoute {
             .chain(super::api_keys::per_route(policy, r))
             .chain(super::basic_auth::per_route(policy, r))
             .chain(super::body_limit::per_route(r))
+            .chain(super::query::per_route(r))
             .collect(),
         ..Default::default()
     }

@@ -134,6 +134,7 @@ pub(super) fn check_aggregation(
         idle_timeout: None,
         max_request_body: None,
         request_headers: defaults.request.clone(),
+        request_query: HeaderOps::default(),
         response_headers: defaults.response.clone(),
         auth: auth?,
         retries: None,

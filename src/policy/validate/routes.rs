@@ -242,6 +242,7 @@ pub(super) fn check_route(
         idle_timeout,
         max_request_body,
         request_headers,
+        request_query,
         response_headers,
         auth: route_auth,
         rate_limit: route_limits,
@@ -396,6 +397,7 @@ pub(super) fn check_route(
     let service_body = of_services(backend.as_ref(), policy, |s| s.max_request_body).into_iter().min();
     let cors = cors.as_ref().and_then(|c| check_cors(errs, &o.key("cors"), c));
     let req = header_ops(errs, &o.key("request_headers"), request_headers.as_ref(), true);
+    let query_ops = super::query_ops(errs, &o.key("request_query"), request_query.as_ref());
     let resp = header_ops(errs, &o.key("response_headers"), response_headers.as_ref(), false);
     let own_auth = route_auth.as_ref().map(|a| auth::resolve(errs, &o.key("auth"), a, refs.providers));
     let service = |name: &str| policy.services.get(name);
@@ -469,6 +471,7 @@ pub(super) fn check_route(
         idle_timeout: route_idle.or(service_idle),
         max_request_body: route_body.or(service_body),
         request_headers: defaults.request.merged(&service_request).merged(&req),
+        request_query: query_ops,
         response_headers: defaults.response.merged(&service_response).merged(&resp),
         auth: auth?,
         rate_limits: rate_limits?,
