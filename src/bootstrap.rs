@@ -54,6 +54,15 @@ fn bootstrap(o: &BootstrapOptions) -> Value {
     json!({
         "node": { "id": o.node_id, "cluster": o.node_cluster },
         "admin": { "address": { "socket_address": { "address": "127.0.0.1", "port_value": o.admin_port } } },
+        // Envoy refuses a regex whose RE2 program is larger than 100
+        // instructions unless told otherwise, so a route with a dozen hosts
+        // (one regex over `:authority`) or a long header regex that legate
+        // validated would be NACKed. RE2 matches in linear time whatever
+        // the size; Envoy Gateway's bootstrap lifts the limit the same way.
+        "layered_runtime": { "layers": [{ "name": "legate", "static_layer": {
+            "re2.max_program_size.error_level": 4_294_967_295_u64,
+            "re2.max_program_size.warn_level": 1000
+        } }] },
         "dynamic_resources": {
             "ads_config": {
                 "api_type": if o.delta { "DELTA_GRPC" } else { "GRPC" },

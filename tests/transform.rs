@@ -247,3 +247,28 @@ fn headers_by_presence_literal_values_respond_and_weighted_endpoints() {
     // a wide margin still tells it from an even split (100).
     assert!((125..=175).contains(&heavy_hits), "heavy answered {heavy_hits} of 200");
 }
+
+#[test]
+fn a_route_with_many_hosts_and_a_long_regex_is_served() {
+    // One regex over :authority for a dozen hosts, and a long path regex:
+    // both are larger RE2 programs than Envoy takes by default (100), and
+    // Envoys from `legate bootstrap` lift that limit.
+    let hosts: Vec<String> = (0..12).map(|i| format!("h{i}.shop.example.com")).collect();
+    let policy = format!(
+        "listeners: [{{ name: public, port: @LISTEN, address: 127.0.0.1 }}]\nservices: [{{ name: up, url: \
+         'http://127.0.0.1:@UP' }}]\nroutes:\n  - {{ name: shops, match: {{ prefix: /shop, hosts: [{}] }}, service: up }}\n  \
+         - {{ name: items, match: {{ regex: '/(orders|users|items|carts|payments|shipments|invoices|refunds)/[0-9]+/\
+         (detail|history|audit|export)' }}, service: up }}\n",
+        hosts.join(", ")
+    );
+    let mut gw = Gateway::new();
+    let listen = gw.serve_one(&policy);
+    let base = format!("http://127.0.0.1:{listen}");
+    gw.wait("Envoy to serve", PUSH, || {
+        request("GET", &format!("{base}/shop"), &[("host", "h11.shop.example.com")]).ok().filter(|r| r.status == 200)
+    });
+    assert_eq!(call("GET", &format!("{base}/shop"), &[("host", "other.example.com")]).status, 404);
+    assert_eq!(call("GET", &format!("{base}/refunds/7/audit"), &[]).status, 200);
+    let nacks = gw.status()["nodes"].to_string();
+    assert!(!nacks.contains("program size"), "{nacks}");
+}
