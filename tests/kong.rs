@@ -148,12 +148,12 @@ fn paths_with_regex_characters_are_regexes_in_kong_2_files() {
 #[test]
 fn plugins_no_route_uses_are_checked_too() {
     // Global plugins in a file without routes, and a route-less service's.
-    let text = "_format_version: \"3.0\"\nplugins:\n  - name: bot-detection\nservices:\n  - name: idle\n    \
+    let text = "_format_version: \"3.0\"\nplugins:\n  - name: hmac-auth\nservices:\n  - name: idle\n    \
                 url: http://a:80\n    plugins:\n      - name: customAuth\n";
     let errors = legate::policy::load_texts(&[("kong.yaml".to_owned(), text.to_owned())])
         .expect_err("must not load")
         .to_string();
-    assert!(errors.contains("kong.yaml:3:5: plugin `bot-detection` (global)"), "{errors}");
+    assert!(errors.contains("kong.yaml:3:5: plugin `hmac-auth` (global)"), "{errors}");
     assert!(errors.contains("kong.yaml:8:9: plugin `customAuth` (service `idle`)"), "{errors}");
 }
 
@@ -191,7 +191,7 @@ fn settings_without_an_equivalent_are_errors_naming_the_entity_and_field() {
     at(19, &["plugins `jwt` and `key-auth` on one route"]);
     at(19, &["plugin `key-auth` (route `users-route`)", "no consumer has keyauth_credentials"]);
     at(26, &["plugin `acl` (route `lonely-route`)", "needs the jwt, key-auth or basic-auth plugin"]);
-    at(29, &["Kong plugin `bot-detection` has no legate equivalent"]);
+    at(29, &["Kong plugin `hmac-auth` has no legate equivalent"]);
     at(31, &["`add.body`"]);
     at(31, &["`rename.headers`"]);
     at(34, &["consumer `x`", "`hmacauth_credentials`"]);
@@ -835,4 +835,41 @@ plugins:
     assert_eq!(j["headers"]["authorization"], "Bearer internal", "{j}");
     assert_eq!(j["headers"]["x-trail"], "client, kong", "{j}");
     assert_eq!(sorted(&j), ["page=1", "x=1"], "{j}");
+}
+
+#[test]
+fn kong_bot_detection_refuses_bots_by_kong_s_rules_and_lists() {
+    // Kong's default patterns, `deny` added to them, and `allow` checked first.
+    let (_gw, listen) = serve_kong(
+        |up| {
+            format!(
+                r"_format_version: '3.0'
+services:
+  - name: api
+    url: http://127.0.0.1:{up}
+    routes:
+      - {{ name: api, paths: [/api] }}
+plugins:
+  - name: bot-detection
+    config: {{ allow: ['Googlebot-Image'], deny: ['^MyScraper'] }}
+"
+            )
+        },
+        "/api",
+    );
+    let status = |agent: &str| {
+        request("GET", &format!("http://127.0.0.1:{listen}/api/x"), &[("user-agent", agent)]).expect("answer").status
+    };
+    for (agent, want) in [
+        ("Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0", 200),
+        ("Googlebot/2.1 (+http://www.google.com/bot.html)", 403),
+        ("curl/8.5.0", 200),
+        ("python-requests/2.31.0", 200),
+        ("Python-urllib/3.11", 403),
+        ("facebookexternalhit/1.1", 403),
+        ("MyScraper 1.0", 403),
+        ("Googlebot-Image/1.0", 200),
+    ] {
+        assert_eq!(status(agent), want, "{agent}");
+    }
 }

@@ -1037,6 +1037,8 @@ fn route<'a>(
     }
     // request-transformer's `replace.uri` is the whole upstream path.
     let replace_uri = settings.iter().position(|(k, _)| *k == REPLACE_URI).map(|i| settings.remove(i).1);
+    let bot_rules = settings.iter().position(|(k, _)| *k == BOT_RULES).map(|i| settings.remove(i).1);
+    let first_made = cx.routes.len();
     if cx.out.problems.len() > before {
         cx.out.dropped.push((at.clone(), format!("{entity}: for its plugins' problems")));
         return;
@@ -1121,6 +1123,61 @@ fn route<'a>(
         }
         cx.routes.push((map(out), at.clone()));
     }
+    if let Some(rules) = bot_rules {
+        guard_against_bots(cx, &rules, first_made, at, &entity);
+    }
+}
+
+/// bot-detection on the routes made from one Kong route (from index
+/// `first`): before each, a route taking the same requests whose
+/// User-Agent matches `deny` or Kong's bot patterns, answered 403 as Kong
+/// does; and before that, when there is an `allow` list, the route itself
+/// again for User-Agents it allows (Kong checks `allow` first). Header
+/// conditions rank these above the route (docs/policy.md#route-precedence),
+/// and the written order keeps `allow` before the bots.
+fn guard_against_bots(cx: &mut Ctx<'_>, rules: &Value, first: usize, at: &YamlPath, entity: &str) {
+    let allow = strings(rules, "allow");
+    let deny = strings(rules, "deny");
+    let mut patterns: Vec<&str> = deny.iter().map(String::as_str).collect();
+    patterns.extend(kong_bot_patterns());
+    let bots = search_regex(&patterns);
+    let allowed = (!allow.is_empty()).then(|| search_regex(&allow.iter().map(String::as_str).collect::<Vec<_>>()));
+    let made: Vec<(Value, YamlPath)> = cx.routes.drain(first..).collect();
+    for (route, route_at) in made {
+        let name = route.get("name").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let with_agent = |r: &Value, regex: &str| -> Option<Value> {
+            let mut r = r.clone();
+            let m = r.get_mut("match")?.as_mapping_mut()?;
+            let headers = m.entry(s("headers")).or_insert_with(|| Value::Mapping(Mapping::new()));
+            let headers = headers.as_mapping_mut()?;
+            if headers.keys().any(|k| k.as_str().is_some_and(|k| k.eq_ignore_ascii_case("user-agent"))) {
+                return None;
+            }
+            headers.insert(s("user-agent"), map(vec![("regex", s(regex))]));
+            Some(r)
+        };
+        let Some(mut blocked) = with_agent(&route, &bots) else {
+            cx.problem(at, format!("{entity}: bot-detection on a route that matches User-Agent itself"));
+            cx.out.dropped.push((at.clone(), format!("{entity}: for its plugins' problems")));
+            return;
+        };
+        if let Some(allowed) = &allowed {
+            if let Some(mut r) = with_agent(&route, allowed) {
+                r["name"] = s(&format!("{name}-bots-allowed"));
+                cx.routes.push((r, route_at.clone()));
+            }
+        }
+        // Kong's bot-detection runs before authentication and limits.
+        if let Some(m) = blocked.as_mapping_mut() {
+            m.retain(|k, _| matches!(k.as_str(), Some("name" | "listener" | "match")));
+            m.insert(s("name"), s(&format!("{name}-bots")));
+            m.insert(s("respond"), map(vec![("status", 403.into()), ("message", s("Forbidden"))]));
+            m.insert(s("auth"), s("none"));
+            m.insert(s("rate_limit"), s("none"));
+        }
+        cx.routes.push((blocked, route_at.clone()));
+        cx.routes.push((route, route_at));
+    }
 }
 
 /// Names (`key`) Kong requires unique among `entities` (services, routes,
@@ -1166,6 +1223,21 @@ fn exact_path_upstream(path: &str, strip: bool, base: Option<&str>) -> Option<St
 /// Not a legate key: the upstream path request-transformer's `replace.uri`
 /// sets, which `route` makes the route's rewrite.
 const REPLACE_URI: &str = "replace_uri";
+
+/// Not a legate key: bot-detection's `allow` and `deny` regexes, which
+/// `route` makes routes of their own.
+const BOT_RULES: &str = "bot_rules";
+
+/// Kong's default bot patterns (kong/plugins/bot-detection/rules.lua).
+fn kong_bot_patterns() -> Vec<&'static str> {
+    include_str!("kong/bot_rules.txt").lines().filter(|l| !l.starts_with('#') && !l.is_empty()).collect()
+}
+
+/// A regex matching a whole header value that holds one of `patterns`
+/// anywhere (Kong searches, legate's header regexes match the whole value).
+fn search_regex(patterns: &[&str]) -> String {
+    format!(".*(?:{}).*", patterns.join("|"))
+}
 
 /// auth, rate_limit, header changes and CORS of a route from its plugins.
 fn route_settings(cx: &mut Ctx<'_>, plugins: &BTreeMap<String, Plugin<'_>>) -> Vec<(&'static str, Value)> {
@@ -1311,6 +1383,23 @@ fn route_settings(cx: &mut Ctx<'_>, plugins: &BTreeMap<String, Plugin<'_>>) -> V
                 }
             }
             "acl" => {}
+            "bot-detection" => {
+                cx.only(&what, c, &at, &["allow", "deny"], &[]);
+                let mut lists = vec![];
+                for key in ["allow", "deny"] {
+                    let list = strings(c, key);
+                    for (i, re) in list.iter().enumerate() {
+                        if regex_syntax::Parser::new().parse(re).is_err() {
+                            cx.problem(
+                                &at.key(key).index(i),
+                                format!("{what}: `{re}` is not a regex legate (RE2) reads"),
+                            );
+                        }
+                    }
+                    lists.push((key, Value::Sequence(list.iter().map(|x| s(x)).collect())));
+                }
+                out.push((BOT_RULES, map(lists)));
+            }
             "request-size-limiting" => {
                 cx.only(
                     &what,
