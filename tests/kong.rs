@@ -54,6 +54,21 @@ fn serve_kong(kong: impl FnOnce(u16) -> String, probe: &str) -> (Gateway, u16) {
     (gw, listen)
 }
 
+/// One Kong service `api` (an echo upstream) with the route `/api`, and
+/// the top-level `plugins` given (YAML list items), served as by
+/// [`serve_kong`].
+fn serve_api_with(plugins: &str) -> (Gateway, u16) {
+    serve_kong(
+        |up| {
+            format!(
+                "_format_version: '3.0'\nservices:\n  - name: api\n    url: http://127.0.0.1:{up}\n    routes:\n      \
+                 - {{ name: api, paths: [/api] }}\nplugins:\n{plugins}"
+            )
+        },
+        "/api",
+    )
+}
+
 #[test]
 fn the_gateway_pattern_document_s_config_converts() {
     golden("gateway-pattern.yaml");
@@ -685,22 +700,8 @@ services:
 
 #[test]
 fn kong_request_size_limiting_answers_413_past_the_size() {
-    let (_gw, listen) = serve_kong(
-        |up| {
-            format!(
-                r"_format_version: '3.0'
-services:
-  - name: api
-    url: http://127.0.0.1:{up}
-    routes:
-      - {{ name: api, paths: [/api] }}
-plugins:
-  - name: request-size-limiting
-    config: {{ allowed_payload_size: 1, size_unit: kilobytes }}
-"
-            )
-        },
-        "/api",
+    let (_gw, listen) = serve_api_with(
+        "  - name: request-size-limiting\n    config: { allowed_payload_size: 1, size_unit: kilobytes }\n",
     );
     let post = |bytes: usize| {
         let url = format!("http://127.0.0.1:{listen}/api/upload");
@@ -840,23 +841,8 @@ plugins:
 #[test]
 fn kong_bot_detection_refuses_bots_by_kong_s_rules_and_lists() {
     // Kong's default patterns, `deny` added to them, and `allow` checked first.
-    let (_gw, listen) = serve_kong(
-        |up| {
-            format!(
-                r"_format_version: '3.0'
-services:
-  - name: api
-    url: http://127.0.0.1:{up}
-    routes:
-      - {{ name: api, paths: [/api] }}
-plugins:
-  - name: bot-detection
-    config: {{ allow: ['Googlebot-Image'], deny: ['^MyScraper'] }}
-"
-            )
-        },
-        "/api",
-    );
+    let (_gw, listen) =
+        serve_api_with("  - name: bot-detection\n    config: { allow: ['Googlebot-Image'], deny: ['^MyScraper'] }\n");
     let status = |agent: &str| {
         request("GET", &format!("http://127.0.0.1:{listen}/api/x"), &[("user-agent", agent)]).expect("answer").status
     };

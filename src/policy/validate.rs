@@ -260,9 +260,20 @@ fn check_name(errs: &mut Errors<'_>, o: &Origin, name: &str, what: &str) -> bool
 }
 
 fn duration(errs: &mut Errors<'_>, o: &Origin, text: Option<&String>) -> Option<Option<Duration>> {
+    parsed(errs, o, text, parse_duration)
+}
+
+/// `text` read by `parse`, its error reported at `o`: `Some(None)` when
+/// there is no text, `None` when it does not read.
+fn parsed<T>(
+    errs: &mut Errors<'_>,
+    o: &Origin,
+    text: Option<&String>,
+    parse: fn(&str) -> Result<T, String>,
+) -> Option<Option<T>> {
     let Some(text) = text else { return Some(None) };
-    match parse_duration(text) {
-        Ok(d) => Some(Some(d)),
+    match parse(text) {
+        Ok(v) => Some(Some(v)),
         Err(msg) => {
             errs.at(o, msg);
             None
@@ -309,14 +320,7 @@ fn whole_seconds(errs: &mut Errors<'_>, o: &Origin, text: Option<&String>, what:
 /// `64KB`, `10MB`, `1GB` (powers of 1000), from 1 byte to 4294967295
 /// (Envoy counts a body limit in 32 bits).
 fn byte_size(errs: &mut Errors<'_>, o: &Origin, text: Option<&String>) -> Option<Option<u32>> {
-    let Some(text) = text else { return Some(None) };
-    match parse_size(text) {
-        Ok(n) => Some(Some(n)),
-        Err(msg) => {
-            errs.at(o, msg);
-            None
-        }
-    }
+    parsed(errs, o, text, parse_size)
 }
 
 /// See [`byte_size`].
