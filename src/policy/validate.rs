@@ -654,60 +654,58 @@ fn header_name_ok(name: &str) -> bool {
 }
 
 /// `request_query`: the same operations as on headers, on query parameters
-/// (a name is any text without `&`, `=`, `#` or spaces).
+/// (a name is any text without `&`, `=`, `#`, `?` or spaces).
 fn query_ops(errs: &mut Errors<'_>, o: &Origin, ops: Option<&raw::HeaderOps>) -> HeaderOps {
-    let Some(raw::HeaderOps { add, default, replace, append, remove }) = ops else { return HeaderOps::default() };
-    let ok =
-        |name: &str| !name.is_empty() && !name.contains(['&', '=', '#', '?']) && !name.contains(char::is_whitespace);
-    let mut seen: Vec<(&str, &str)> = Vec::new();
-    for (key, map) in [("add", add), ("default", default), ("replace", replace), ("append", append)] {
-        for name in map.keys() {
-            let at = o.key(key).key(name.clone());
-            if !ok(name) {
-                errs.at_key(&at, format!("`{name}` is not a query parameter name"));
-            } else if let Some((other, _)) = seen.iter().find(|(_, n)| *n == name) {
-                errs.at_key(&at, format!("`{name}` is in `{other}` too; say one thing of a parameter"));
-            }
-            seen.push((key, name));
-        }
-    }
-    for (i, name) in remove.iter().enumerate() {
-        if !ok(name) {
-            errs.at(&o.key("remove").index(i), format!("`{name}` is not a query parameter name"));
-        }
-    }
-    HeaderOps {
-        add: add.clone(),
-        default: default.clone(),
-        replace: replace.clone(),
-        append: append.clone(),
-        remove: remove.clone(),
-    }
+    let problem = |name: &str| {
+        (name.is_empty() || name.contains(['&', '=', '#', '?']) || name.contains(char::is_whitespace))
+            .then(|| format!("`{name}` is not a query parameter name"))
+    };
+    checked_ops(errs, o, ops, "parameter", false, &problem)
 }
 
 fn header_ops(errs: &mut Errors<'_>, o: &Origin, ops: Option<&raw::HeaderOps>, request: bool) -> HeaderOps {
-    let Some(raw::HeaderOps { add, default, replace, append, remove }) = ops else { return HeaderOps::default() };
-    let check = |errs: &mut Errors<'_>, at: &Origin, name: &str| {
+    let problem = |name: &str| {
         let lower = name.to_ascii_lowercase();
         if !header_name_ok(name) {
-            errs.at_key(at, format!("`{name}` is not a valid header name"));
+            Some(format!("`{name}` is not a valid header name"))
         } else if request && (lower == "host" || lower.starts_with(':')) {
-            errs.at_key(at, format!("`{name}` cannot be changed here; use `rewrite: {{ host: ... }}`"));
+            Some(format!("`{name}` cannot be changed here; use `rewrite: {{ host: ... }}`"))
+        } else {
+            None
         }
     };
+    checked_ops(errs, o, ops, "header", true, &problem)
+}
+
+/// Header or query changes, each name checked by `problem`, and each said
+/// once among `add`, `default`, `replace` and `append` (`fold_case`: names
+/// that differ in case only are one).
+fn checked_ops(
+    errs: &mut Errors<'_>,
+    o: &Origin,
+    ops: Option<&raw::HeaderOps>,
+    noun: &str,
+    fold_case: bool,
+    problem: &dyn Fn(&str) -> Option<String>,
+) -> HeaderOps {
+    let Some(raw::HeaderOps { add, default, replace, append, remove }) = ops else { return HeaderOps::default() };
+    let same = |a: &str, b: &str| if fold_case { a.eq_ignore_ascii_case(b) } else { a == b };
     let mut seen: Vec<(&str, &str)> = Vec::new();
     for (key, map) in [("add", add), ("default", default), ("replace", replace), ("append", append)] {
         for name in map.keys() {
             let at = o.key(key).key(name.clone());
-            check(errs, &at, name);
-            if let Some((other, _)) = seen.iter().find(|(_, n)| n.eq_ignore_ascii_case(name)) {
-                errs.at_key(&at, format!("`{name}` is in `{other}` too; say one thing of a header"));
+            if let Some(msg) = problem(name) {
+                errs.at_key(&at, msg);
+            } else if let Some((other, _)) = seen.iter().find(|(_, n)| same(n, name)) {
+                errs.at_key(&at, format!("`{name}` is in `{other}` too; say one thing of a {noun}"));
             }
             seen.push((key, name));
         }
     }
     for (i, name) in remove.iter().enumerate() {
-        check(errs, &o.key("remove").index(i), name);
+        if let Some(msg) = problem(name) {
+            errs.at_key(&o.key("remove").index(i), msg);
+        }
     }
     HeaderOps {
         add: add.clone(),
