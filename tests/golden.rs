@@ -5,6 +5,8 @@
 //! To accept changed output after reviewing the diff:
 //! `INSTA_UPDATE=always cargo test --test golden`, then read the `.snap` files.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -41,25 +43,8 @@ fn golden_text(case: &str, node_cluster: &str, snapshot: &Snapshot, view: &View)
         let _ =
             writeln!(out, "# {} version: {} (count {})", kind.plural(), view.version(kind), view.resources(kind).len());
     }
-    // The Mozilla roots (~200 KB of PEM) would drown the rest: they are
-    // summed up as their count and a digest.
-    let mut json = legate::render::view_json(view);
-    for secret in json.get_mut("secrets").and_then(serde_json::Value::as_array_mut).into_iter().flatten() {
-        if secret["name"] == "legate:mozilla-roots" {
-            let ca = &mut secret["validation_context"]["trusted_ca"]["inline_string"];
-            let pem = ca.as_str().unwrap_or_default();
-            let digest = sha256_hex(pem.as_bytes());
-            *ca =
-                format!("<{} certificates, sha256 {}>", pem.matches("BEGIN CERTIFICATE").count(), &digest[..16]).into();
-        }
-    }
-    out.push_str(&serde_yaml::to_string(&json).expect("YAML"));
+    out.push_str(&common::rendered::view_text(view));
     out
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest as _;
-    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn check_case(case: &str) {

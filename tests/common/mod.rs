@@ -27,6 +27,7 @@ pub(crate) const LEGATE: &str = env!("CARGO_BIN_EXE_legate");
 pub(crate) const STARTUP: Duration = Duration::from_secs(30);
 
 pub(crate) mod jwt;
+pub(crate) mod rendered;
 pub(crate) mod static_config;
 
 // ------------------------------------------------------------------ ports

@@ -27,7 +27,7 @@ fn inline_references(v: &mut Value, routes: &serde_json::Map<String, Value>) {
 
 /// Everything a node would get from `policy`, as one static Envoy bootstrap:
 /// routes inlined into listeners, EDS clusters given their endpoints,
-/// secrets static, plus the clusters `legate bootstrap` defines.
+/// secrets static, plus the clusters and runtime `legate bootstrap` defines.
 pub(crate) fn static_bootstrap(policy: &legate::policy::Policy) -> Value {
     let snapshot = legate::translate::translate(policy);
     let view = snapshot.all();
@@ -70,6 +70,7 @@ pub(crate) fn static_bootstrap(policy: &legate::policy::Policy) -> Value {
     json!({
         "node": boot["node"],
         "admin": boot["admin"],
+        "layered_runtime": boot["layered_runtime"],
         "static_resources": {
             "listeners": listeners.into_iter().map(strip).collect::<Vec<_>>(),
             "clusters": clusters.into_iter().map(strip).collect::<Vec<_>>(),
