@@ -859,3 +859,21 @@ fn kong_bot_detection_refuses_bots_by_kong_s_rules_and_lists() {
         assert_eq!(status(agent), want, "{agent}");
     }
 }
+
+#[test]
+fn a_route_for_https_alone_needs_a_tls_listener() {
+    // Kong serves it on its TLS port only; on the conversion's own plain
+    // listener Kong would answer 426 and never reach the service.
+    let kong = "_format_version: '3.0'\nservices:\n  - name: api\n    url: http://api:80\n    routes:\n      \
+                - { name: secure, paths: [/s], protocols: [https] }\n";
+    let alone = vec![("kong.yaml".to_owned(), kong.to_owned())];
+    let errors = legate::policy::load_texts(&alone).expect_err("must not load").to_string();
+    assert!(
+        errors.contains("kong.yaml:6:38: route `secure`: a route for https alone needs a TLS listener"),
+        "{errors}"
+    );
+    // With a listener of the folder's own (the user's choice of TLS), it converts.
+    let listener = "listeners:\n  - name: public\n    port: 8443\n".to_owned();
+    let with = vec![("kong.yaml".to_owned(), kong.to_owned()), ("listeners.yaml".to_owned(), listener)];
+    legate::policy::load_texts(&with).expect("loads on the folder's listener");
+}

@@ -118,6 +118,8 @@ struct Ctx<'a> {
     /// The Host header each converted service is sent (Kong's
     /// `preserve_host: false`).
     service_hosts: BTreeMap<String, HostHeader>,
+    /// The routes go on the conversion's own plain-HTTP listener `kong`.
+    own_listener: bool,
 }
 
 impl Ctx<'_> {
@@ -206,6 +208,7 @@ pub(crate) fn convert(doc: &Value, own_listener: bool) -> Converted {
             })
             .collect(),
         service_hosts: BTreeMap::new(),
+        own_listener,
     };
     let root = YamlPath::default();
     match get(doc, "_format_version") {
@@ -969,6 +972,18 @@ fn route<'a>(
         if !matches!(p.as_str(), "http" | "https" | "ws" | "wss") {
             cx.problem(&at.key("protocols"), format!("{entity}: protocol `{p}` has no legate equivalent"));
         }
+    }
+    // A route for https (or wss) alone is served by Kong on its TLS port
+    // only; the conversion's own listener is plain HTTP, where Kong would
+    // answer 426 and never reach the service.
+    if cx.own_listener && !protocols.is_empty() && protocols.iter().all(|p| p == "https" || p == "wss") {
+        cx.problem(
+            &at.key("protocols"),
+            format!(
+                "{entity}: a route for https alone needs a TLS listener; define one in a listeners file next to the \
+                 Kong file (its routes go on it)"
+            ),
+        );
     }
     // A route without a service: Kong runs its plugins, then answers 503
     // (kong/runloop/handler.lua).
