@@ -877,3 +877,24 @@ fn a_route_for_https_alone_needs_a_tls_listener() {
     let with = vec![("kong.yaml".to_owned(), kong.to_owned()), ("listeners.yaml".to_owned(), listener)];
     legate::policy::load_texts(&with).expect("loads on the folder's listener");
 }
+
+#[test]
+fn kong_correlation_id_sends_the_request_id_and_echoes_it() {
+    let (_gw, listen) = serve_api_with(
+        "  - name: correlation-id\n    config: { header_name: X-Correlation-ID, echo_downstream: true }\n",
+    );
+    let get = |headers: &[(&str, &str)]| {
+        let r = request("GET", &format!("http://127.0.0.1:{listen}/api/x"), headers).expect("answer");
+        let sent = r.json()["headers"]["x-correlation-id"].as_str().unwrap_or_default().to_owned();
+        (sent, r.header("x-correlation-id").unwrap_or_default().to_owned())
+    };
+    // Made at the gateway when the client sends none (a UUID), the same
+    // in the answer.
+    let (sent, echoed) = get(&[]);
+    assert_eq!(sent.len(), 36, "a UUID: {sent}");
+    assert_eq!(echoed, sent);
+    let (other, _) = get(&[]);
+    assert_ne!(other, sent, "one per request");
+    // A client's own id is kept, as Kong keeps it.
+    assert_eq!(get(&[("x-correlation-id", "abc-123")]), ("abc-123".to_owned(), "abc-123".to_owned()));
+}

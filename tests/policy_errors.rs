@@ -1343,3 +1343,10 @@ auth:
         &[("b.yaml:4:56", &["an `auth` list takes one kind"]), ("b.yaml:9:92", &["must agree on `client_header`"])],
     );
 }
+
+#[test]
+fn a_request_id_header_that_cannot_carry_it_is_located() {
+    let text = "listeners: [{ name: public, port: 10000 }]\nservices: [{ name: s, url: \"http://s:80\" }]\nroutes:\n  \
+                - { name: r, match: { prefix: / }, service: s, request_id: { header: x-request-id } }\n";
+    check(&[("r.yaml", text)], &[("r.yaml:4:72", &["`x-request-id` cannot carry the request id"])]);
+}

@@ -47,6 +47,7 @@ const ROUTE: &[&str] = &[
     "max_request_body",
     "request_headers",
     "request_query",
+    "request_id",
     "response_headers",
     "auth",
     "rate_limit",
@@ -58,6 +59,7 @@ const MATCH: &[&str] = &["prefix", "path", "regex", "methods", "headers", "query
 const VALUE_MATCH: &[&str] = &["exact", "present", "regex"];
 const SPLIT: &[&str] = &["service", "weight"];
 const RESPOND: &[&str] = &["status", "message"];
+const REQUEST_ID: &[&str] = &["header", "echo"];
 const REWRITE: &[&str] = &["prefix", "regex", "substitution", "host", "auto_host"];
 const ENDPOINT: &[&str] = &["address", "weight"];
 const HEADER_OPS: &[&str] = &["add", "default", "replace", "append", "remove"];
@@ -121,6 +123,7 @@ fn context(parent: &[Seg]) -> Option<(&'static str, &'static [&'static str])> {
         }
         [r, I(_), s, I(_)] if k(r, "routes") && k(s, "split") => ("a split entry", SPLIT),
         [r, I(_), s] if k(r, "routes") && k(s, "respond") => ("respond", RESPOND),
+        [r, I(_), s] if k(r, "routes") && k(s, "request_id") => ("request_id", REQUEST_ID),
         [r, I(_), w] if k(r, "routes") && k(w, "rewrite") => ("a rewrite", REWRITE),
         [.., h] if k(h, "request_headers") || k(h, "response_headers") => ("a header change", HEADER_OPS),
         [.., h] if k(h, "request_query") => ("a query change", HEADER_OPS),

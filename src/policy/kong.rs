@@ -1398,6 +1398,14 @@ fn route_settings(cx: &mut Ctx<'_>, plugins: &BTreeMap<String, Plugin<'_>>) -> V
                 }
             }
             "acl" => {}
+            "correlation-id" => {
+                // `generator` shapes the id (uuid, uuid#counter, tracker);
+                // Envoy's is a UUID whichever is asked for.
+                cx.only(&what, c, &at, &["header_name", "generator", "echo_downstream"], &[]);
+                let header = get_str(c, "header_name").unwrap_or("Kong-Request-ID");
+                let echo = get(c, "echo_downstream").and_then(Value::as_bool) == Some(true);
+                out.push(("request_id", map(vec![("header", s(header)), ("echo", echo.into())])));
+            }
             "bot-detection" => {
                 cx.only(&what, c, &at, &["allow", "deny"], &[]);
                 let mut lists = vec![];

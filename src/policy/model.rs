@@ -496,6 +496,9 @@ pub struct Route {
     pub request_headers: HeaderOps,
     /// Query parameter changes (the route's own).
     pub request_query: HeaderOps,
+    /// The header that carries Envoy's request id to the service, and
+    /// whether the answer carries it back.
+    pub request_id: Option<(String, bool)>,
     /// Response header changes.
     pub response_headers: HeaderOps,
     /// Who may use it (route, else service, else defaults).

@@ -375,6 +375,8 @@ pub(crate) struct Route {
     pub(crate) request_headers: Option<HeaderOps>,
     /// Query parameter changes on the way in, as for headers.
     pub(crate) request_query: Option<HeaderOps>,
+    /// The request's id in a header of this name too: { header, echo }.
+    pub(crate) request_id: Option<RequestId>,
     /// Header changes on the way out.
     pub(crate) response_headers: Option<HeaderOps>,
     /// A provider, a list (any of them), or `none`; default: the service's, then defaults.auth.
@@ -454,6 +456,16 @@ pub(crate) struct ServiceTls {
     pub(crate) server_name: Option<String>,
     /// false: accept any certificate (for testing only). Default true.
     pub(crate) verify: Option<bool>,
+}
+
+/// `routes[].request_id`.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub(crate) struct RequestId {
+    /// The header the service gets the id in (a client's own value is kept).
+    pub(crate) header: String,
+    /// Also in the answer to the client (default false).
+    pub(crate) echo: Option<bool>,
 }
 
 /// `routes[].respond`.

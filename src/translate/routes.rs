@@ -184,6 +184,7 @@ fn route(policy: &Policy, r: &Route) -> EnvoyRoute {
         max_request_body: _,
         request_headers,
         request_query: _,
+        request_id,
         response_headers,
         auth: _,
         rate_limits: _,
@@ -274,6 +275,20 @@ fn route(policy: &Policy, r: &Route) -> EnvoyRoute {
     // Envoy sets (a client's own is overwritten); it answers by the
     // aggregation's timeout, so Envoy waits a little longer than that.
     let (mut request_adds, timeout) = (header_adds(request_headers), *timeout);
+    let mut response_adds = header_adds(response_headers);
+    // Envoy's request id (made at the edge, as x-request-id) under another
+    // name too: the one command a value here may hold, so not escaped.
+    if let Some((header, echo)) = request_id {
+        let command = |value: &str, action: HeaderAppendAction| HeaderValueOption {
+            header: Some(HeaderValue { key: header.clone(), value: value.to_owned(), ..Default::default() }),
+            append_action: action.into(),
+            ..Default::default()
+        };
+        request_adds.push(command("%REQ(X-REQUEST-ID)%", HeaderAppendAction::AddIfAbsent));
+        if *echo {
+            response_adds.push(command(&format!("%REQ({header})%"), HeaderAppendAction::OverwriteIfExistsOrAdd));
+        }
+    }
     let timeout = match backend {
         Backend::Aggregation(a) => {
             request_adds.push(header_add(crate::aggregator::NAME_HEADER, a));
@@ -332,7 +347,7 @@ fn route(policy: &Policy, r: &Route) -> EnvoyRoute {
             }
             remove
         },
-        response_headers_to_add: header_adds(response_headers),
+        response_headers_to_add: response_adds,
         response_headers_to_remove: response_headers.remove.clone(),
         typed_per_filter_config: super::auth::per_route(r)
             .into_iter()

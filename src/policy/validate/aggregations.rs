@@ -135,6 +135,7 @@ pub(super) fn check_aggregation(
         max_request_body: None,
         request_headers: defaults.request.clone(),
         request_query: HeaderOps::default(),
+        request_id: None,
         response_headers: defaults.response.clone(),
         auth: auth?,
         retries: None,

@@ -243,6 +243,7 @@ pub(super) fn check_route(
         max_request_body,
         request_headers,
         request_query,
+        request_id,
         response_headers,
         auth: route_auth,
         rate_limit: route_limits,
@@ -398,6 +399,14 @@ pub(super) fn check_route(
     let cors = cors.as_ref().and_then(|c| check_cors(errs, &o.key("cors"), c));
     let req = header_ops(errs, &o.key("request_headers"), request_headers.as_ref(), true);
     let query_ops = super::query_ops(errs, &o.key("request_query"), request_query.as_ref());
+    let request_id = request_id.as_ref().and_then(|raw::RequestId { header, echo }| {
+        let lower = header.to_ascii_lowercase();
+        if !header_name_ok(header) || lower == "host" || lower.starts_with(':') || lower == "x-request-id" {
+            errs.at(&o.key("request_id").key("header"), format!("`{header}` cannot carry the request id"));
+            return None;
+        }
+        Some((header.clone(), echo.unwrap_or(false)))
+    });
     let resp = header_ops(errs, &o.key("response_headers"), response_headers.as_ref(), false);
     let own_auth = route_auth.as_ref().map(|a| auth::resolve(errs, &o.key("auth"), a, refs.providers));
     let service = |name: &str| policy.services.get(name);
@@ -472,6 +481,7 @@ pub(super) fn check_route(
         max_request_body: route_body.or(service_body),
         request_headers: defaults.request.merged(&service_request).merged(&req),
         request_query: query_ops,
+        request_id,
         response_headers: defaults.response.merged(&service_response).merged(&resp),
         auth: auth?,
         rate_limits: rate_limits?,
