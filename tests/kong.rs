@@ -898,3 +898,27 @@ fn kong_correlation_id_sends_the_request_id_and_echoes_it() {
     // A client's own id is kept, as Kong keeps it.
     assert_eq!(get(&[("x-correlation-id", "abc-123")]), ("abc-123".to_owned(), "abc-123".to_owned()));
 }
+
+#[test]
+fn a_global_kong_file_log_is_legate_s_access_log() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("kong-requests.log");
+    let (_gw, listen) =
+        serve_api_with(&format!("  - name: file-log\n    config: {{ path: {}, reopen: true }}\n", file.display()));
+    let r = request("GET", &format!("http://127.0.0.1:{listen}/api/logged?x=1"), &[]).expect("answer");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let line = common::wait_for("the request in the file", std::time::Duration::from_secs(10), || {
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        text.lines().find(|l| l.contains("/api/logged")).map(str::to_owned)
+    });
+    let entry: serde_json::Value = serde_json::from_str(&line).expect("a JSON line");
+    assert_eq!(entry["status"], 200, "{entry}");
+    // On a service it would log that service's requests alone, which
+    // legate's one access log cannot say.
+    let text = "_format_version: '3.0'\nservices:\n  - name: api\n    url: http://a:80\n    plugins:\n      \
+                - { name: file-log, config: { path: /tmp/api.log } }\n";
+    let errors = legate::policy::load_texts(&[("kong.yaml".to_owned(), text.to_owned())])
+        .expect_err("must not load")
+        .to_string();
+    assert!(errors.contains("legate's access log covers every route or none"), "{errors}");
+}

@@ -120,6 +120,8 @@ struct Ctx<'a> {
     service_hosts: BTreeMap<String, HostHeader>,
     /// The routes go on the conversion's own plain-HTTP listener `kong`.
     own_listener: bool,
+    /// A global file-log's path, as legate's access log path.
+    access_log: Option<String>,
 }
 
 impl Ctx<'_> {
@@ -209,6 +211,7 @@ pub(crate) fn convert(doc: &Value, own_listener: bool) -> Converted {
             .collect(),
         service_hosts: BTreeMap::new(),
         own_listener,
+        access_log: None,
     };
     let root = YamlPath::default();
     match get(doc, "_format_version") {
@@ -371,6 +374,10 @@ pub(crate) fn convert(doc: &Value, own_listener: bool) -> Converted {
     }
     if !auth.is_empty() {
         policy.insert(s("auth"), map(auth));
+    }
+    if let Some(path) = &cx.access_log {
+        let log = map(vec![("format", s("json")), ("path", s(path))]);
+        policy.insert(s("defaults"), map(vec![("access_log", log)]));
     }
     cx.out.policy = policy;
     // A global plugin's problem is found once per route it applies to.
@@ -1398,6 +1405,28 @@ fn route_settings(cx: &mut Ctx<'_>, plugins: &BTreeMap<String, Plugin<'_>>) -> V
                 }
             }
             "acl" => {}
+            "file-log" => {
+                // `reopen` (Kong opens the file for each write): Envoy keeps it
+                // open and reopens it on its admin's /reopen_logs.
+                cx.only(&what, c, &at, &["path", "reopen"], &[("custom_fields_by_lua", Value::Null)]);
+                let path = match get_str(c, "path") {
+                    Some("/dev/stdout") => Some("stdout".to_owned()),
+                    Some("/dev/stderr") => Some("stderr".to_owned()),
+                    Some(p) if p.starts_with('/') => Some(p.to_owned()),
+                    _ => {
+                        cx.problem(&at.key("path"), format!("{what}: `path` must be an absolute file path"));
+                        None
+                    }
+                };
+                if p.scope != "global" {
+                    cx.problem(
+                        &p.at.key("name"),
+                        format!("{what}: legate's access log covers every route or none (a global file-log converts)"),
+                    );
+                } else if let Some(path) = path {
+                    cx.access_log = Some(path);
+                }
+            }
             "correlation-id" => {
                 // `generator` shapes the id (uuid, uuid#counter, tracker);
                 // Envoy's is a UUID whichever is asked for.
