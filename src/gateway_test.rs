@@ -237,14 +237,16 @@ async fn run_case(stand: &StandIn, case: &Case, from: IpAddr) -> anyhow::Result<
         let provider = &stand.policy.jwt_providers[&jwt.provider];
         let claims = stand_in::claims(provider, &jwt.claims);
         let signed = stand.key.sign(&claims)?;
-        match &provider.from {
-            TokenSource::Header { name, prefix } => {
+        // The first place the provider reads a token from.
+        match provider.from.first() {
+            Some(TokenSource::Header { name, prefix }) => {
                 headers.push((name.to_ascii_lowercase(), format!("{prefix}{signed}")));
             }
-            TokenSource::Query(name) => {
+            Some(TokenSource::Query(name)) => {
                 path.push(if path.contains('?') { '&' } else { '?' });
                 path.push_str(&format!("{name}={signed}"));
             }
+            None => {}
         }
         token = Some(claims);
     }
@@ -290,7 +292,7 @@ fn describe_request(stand: &StandIn, case: &Case, from: IpAddr, token: Option<&s
         s.push_str(&format!("\n  {k}: {v}"));
     }
     if let (Some(jwt), Some(claims)) = (&r.jwt, token) {
-        let place = match stand.policy.jwt_providers.get(&jwt.provider).map(|p| &p.from) {
+        let place = match stand.policy.jwt_providers.get(&jwt.provider).and_then(|p| p.from.first()) {
             Some(TokenSource::Query(q)) => format!("query `{q}`"),
             Some(TokenSource::Header { name, .. }) => name.clone(),
             None => String::new(),

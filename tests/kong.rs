@@ -635,6 +635,11 @@ services:
     ] {
         assert_eq!(status(path, claims.clone()), want, "{path} with {claims}");
     }
+    // Kong also reads a token from the `jwt` query parameter by default.
+    let url = format!("http://127.0.0.1:{listen}/lenient?jwt={}", token(soon));
+    assert_eq!(request("GET", &url, &[]).expect("answer").status, 200);
+    let url = format!("http://127.0.0.1:{listen}/lenient?jwt=not-a-token");
+    assert_eq!(request("GET", &url, &[]).expect("answer").status, 401);
 }
 
 #[test]

@@ -1350,3 +1350,10 @@ fn a_request_id_header_that_cannot_carry_it_is_located() {
                 - { name: r, match: { prefix: / }, service: s, request_id: { header: x-request-id } }\n";
     check(&[("r.yaml", text)], &[("r.yaml:4:72", &["`x-request-id` cannot carry the request id"])]);
 }
+
+#[test]
+fn an_empty_token_place_list_is_located() {
+    let text = "auth:\n  jwt:\n    - name: main\n      issuer: https://a.example.com\n      \
+                jwks: { inline: '{\"keys\":[{\"kty\":\"oct\",\"k\":\"c2VjcmV0\"}]}' }\n      from: []\n";
+    check(&[("a.yaml", text)], &[("a.yaml:6:13", &["`from` is empty"])]);
+}

@@ -122,6 +122,9 @@ struct Ctx<'a> {
     own_listener: bool,
     /// A global file-log's path, as legate's access log path.
     access_log: Option<String>,
+    /// The distinct token places jwt plugins name other than Kong's
+    /// default (Authorization, `?jwt=`), for provider names.
+    jwt_sources: Vec<Vec<Value>>,
 }
 
 impl Ctx<'_> {
@@ -212,6 +215,7 @@ pub(crate) fn convert(doc: &Value, own_listener: bool) -> Converted {
         service_hosts: BTreeMap::new(),
         own_listener,
         access_log: None,
+        jwt_sources: Vec::new(),
     };
     let root = YamlPath::default();
     match get(doc, "_format_version") {
@@ -1330,13 +1334,22 @@ fn route_settings(cx: &mut Ctx<'_>, plugins: &BTreeMap<String, Plugin<'_>>) -> V
                 if get_str(c, "key_claim_name").is_some_and(|k| k != "iss") {
                     cx.problem(&at.key("key_claim_name"), format!("{what}: legate matches keys by `iss` only"));
                 }
-                let headers = strings(c, "header_names");
-                if headers.len() > 1 || headers.first().is_some_and(|h| !h.eq_ignore_ascii_case("authorization")) {
-                    cx.problem(
-                        &at.key("header_names"),
-                        format!("{what}: legate reads tokens from the Authorization header"),
-                    );
-                }
+                // Where Kong looks for the token: each of header_names
+                // (default Authorization) after `Bearer `, and each of
+                // uri_param_names (default `jwt`) in the query.
+                let headers = match get(c, "header_names") {
+                    Some(_) => strings(c, "header_names"),
+                    None => vec!["Authorization".to_owned()],
+                };
+                let params = match get(c, "uri_param_names") {
+                    Some(_) => strings(c, "uri_param_names"),
+                    None => vec!["jwt".to_owned()],
+                };
+                let from: Vec<Value> = headers
+                    .iter()
+                    .map(|h| map(vec![("header", s(h)), ("prefix", s("Bearer "))]))
+                    .chain(params.iter().map(|q| map(vec![("query", s(q))])))
+                    .collect();
                 let claims = strings(c, "claims_to_verify");
                 for (i, claim) in claims.iter().enumerate() {
                     if !matches!(claim.as_str(), "exp" | "nbf") {
@@ -1354,8 +1367,8 @@ fn route_settings(cx: &mut Ctx<'_>, plugins: &BTreeMap<String, Plugin<'_>>) -> V
                         format!("{what}: maximum_expiration needs `exp` in claims_to_verify"),
                     );
                 }
-                let checks = ExpiryChecks { require_exp: claims.iter().any(|c| c == "exp"), max_lifetime };
-                let names = jwt_providers(cx, &at, &what, &admitted, narrowed, checks);
+                let checks = ExpiryChecks { require_exp: claims.iter().any(|c| c == "exp"), max_lifetime, from };
+                let names = jwt_providers(cx, &at, &what, &admitted, narrowed, &checks);
                 out[0] = ("auth", Value::Sequence(names.iter().map(|n| s(n)).collect()));
             }
             "rate-limiting" => {
@@ -1527,10 +1540,12 @@ fn route_settings(cx: &mut Ctx<'_>, plugins: &BTreeMap<String, Plugin<'_>>) -> V
 /// What a jwt plugin checks of `exp`: whether a token must carry one
 /// (`claims_to_verify: [exp]`), and the longest it may still have to live
 /// (`maximum_expiration`, seconds).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct ExpiryChecks {
     require_exp: bool,
     max_lifetime: Option<u64>,
+    /// legate `from` entries: where the token may be.
+    from: Vec<Value>,
 }
 
 /// One legate JWT provider per consumer credential (issuer = the
@@ -1541,13 +1556,31 @@ fn jwt_providers(
     what: &str,
     admitted: &dyn Fn(&str) -> bool,
     narrowed: bool,
-    checks: ExpiryChecks,
+    checks: &ExpiryChecks,
 ) -> Vec<String> {
     if !cx.jwt_secrets.iter().any(|(_, _, consumer)| admitted(consumer)) {
         let which = if narrowed { " that the route's acl admits" } else { "" };
         cx.problem(at, format!("{what}: no consumer{which} has jwt_secrets, so no token could pass"));
         return Vec::new();
     }
+    if checks.from.is_empty() {
+        cx.problem(at, format!("{what}: no header_names or uri_param_names, so no token could be read"));
+        return Vec::new();
+    }
+    let default_from =
+        vec![map(vec![("header", s("Authorization")), ("prefix", s("Bearer "))]), map(vec![("query", s("jwt"))])];
+    let from_suffix = if checks.from == default_from {
+        String::new()
+    } else {
+        let k = match cx.jwt_sources.iter().position(|f| *f == checks.from) {
+            Some(k) => k,
+            None => {
+                cx.jwt_sources.push(checks.from.clone());
+                cx.jwt_sources.len() - 1
+            }
+        };
+        format!("-from-{}", k + 1)
+    };
     let mut names = Vec::new();
     for (i, (iss, jwks, consumer)) in cx.jwt_secrets.clone().into_iter().enumerate() {
         if !admitted(&consumer) {
@@ -1558,12 +1591,13 @@ fn jwt_providers(
             ExpiryChecks { require_exp: true, .. } => "-exp".to_owned(),
             ExpiryChecks { .. } => String::new(),
         };
-        let name = format!("kong-jwt-{}{suffix}", i + 1);
+        let name = format!("kong-jwt-{}{suffix}{from_suffix}", i + 1);
         if !cx.providers.iter().any(|p| p.get("name").and_then(Value::as_str) == Some(name.as_str())) {
             let mut provider = vec![
                 ("name", s(&name)),
                 ("issuer", s(&iss)),
                 ("jwks", map(vec![("inline", s(&jwks))])),
+                ("from", Value::Sequence(checks.from.clone())),
                 ("claims_to_headers", map(vec![("iss", s("X-Credential-Identifier"))])),
                 // Kong allows no clock skew; 1s is the least Envoy can (it reads 0 as 60s).
                 ("clock_skew", s("1s")),

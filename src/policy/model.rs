@@ -67,8 +67,8 @@ pub struct JwtProvider {
     pub audiences: Vec<String>,
     /// Where the verification keys come from.
     pub jwks: Jwks,
-    /// Where the token is in a request.
-    pub from: TokenSource,
+    /// Where the token may be in a request, in the order Envoy looks.
+    pub from: Vec<TokenSource>,
     /// Claim name → request header set from it for the upstream.
     pub claims_to_headers: BTreeMap<String, String>,
     /// Tolerance for `exp` and `nbf`.

@@ -757,8 +757,8 @@ pub(crate) struct JwtProvider {
     pub(crate) audiences: Option<Vec<String>>,
     /// The keys: { file } | { inline } | { uri, cache }.
     pub(crate) jwks: Option<Jwks>,
-    /// Default { header: Authorization, prefix: "Bearer " }; or { query: NAME }.
-    pub(crate) from: Option<TokenFrom>,
+    /// Default { header: Authorization, prefix: "Bearer " }; or { query: NAME }; or a list of them.
+    pub(crate) from: Option<TokenFromList>,
     /// Claim -> request header the service gets (clients can't forge it).
     pub(crate) claims_to_headers: Option<BTreeMap<String, String>>,
     /// Default 60s; whole seconds, at least 1s.
@@ -785,6 +785,33 @@ pub(crate) struct Jwks {
     pub(crate) uri: Option<String>,
     /// How long Envoy keeps a fetched JWKS (default 5m).
     pub(crate) cache: Option<String>,
+}
+
+/// `auth.jwt[].from`: one place, or a list of places (any of them).
+#[derive(Debug, Clone, PartialEq, JsonSchema)]
+#[schemars(untagged)]
+pub(crate) enum TokenFromList {
+    One(TokenFrom),
+    Many(Vec<TokenFrom>),
+}
+
+impl<'de> Deserialize<'de> for TokenFromList {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> de::Visitor<'de> for V {
+            type Value = TokenFromList;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("{ header: NAME, prefix: TEXT } or { query: NAME }, or a list of them")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<TokenFromList, A::Error> {
+                TokenFrom::deserialize(MapAccessDeserializer::new(map)).map(TokenFromList::One)
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<TokenFromList, A::Error> {
+                Vec::<TokenFrom>::deserialize(SeqAccessDeserializer::new(seq)).map(TokenFromList::Many)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// `auth.jwt[].from`: a header (with a prefix) or a query parameter.

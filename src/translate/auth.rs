@@ -136,12 +136,16 @@ fn provider(p: &JwtProvider) -> EnvoyProvider {
         max_lifetime,
         forward_token,
     } = p;
-    let (from_headers, from_params) = match from {
-        TokenSource::Header { name, prefix } => {
-            (vec![JwtHeader { name: name.clone(), value_prefix: prefix.clone() }], Vec::new())
+    let mut from_headers = Vec::new();
+    let mut from_params = Vec::new();
+    for source in from {
+        match source {
+            TokenSource::Header { name, prefix } => {
+                from_headers.push(JwtHeader { name: name.clone(), value_prefix: prefix.clone() });
+            }
+            TokenSource::Query(q) => from_params.push(q.clone()),
         }
-        TokenSource::Query(q) => (Vec::new(), vec![q.clone()]),
-    };
+    }
     let source = match jwks {
         Jwks::Local(text) => JwksSourceSpecifier::LocalJwks(DataSource {
             specifier: Some(data_source::Specifier::InlineString(text.clone())),

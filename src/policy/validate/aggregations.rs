@@ -345,8 +345,10 @@ fn forward_headers(refs: &Refs<'_, '_>, defaults: &HeaderOps) -> Vec<String> {
     let mut out: BTreeSet<String> = ALWAYS_FORWARDED.iter().map(|h| (*h).to_owned()).collect();
     for p in refs.providers.valid.values() {
         out.extend(p.claims_to_headers.values().map(|h| h.to_ascii_lowercase()));
-        if let (true, crate::policy::TokenSource::Header { name, .. }) = (p.forward_token, &p.from) {
-            out.insert(name.to_ascii_lowercase());
+        for source in p.from.iter().filter(|_| p.forward_token) {
+            if let crate::policy::TokenSource::Header { name, .. } = source {
+                out.insert(name.to_ascii_lowercase());
+            }
         }
     }
     for s in refs.providers.api_keys.values() {

@@ -198,10 +198,13 @@ pub(super) fn check_providers<'a>(
     // claim header is stripped from requests, which would strip the token.
     let token_headers: Vec<(&str, &str)> = all
         .iter()
-        .filter_map(|(_, p)| match &p.from {
-            None => Some(("Authorization", p.name.as_str())),
-            Some(raw::TokenFrom { header: Some(h), .. }) => Some((h.as_str(), p.name.as_str())),
-            Some(_) => None,
+        .flat_map(|(_, p)| {
+            let sources: Vec<&raw::TokenFrom> = match &p.from {
+                None => return vec![("Authorization", p.name.as_str())],
+                Some(raw::TokenFromList::One(f)) => vec![f],
+                Some(raw::TokenFromList::Many(list)) => list.iter().collect(),
+            };
+            sources.into_iter().filter_map(|f| Some((f.header.as_deref()?, p.name.as_str()))).collect()
         })
         .collect();
     for (o, p) in all {
@@ -265,31 +268,15 @@ fn check_provider(
         Some(j) => check_jwks(errs, &o.key("jwks"), j, read_files),
     };
     let from = match from {
-        None => Some(TokenSource::Header { name: "Authorization".into(), prefix: "Bearer ".into() }),
-        Some(raw::TokenFrom { header, prefix, query }) => {
-            let f = o.key("from");
-            match (header, prefix, query) {
-                (Some(h), _, None) if header_name_ok(h) => {
-                    Some(TokenSource::Header { name: h.clone(), prefix: prefix.clone().unwrap_or_default() })
-                }
-                (Some(h), _, None) => {
-                    errs.at(&f.key("header"), format!("`{h}` is not a valid header name"));
-                    None
-                }
-                (None, None, Some(q)) if !q.is_empty() => Some(TokenSource::Query(q.clone())),
-                (None, None, Some(_)) => {
-                    errs.at(&f.key("query"), "the query parameter name is empty");
-                    None
-                }
-                (None, Some(_), Some(_)) => {
-                    errs.at(&f.key("prefix"), "`prefix` goes with `header`, not `query`");
-                    None
-                }
-                _ => {
-                    errs.at(&f, "`from` needs exactly one of `header` (with an optional `prefix`) or `query`");
-                    None
-                }
+        None => Some(vec![TokenSource::Header { name: "Authorization".into(), prefix: "Bearer ".into() }]),
+        Some(raw::TokenFromList::One(f)) => token_source(errs, &o.key("from"), f).map(|s| vec![s]),
+        Some(raw::TokenFromList::Many(list)) => {
+            if list.is_empty() {
+                errs.at(&o.key("from"), "`from` is empty; list where the token may be");
             }
+            let sources: Vec<Option<TokenSource>> =
+                list.iter().enumerate().map(|(i, f)| token_source(errs, &o.key("from").index(i), f)).collect();
+            sources.into_iter().collect::<Option<Vec<_>>>().filter(|s| !s.is_empty())
         }
     };
     let mut claims = BTreeMap::new();
@@ -335,6 +322,33 @@ fn check_provider(
         max_lifetime: max_lifetime?,
         forward_token: forward_token.unwrap_or(false),
     })
+}
+
+/// One place a token may be (`f` at `o`).
+fn token_source(errs: &mut Errors<'_>, f: &Origin, from: &raw::TokenFrom) -> Option<TokenSource> {
+    let raw::TokenFrom { header, prefix, query } = from;
+    match (header, prefix, query) {
+        (Some(h), _, None) if header_name_ok(h) => {
+            Some(TokenSource::Header { name: h.clone(), prefix: prefix.clone().unwrap_or_default() })
+        }
+        (Some(h), _, None) => {
+            errs.at(&f.key("header"), format!("`{h}` is not a valid header name"));
+            None
+        }
+        (None, None, Some(q)) if !q.is_empty() => Some(TokenSource::Query(q.clone())),
+        (None, None, Some(_)) => {
+            errs.at(&f.key("query"), "the query parameter name is empty");
+            None
+        }
+        (None, Some(_), Some(_)) => {
+            errs.at(&f.key("prefix"), "`prefix` goes with `header`, not `query`");
+            None
+        }
+        _ => {
+            errs.at(f, "`from` needs exactly one of `header` (with an optional `prefix`) or `query`");
+            None
+        }
+    }
 }
 
 fn check_jwks(errs: &mut Errors<'_>, o: &Origin, j: &raw::Jwks, read_files: &mut Vec<PathBuf>) -> Option<Jwks> {
