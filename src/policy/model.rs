@@ -900,17 +900,44 @@ pub struct HeaderOps {
     pub remove: Vec<String>,
 }
 
+/// When a header (or query) change sets its value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetWhen {
+    /// Only where the request has it (`replace`).
+    Present,
+    /// Always, replacing any value (`add`).
+    Always,
+    /// Only where the request lacks it (`default`).
+    Absent,
+    /// As one more value (`append`).
+    Append,
+}
+
 impl HeaderOps {
+    /// Each kind of set with its values, in the order Envoy applies them
+    /// (after the removals): `replace`, `add`, `default`, `append`.
+    #[must_use]
+    pub fn sets(&self) -> [(SetWhen, &std::collections::BTreeMap<String, String>); 4] {
+        [
+            (SetWhen::Present, &self.replace),
+            (SetWhen::Always, &self.add),
+            (SetWhen::Absent, &self.default),
+            (SetWhen::Append, &self.append),
+        ]
+    }
+
+    /// Whether it changes nothing.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.remove.is_empty() && self.sets().iter().all(|(_, m)| m.is_empty())
+    }
+
     /// `over` applied on top of `self`: what it says of a header wins
     /// whole (a general level's `add` of a header the specific one
     /// `replace`s is dropped), removes accumulate.
     #[must_use]
     pub fn merged(&self, over: &HeaderOps) -> HeaderOps {
-        let named = |name: &str| {
-            [&over.add, &over.default, &over.replace, &over.append]
-                .iter()
-                .any(|m| m.keys().any(|k| k.eq_ignore_ascii_case(name)))
-        };
+        let named = |name: &str| over.sets().iter().any(|(_, m)| m.keys().any(|k| k.eq_ignore_ascii_case(name)));
         let layer = |mine: &std::collections::BTreeMap<String, String>,
                      theirs: &std::collections::BTreeMap<String, String>| {
             let mut out: std::collections::BTreeMap<String, String> =

@@ -14,19 +14,14 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 use envoy_types::pb::google::protobuf::{value::Kind, Any, Value};
 
 use super::any;
-use crate::policy::{HeaderOps, Policy, Route};
+use crate::policy::{Policy, Route, SetWhen};
 
 /// Not Envoy's own name for the filter: the identity-header strip is that.
 const FILTER: &str = "legate.request_query";
 
-fn changes(ops: &HeaderOps) -> bool {
-    let HeaderOps { add, default, replace, append, remove } = ops;
-    !(add.is_empty() && default.is_empty() && replace.is_empty() && append.is_empty() && remove.is_empty())
-}
-
 /// The filter, doing nothing itself, when a route on `listener` changes its query.
 pub(super) fn http_filters(policy: &Policy, listener: &str) -> Vec<HttpFilter> {
-    if !super::listener_needs(policy, listener, |r| changes(&r.request_query)) {
+    if !super::listener_needs(policy, listener, |r| !r.request_query.is_empty()) {
         return Vec::new();
     }
     vec![super::http_filter(FILTER, any(&HeaderMutation::default()))]
@@ -35,19 +30,17 @@ pub(super) fn http_filters(policy: &Policy, listener: &str) -> Vec<HttpFilter> {
 /// The route's query changes.
 pub(super) fn per_route(route: &Route) -> Option<(String, Any)> {
     let ops = &route.request_query;
-    if !changes(ops) {
+    if ops.is_empty() {
         return None;
     }
-    let HeaderOps { add, default, replace, append, remove } = ops;
-    let removals = remove.iter().map(|name| KeyValueMutation { remove: name.clone(), ..Default::default() });
-    let sets = [
-        (replace, KeyValueAppendAction::OverwriteIfExists),
-        (add, KeyValueAppendAction::OverwriteIfExistsOrAdd),
-        (default, KeyValueAppendAction::AddIfAbsent),
-        (append, KeyValueAppendAction::AppendIfExistsOrAdd),
-    ]
-    .into_iter()
-    .flat_map(|(map, action)| {
+    let removals = ops.remove.iter().map(|name| KeyValueMutation { remove: name.clone(), ..Default::default() });
+    let sets = ops.sets().into_iter().flat_map(|(when, map)| {
+        let action = match when {
+            SetWhen::Present => KeyValueAppendAction::OverwriteIfExists,
+            SetWhen::Always => KeyValueAppendAction::OverwriteIfExistsOrAdd,
+            SetWhen::Absent => KeyValueAppendAction::AddIfAbsent,
+            SetWhen::Append => KeyValueAppendAction::AppendIfExistsOrAdd,
+        };
         map.iter().map(move |(k, v)| KeyValueMutation {
             append: Some(KeyValueAppend {
                 record: Some(KeyValuePair {

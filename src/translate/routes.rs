@@ -27,8 +27,8 @@ use prost::Name as _;
 
 use super::proto_duration;
 use crate::policy::{
-    Backend, HeaderOps, HostRewrite, Listener, LoadBalancing, PathMatch, PathRewrite, Policy, Route, ValueMatch,
-    ValueRule,
+    Backend, HeaderOps, HostRewrite, Listener, LoadBalancing, PathMatch, PathRewrite, Policy, Route, SetWhen,
+    ValueMatch, ValueRule,
 };
 use crate::snapshot::{self, Resource};
 
@@ -377,16 +377,18 @@ fn aggregator_retry() -> RetryPolicy {
 /// The headers a route sets, in the order Envoy applies them (after its
 /// removals): `replace`, `add`, `default`, `append`.
 fn header_adds(ops: &HeaderOps) -> Vec<HeaderValueOption> {
-    let HeaderOps { add, default, replace, append, remove: _ } = ops;
-    [
-        (replace, HeaderAppendAction::OverwriteIfExists),
-        (add, HeaderAppendAction::OverwriteIfExistsOrAdd),
-        (default, HeaderAppendAction::AddIfAbsent),
-        (append, HeaderAppendAction::AppendIfExistsOrAdd),
-    ]
-    .into_iter()
-    .flat_map(|(map, action)| map.iter().map(move |(k, v)| header_option(k, v, action)))
-    .collect()
+    ops.sets()
+        .into_iter()
+        .flat_map(|(when, map)| {
+            let action = match when {
+                SetWhen::Present => HeaderAppendAction::OverwriteIfExists,
+                SetWhen::Always => HeaderAppendAction::OverwriteIfExistsOrAdd,
+                SetWhen::Absent => HeaderAppendAction::AddIfAbsent,
+                SetWhen::Append => HeaderAppendAction::AppendIfExistsOrAdd,
+            };
+            map.iter().map(move |(k, v)| header_option(k, v, action))
+        })
+        .collect()
 }
 
 /// Set a header, replacing any value it has.

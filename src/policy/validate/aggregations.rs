@@ -360,7 +360,7 @@ fn forward_headers(refs: &Refs<'_, '_>, defaults: &HeaderOps) -> Vec<String> {
             }));
         }
     }
-    for set in [&defaults.add, &defaults.default, &defaults.replace, &defaults.append] {
+    for (_, set) in defaults.sets() {
         out.extend(set.keys().map(|h| h.to_ascii_lowercase()));
     }
     out.into_iter().collect()
