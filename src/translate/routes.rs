@@ -220,9 +220,10 @@ fn route(policy: &Policy, r: &Route) -> EnvoyRoute {
             },
         );
     }
+    // None for `respond`: Envoy answers, no cluster.
     let cluster_specifier = match backend {
-        Backend::Service(s) => route_action::ClusterSpecifier::Cluster(s.clone()),
-        Backend::Split(targets) => route_action::ClusterSpecifier::WeightedClusters(WeightedCluster {
+        Backend::Service(s) => Some(route_action::ClusterSpecifier::Cluster(s.clone())),
+        Backend::Split(targets) => Some(route_action::ClusterSpecifier::WeightedClusters(WeightedCluster {
             clusters: targets
                 .iter()
                 .map(|(s, w)| ClusterWeight {
@@ -232,9 +233,9 @@ fn route(policy: &Policy, r: &Route) -> EnvoyRoute {
                 })
                 .collect(),
             ..Default::default()
-        }),
-        Backend::Aggregation(_) => route_action::ClusterSpecifier::Cluster(crate::aggregator::CLUSTER.to_owned()),
-        Backend::Respond { .. } => route_action::ClusterSpecifier::Cluster(String::new()),
+        })),
+        Backend::Aggregation(_) => Some(route_action::ClusterSpecifier::Cluster(crate::aggregator::CLUSTER.to_owned())),
+        Backend::Respond { .. } => None,
     };
     // ring_hash balances on a hash of each service's key (client address or
     // a header); Envoy takes the first hash policy that yields a value.
@@ -308,9 +309,9 @@ fn route(policy: &Policy, r: &Route) -> EnvoyRoute {
             query_parameters: query.iter().map(query_matcher).collect(),
             ..Default::default()
         }),
-        action: Some(match backend {
+        action: Some(match (backend, cluster_specifier) {
             // Envoy answers itself; its local-reply JSON wraps the message.
-            Backend::Respond { status, message } => route::Action::DirectResponse(DirectResponseAction {
+            (Backend::Respond { status, message }, _) => route::Action::DirectResponse(DirectResponseAction {
                 status: *status,
                 body: (!message.is_empty()).then(|| DataSource {
                     specifier: Some(data_source::Specifier::InlineString(message.clone())),
@@ -318,8 +319,8 @@ fn route(policy: &Policy, r: &Route) -> EnvoyRoute {
                 }),
                 ..Default::default()
             }),
-            _ => route::Action::Route(RouteAction {
-                cluster_specifier: Some(cluster_specifier),
+            (_, cluster_specifier) => route::Action::Route(RouteAction {
+                cluster_specifier,
                 prefix_rewrite,
                 regex_rewrite,
                 host_rewrite_specifier: host_rewrite.as_ref().map(|h| match h {
