@@ -36,9 +36,14 @@ pub(super) fn http_filters(policy: &Policy, listener: &str) -> Vec<HttpFilter> {
         return Vec::new();
     }
     let config = BasicAuth {
-        // The listener-wide list is never used: every route that turns the
-        // filter on brings its own.
-        users: Some(htpasswd(policy.basic_users.values())),
+        // Every route that turns the filter on brings its own users, so the
+        // listener holds none: an htpasswd of one blank line (Envoy refuses
+        // an empty one). A password change is then a route change only, and
+        // no listener is rebuilt (and drained) for it.
+        users: Some(DataSource {
+            specifier: Some(data_source::Specifier::InlineString("\n".into())),
+            ..Default::default()
+        }),
         forward_username_header: policy.basic_users.values().find_map(|s| s.client_header.clone()).unwrap_or_default(),
         ..Default::default()
     };
