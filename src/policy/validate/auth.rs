@@ -151,13 +151,10 @@ pub(super) fn check_providers<'a>(
             .collect(),
         read_files: Vec::new(),
     };
+    let jwt_names = || all.iter().map(|(po, p)| (po, p.name.as_str(), "a JWT provider"));
     for (o, s) in basic {
-        let other = all.iter().map(|(po, p)| (po, p.name.as_str(), "a JWT provider"));
-        let other = other.chain(key_sets.iter().map(|(ko, k)| (ko, k.name.as_str(), "an API key set")));
-        if let Some((po, _, what)) = other.clone().find(|(_, n, _)| *n == s.name) {
-            let msg =
-                format!("`{}` names both {what} (at {}) and a basic user set", s.name, errs.place(&po.key("name")));
-            errs.at(&o.key("name"), msg);
+        let key_set_names = key_sets.iter().map(|(ko, k)| (ko, k.name.as_str(), "an API key set"));
+        if named_by_another_kind(errs, o, &s.name, "a basic user set", jwt_names().chain(key_set_names)) {
             continue;
         }
         if let Some(set) = check_basic_set(errs, o, s) {
@@ -176,13 +173,7 @@ pub(super) fn check_providers<'a>(
         }
     }
     for (o, s) in key_sets {
-        if let Some((po, _)) = all.iter().find(|(_, p)| p.name == s.name) {
-            let msg = format!(
-                "`{}` names both a JWT provider (at {}) and an API key set",
-                s.name,
-                errs.place(&po.key("name"))
-            );
-            errs.at(&o.key("name"), msg);
+        if named_by_another_kind(errs, o, &s.name, "an API key set", jwt_names()) {
             continue;
         }
         if let Some(set) = check_api_key_set(errs, o, s) {
@@ -322,6 +313,22 @@ fn check_provider(
         max_lifetime: max_lifetime?,
         forward_token: forward_token.unwrap_or(false),
     })
+}
+
+/// Whether `name`, of a `what` at `o`, is already the name of a provider of
+/// another kind among `earlier` (where, its name, what it is): reported at
+/// `o` if so, naming where the other is.
+fn named_by_another_kind<'a>(
+    errs: &mut Errors<'_>,
+    o: &Origin,
+    name: &str,
+    what: &str,
+    mut earlier: impl Iterator<Item = (&'a Origin, &'a str, &'static str)>,
+) -> bool {
+    let Some((at, _, other)) = earlier.find(|(_, n, _)| *n == name) else { return false };
+    let msg = format!("`{name}` names both {other} (at {}) and {what}", errs.place(&at.key("name")));
+    errs.at(&o.key("name"), msg);
+    true
 }
 
 /// One place a token may be (`f` at `o`).
