@@ -326,6 +326,7 @@ fn byte_size(errs: &mut Errors<'_>, o: &Origin, text: Option<&String>) -> Option
 /// See [`byte_size`].
 pub(crate) fn parse_size(text: &str) -> Result<u32, String> {
     let t = text.trim();
+    let bad = || format!("`{text}` is not a size; write it like 512KiB, 10MiB or 1GB");
     let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let unit: u64 = match &t[digits..] {
         "B" => 1,
@@ -335,10 +336,9 @@ pub(crate) fn parse_size(text: &str) -> Result<u32, String> {
         "KB" => 1_000,
         "MB" => 1_000_000,
         "GB" => 1_000_000_000,
-        _ => return Err(format!("`{text}` is not a size; write it like 512KiB, 10MiB or 1GB")),
+        _ => return Err(bad()),
     };
-    let n: u64 =
-        t[..digits].parse().map_err(|_| format!("`{text}` is not a size; write it like 512KiB, 10MiB or 1GB"))?;
+    let n: u64 = t[..digits].parse().map_err(|_| bad())?;
     match n.checked_mul(unit).and_then(|b| u32::try_from(b).ok()) {
         Some(0) => Err(format!("`{text}` would refuse every body; the smallest size is 1B")),
         Some(b) => Ok(b),
