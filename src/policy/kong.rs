@@ -792,8 +792,10 @@ fn kong_upstream(
             Some((h, p)) if !h.contains(':') || h.ends_with(']') => (h, p.parse::<u16>().ok()),
             _ => (text, Some(8000)),
         };
-        let host_ok = host.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok()
-            || (!host.is_empty() && host.chars().all(|c| c.is_ascii_alphanumeric() || "-._".contains(c)));
+        let host_ok = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+            Some(ip) => ip.parse::<std::net::IpAddr>().is_ok(),
+            None => super::validate::endpoint_host_ok(host),
+        };
         let Some(port) = port.filter(|p| *p > 0 && host_ok) else {
             cx.problem(&t_at.key("target"), format!("{entity}: target `{text}` is not host:port"));
             continue;

@@ -28,6 +28,7 @@ use listeners::{check_listener, check_port_clashes};
 pub(crate) use routes::RouteCache;
 use routes::{check_route, precedence, Defined};
 use services::check_service;
+pub(crate) use services::endpoint_host_ok;
 
 /// What validation collects besides the model: errors, warnings, and the
 /// other files it read.

@@ -289,14 +289,19 @@ fn endpoint(errs: &mut Errors<'_>, o: &Origin, e: &raw::EndpointSpec) -> Option<
     }
 }
 
+/// An endpoint's host: an IP address, or a name of letters, digits, `-`,
+/// `.` and `_` (Docker names containers and services with it, and resolves
+/// them).
+pub(crate) fn endpoint_host_ok(host: &str) -> bool {
+    host.parse::<IpAddr>().is_ok()
+        || (!host.is_empty() && host.chars().all(|c| c.is_ascii_alphanumeric() || "-._".contains(c)))
+}
+
 pub(super) fn parse_endpoint(errs: &mut Errors<'_>, o: &Origin, text: &str) -> Option<Endpoint> {
     let parsed = text.rsplit_once(':').and_then(|(h, p)| {
         let host = h.trim_matches(['[', ']']);
         let port: u16 = p.parse().ok().filter(|p| *p > 0)?;
-        let valid_host = host.parse::<IpAddr>().is_ok()
-            // `_` too: Docker names containers and services with it, and resolves them.
-            || (!host.is_empty() && host.chars().all(|c| c.is_ascii_alphanumeric() || "-._".contains(c)));
-        valid_host.then(|| Endpoint { host: host.to_owned(), port, weight: 1 })
+        endpoint_host_ok(host).then(|| Endpoint { host: host.to_owned(), port, weight: 1 })
     });
     if parsed.is_none() {
         errs.at(o, format!("endpoint `{text}` is not host:port (like 10.0.0.5:3000 or orders:3000)"));
